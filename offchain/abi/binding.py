@@ -1,0 +1,94 @@
+"""The digests that bind evidence together (PROTOCOL.md, "Evidence binding").
+
+One implementation of each, shared by the agent (which produces them), the off-chain verifier
+(which checks them), the relayer (which pre-checks on-chain evidence) and the contract tests
+(which compare them with what Solidity computes):
+
+* :func:`direct_report_data`: ``REPORT_DATA = SHA-256(AK TPMT_PUBLIC) || 32 zero bytes``.
+* :func:`offchain_extra_data`: the quote's qualifyingData for ``GET /collaterals/{nonce}``.
+* :func:`onchain_extra_data`: the quote's qualifyingData the registry recomputes.
+
+The agent never quotes a caller's bytes as they are: both forms are domain separated, so the AK
+cannot be made to sign a value meant for another protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from offchain.abi.keccak import keccak256
+from offchain.errors import ParseError, Reason
+
+REPORT_DATA_SIZE = 64
+OFFCHAIN_DOMAIN = b"cvm-attest/offchain/v1"
+ONCHAIN_QUOTE_TYPEHASH = keccak256(b"cvm-attest.quote.v1")
+NONCE_MIN_BYTES = 1
+NONCE_MAX_BYTES = 64
+
+
+def direct_report_data(ak_public_area: bytes) -> bytes:
+    """REPORT_DATA for the direct binding: SHA-256 of the AK's marshalled TPMT_PUBLIC, zero padded."""
+    return hashlib.sha256(ak_public_area).digest() + bytes(32)
+
+
+def check_nonce(nonce: bytes) -> bytes:
+    """A verifier's nonce must be 1 to 64 bytes; returns it unchanged."""
+    if not NONCE_MIN_BYTES <= len(nonce) <= NONCE_MAX_BYTES:
+        raise ParseError(
+            Reason.INPUT_INVALID,
+            f"nonce must be {NONCE_MIN_BYTES} to {NONCE_MAX_BYTES} bytes, got {len(nonce)}",
+            field="nonce",
+        )
+    return nonce
+
+
+def offchain_extra_data(nonce: bytes) -> bytes:
+    """``SHA-256("cvm-attest/offchain/v1" || nonce)``, the quote's extraData for off-chain evidence."""
+    return hashlib.sha256(OFFCHAIN_DOMAIN + check_nonce(nonce)).digest()
+
+
+def _word_uint(value: int) -> bytes:
+    if not 0 <= value < 1 << 256:
+        raise ParseError(Reason.INPUT_INVALID, f"{value} does not fit a uint256")
+    return value.to_bytes(32, "big")
+
+
+def _word_address(address: str | bytes) -> bytes:
+    raw = parse_address(address)
+    return bytes(12) + raw
+
+
+def _word_bytes32(value: bytes) -> bytes:
+    if len(value) != 32:
+        raise ParseError(Reason.INPUT_INVALID, f"expected 32 bytes, got {len(value)}")
+    return value
+
+
+def parse_address(address: str | bytes) -> bytes:
+    """An Ethereum address as its 20 bytes, from ``0x``-hex (any case) or raw bytes."""
+    if isinstance(address, bytes):
+        raw = address
+    else:
+        text = address[2:] if address[:2] in ("0x", "0X") else address
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise ParseError(Reason.INPUT_INVALID, f"not a hex address: {address!r}") from None
+    if len(raw) != 20:
+        raise ParseError(Reason.INPUT_INVALID, f"an address is 20 bytes, got {len(raw)}")
+    return raw
+
+
+def onchain_extra_data(chain_id: int, registry: str | bytes, cvm_address: str | bytes, block_hash: bytes) -> bytes:
+    """``keccak256(abi.encode(keccak256("cvm-attest.quote.v1"), chainId, registry, cvmAddress, blockHash))``.
+
+    Only the agent calls this to *produce* a quote, and always with its own ``cvm_address``; the
+    registry recomputes it from ``block.chainid``, ``address(this)`` and ``blockhash(n)``.
+    """
+    return keccak256(
+        ONCHAIN_QUOTE_TYPEHASH
+        + _word_uint(chain_id)
+        + _word_address(registry)
+        + _word_address(cvm_address)
+        + _word_bytes32(block_hash)
+    )

@@ -1,0 +1,214 @@
+"""One exception hierarchy for all of cvm-attest, with stable machine-readable reasons.
+
+Every failure anywhere in the toolkit (parser, verifier, policy, collateral fetch, chain) is a
+:class:`CvmAttestError` carrying a :class:`Reason`. The reason strings are an API: tools, logs and
+tests match on them. Never rename, renumber or reuse one; add new ones instead.
+
+The edges translate these errors: FastAPI into ``4xx`` JSON ``{"reason", "detail", ...}``, the CLI
+into ``[reason] message`` with a non-zero exit, ``onchain`` maps every custom Solidity error to one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+
+class Reason(str, enum.Enum):
+    """Stable dotted reason strings. Append only."""
+
+    # --- input / parsing -------------------------------------------------------------------
+    INPUT_UNREADABLE = "input.unreadable"
+    INPUT_INVALID = "input.invalid"
+    SNP_REPORT_LENGTH = "snp.report.length"
+    SNP_REPORT_VERSION = "snp.report.version_unsupported"
+    SNP_REPORT_RESERVED = "snp.report.reserved_nonzero"
+    SNP_REPORT_SIG_ALGO = "snp.report.signature_algo_unsupported"
+    SNP_REPORT_MALFORMED = "snp.report.malformed"
+    CERT_MALFORMED = "cert.malformed"
+    CERT_EXTENSION_MALFORMED = "cert.extension_malformed"
+    HCL_REPORT_MALFORMED = "azure.hcl.malformed"
+    HCL_RUNTIME_DATA_MALFORMED = "azure.runtime_data.malformed"
+    TPM_ATTEST_MALFORMED = "tpm.attest.malformed"
+    TPM_PUBLIC_MALFORMED = "tpm.public.malformed"
+    TPM_SIGNATURE_MALFORMED = "tpm.signature.malformed"
+    EVENT_LOG_MALFORMED = "workload.event_log.malformed"
+    EVIDENCE_MALFORMED = "evidence.malformed"
+    GOLDEN_MALFORMED = "golden.malformed"
+
+    # --- AMD certificate chain ---------------------------------------------------------------
+    CHAIN_ROOT_NOT_PINNED = "snp.chain.root_not_pinned"
+    CHAIN_ARK_SIGNATURE = "snp.chain.ark_signature_invalid"
+    CHAIN_ASK_SIGNATURE = "snp.chain.ask_signature_invalid"
+    CHAIN_LEAF_SIGNATURE = "snp.chain.leaf_signature_invalid"
+    CHAIN_EXPIRED = "snp.chain.certificate_expired"
+    CHAIN_NOT_YET_VALID = "snp.chain.certificate_not_yet_valid"
+    CHAIN_PRODUCT_MISMATCH = "snp.chain.product_mismatch"
+    CHAIN_INCOMPLETE = "snp.chain.incomplete"
+    CHAIN_WRONG_INTERMEDIATE = "snp.chain.wrong_intermediate_kind"
+
+    # --- SNP report ------------------------------------------------------------------------
+    SNP_SIGNATURE_INVALID = "snp.signature.invalid"
+    SNP_TCB_MISMATCH = "snp.leaf.tcb_mismatch"
+    SNP_HWID_MISMATCH = "snp.leaf.hwid_mismatch"
+    SNP_SIGNER_MISMATCH = "snp.leaf.signer_kind_mismatch"
+
+    # --- AK binding ------------------------------------------------------------------------
+    BINDING_REPORT_DATA_MISMATCH = "binding.report_data_mismatch"
+    BINDING_RUNTIME_DATA_MISMATCH = "binding.runtime_data_hash_mismatch"
+    BINDING_AK_MISMATCH = "binding.ak_mismatch"
+    BINDING_MODE_MISMATCH = "binding.mode_mismatch"
+
+    # --- TPM quote -------------------------------------------------------------------------
+    TPM_QUOTE_SIGNATURE_INVALID = "tpm.quote.signature_invalid"
+    TPM_QUOTE_NONCE_MISMATCH = "tpm.quote.nonce_mismatch"
+    TPM_QUOTE_MAGIC = "tpm.quote.bad_magic"
+    TPM_QUOTE_TYPE = "tpm.quote.bad_type"
+    TPM_QUOTE_PCR_DIGEST_MISMATCH = "tpm.quote.pcr_digest_mismatch"
+    TPM_QUOTE_PCR_SELECTION = "tpm.quote.pcr_selection_mismatch"
+    TPM_QUOTE_ALGORITHM_UNSUPPORTED = "tpm.quote.algorithm_unsupported"
+
+    # --- workload (PCR23) ------------------------------------------------------------------
+    EVENT_LOG_REPLAY_MISMATCH = "workload.event_log.replay_mismatch"
+
+    # --- policy ----------------------------------------------------------------------------
+    POLICY_VIOLATIONS = "policy.violations"
+    POLICY_MEASUREMENT_MISMATCH = "policy.measurement_mismatch"
+    POLICY_DEBUG_ALLOWED = "policy.debug_allowed"
+    POLICY_MIGRATE_MA_ALLOWED = "policy.migrate_ma_allowed"
+    POLICY_SMT_NOT_ALLOWED = "policy.smt_not_allowed"
+    POLICY_ABI_TOO_OLD = "policy.abi_too_old"
+    POLICY_VMPL_MISMATCH = "policy.vmpl_mismatch"
+    POLICY_TCB_TOO_LOW = "policy.tcb_too_low"
+    POLICY_PRODUCT_NOT_ALLOWED = "policy.product_not_allowed"
+    POLICY_SIGNER_NOT_ALLOWED = "policy.signer_not_allowed"
+    POLICY_BINDING_NOT_ALLOWED = "policy.binding_not_allowed"
+    POLICY_PCR_MISMATCH = "policy.pcr_mismatch"
+    POLICY_PCR_MISSING = "policy.pcr_missing"
+    POLICY_WORKLOAD_MISMATCH = "policy.workload_mismatch"
+
+    # --- collateral (retryable) ------------------------------------------------------------
+    COLLATERAL_UNAVAILABLE = "collateral.unavailable"
+    COLLATERAL_FETCH_FAILED = "collateral.fetch_failed"
+
+    # --- platform / agent ------------------------------------------------------------------
+    PLATFORM_UNAVAILABLE = "platform.unavailable"
+    TPM_UNAVAILABLE = "tpm.unavailable"
+    AUTH_REQUIRED = "auth.required"
+    AUTH_INVALID = "auth.invalid"
+    WORKLOAD_ARCHIVE_INVALID = "workload.archive.invalid"
+    WORKLOAD_ARCHIVE_UNSAFE_PATH = "workload.archive.unsafe_path"
+    WORKLOAD_ARCHIVE_TOO_LARGE = "workload.archive.too_large"
+    WORKLOAD_RUNNER_FAILED = "workload.runner_failed"
+
+    # --- chain -----------------------------------------------------------------------------
+    CHAIN_REVERTED = "chain.reverted"
+    CHAIN_RPC_UNAVAILABLE = "chain.rpc_unavailable"
+    CHAIN_TX_FAILED = "chain.tx_failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class CvmAttestError(Exception):
+    """Root of every error cvm-attest raises on purpose.
+
+    ``reason`` is the stable :class:`Reason`; ``detail`` a human sentence; ``context`` small
+    JSON-able facts (field names, expected/actual values) for logs and API responses.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, reason: Reason, detail: str = "", **context: Any) -> None:
+        self.reason = reason
+        self.detail = detail or reason.value
+        self.context: dict[str, Any] = context
+        super().__init__(f"[{reason.value}] {self.detail}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used by the agent's HTTP errors and ``--json`` output."""
+        out: dict[str, Any] = {"reason": self.reason.value, "detail": self.detail}
+        if self.context:
+            out["context"] = self.context
+        return out
+
+
+class ParseError(CvmAttestError):
+    """Bytes or a document do not have the structure the specification requires."""
+
+
+class VerificationError(CvmAttestError):
+    """A signature, certificate chain, binding or digest does not verify."""
+
+
+class CollateralError(CvmAttestError):
+    """Certificates or other collateral could not be obtained. Retrying may help."""
+
+    retryable = True
+
+
+class PlatformError(CvmAttestError):
+    """The TPM or the SEV-SNP firmware interface is unavailable or failed."""
+
+    retryable = True
+
+
+class RequestError(CvmAttestError):
+    """A caller's request is not acceptable (bad token, unsafe archive, ...)."""
+
+
+class ChainError(CvmAttestError):
+    """An on-chain call reverted or the RPC failed."""
+
+
+class Violation:
+    """One policy rule that evidence breaks: which field, what was expected, what was found."""
+
+    __slots__ = ("reason", "field", "expected", "actual")
+
+    def __init__(self, reason: Reason, field: str, expected: Any, actual: Any) -> None:
+        self.reason = reason
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason.value,
+            "field": self.field,
+            "expected": self.expected,
+            "actual": self.actual,
+        }
+
+    def __repr__(self) -> str:
+        return f"Violation({self.reason.value}, {self.field}: expected {self.expected!r}, got {self.actual!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Violation) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.reason, self.field))
+
+
+class PolicyError(CvmAttestError):
+    """Evidence verified cryptographically but breaks the golden measurement.
+
+    Carries *every* violation. ``reason`` is the first violation's reason when there is exactly
+    one, else ``policy.violations``; ``violations`` lists them all in a stable order.
+    """
+
+    def __init__(self, violations: Iterable[Violation]) -> None:
+        self.violations: list[Violation] = list(violations)
+        if not self.violations:
+            raise ValueError("PolicyError needs at least one violation")
+        reason = self.violations[0].reason if len(self.violations) == 1 else Reason.POLICY_VIOLATIONS
+        detail = "; ".join(
+            f"{v.field}: expected {v.expected}, got {v.actual}" for v in self.violations
+        )
+        super().__init__(reason, detail, violations=[v.to_dict() for v in self.violations])
+
+    @property
+    def reasons(self) -> list[Reason]:
+        return [v.reason for v in self.violations]
+
