@@ -36,6 +36,7 @@ class Reason(str, enum.Enum):
     EVENT_LOG_MALFORMED = "workload.event_log.malformed"
     EVIDENCE_MALFORMED = "evidence.malformed"
     GOLDEN_MALFORMED = "golden.malformed"
+    SNP_PRODUCT_UNKNOWN = "snp.product.unknown"
 
     # --- AMD certificate chain ---------------------------------------------------------------
     CHAIN_ROOT_NOT_PINNED = "snp.chain.root_not_pinned"
@@ -106,6 +107,12 @@ class Reason(str, enum.Enum):
     CHAIN_REVERTED = "chain.reverted"
     CHAIN_RPC_UNAVAILABLE = "chain.rpc_unavailable"
     CHAIN_TX_FAILED = "chain.tx_failed"
+
+    # --- keys and relaying -----------------------------------------------------------------
+    KEY_UNAVAILABLE = "key.unavailable"
+    RELAY_AGENT_UNREACHABLE = "relay.agent_unreachable"
+    RELAY_EVIDENCE_REJECTED = "relay.evidence_rejected"
+    RELAY_JOURNAL_CORRUPT = "relay.journal_corrupt"
 
     def __str__(self) -> str:
         return self.value
