@@ -1,0 +1,222 @@
+"""Compile contracts with the project's solc wrapper, run anvil, deploy: what contract tests share.
+
+* :func:`compile_contracts` compiles Solidity files (by path, or by contract name found under
+  ``contracts/``) with ``tools/solc/solc`` (solc-js behind a native-compatible CLI) and the project's
+  one set of compiler settings, :data:`SOLC_SETTINGS`. Results are cached in memory for the session
+  and on disk under ``.cache/solc/`` keyed by the request; a disk entry is reused only while every
+  source file the compiler read (imports included) still has the content it had.
+* :class:`AnvilProcess` (re-exported from :mod:`onchain.anvil`, product code: the CLI starts anvil
+  too) runs a chain on a free 127.0.0.1 port with the EIP-7825 per-transaction cap enforced.
+* :func:`deploy` deploys an artifact and returns a web3 contract bound to its address.
+
+scripts/build-contracts uses :func:`compile_files` and :data:`SOLC_SETTINGS` from here too, so the
+shipped artifacts and the tests are built the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from onchain.anvil import TX_GAS_CAP, AnvilProcess
+
+__all__ = [
+    "ROOT",
+    "SOLC",
+    "SOLC_SETTINGS",
+    "TX_GAS_CAP",
+    "AnvilProcess",
+    "CompileError",
+    "compile_contracts",
+    "compile_files",
+    "deploy",
+    "solc_version",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+SOLC = ROOT / "tools" / "solc" / "solc"
+CONTRACTS = ROOT / "contracts"
+CACHE_DIR = ROOT / ".cache" / "solc"
+
+#: The one set of compiler settings (solc 0.8.33): the tests, scripts/build-contracts and
+#: ape-config.yaml compile with these. viaIR because the libraries keep many values live (the IR
+#: pipeline's stack scheduling avoids "stack too deep") and it produces the cheaper code here;
+#: evmVersion "osaka", anvil's default hardfork.
+SOLC_SETTINGS: dict[str, Any] = {
+    "optimizer": {"enabled": True, "runs": 200},
+    "viaIR": True,
+    "evmVersion": "osaka",
+}
+_OUTPUT_SELECTION = {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}}
+
+Artifact = dict[str, Any]
+
+
+class CompileError(RuntimeError):
+    """solc reported errors; ``errors`` holds its formatted messages."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+def solc_version() -> str:
+    """The wrapper's ``--version`` line, e.g. ``0.8.33+commit.64118f21.Linux.g++``."""
+    out = subprocess.run([str(SOLC), "--version"], check=True, capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1].removeprefix("Version: ").strip()
+
+
+def _unit_name(path: Path) -> str:
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(ROOT).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+def _resolve(item: str | os.PathLike[str]) -> Path:
+    """A path to a .sol file, or a contract name looked up as ``contracts/**/<Name>.sol``."""
+    text = os.fspath(item)
+    if text.endswith(".sol"):
+        path = Path(text)
+        path = path if path.is_absolute() else ROOT / path
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        return path
+    matches = sorted(CONTRACTS.rglob(f"{text}.sol"))
+    matches = [m for m in matches if ".cache" not in m.parts]
+    if len(matches) != 1:
+        raise FileNotFoundError(f"contract {text!r}: expected one contracts/**/{text}.sol, found {matches}")
+    return matches[0]
+
+
+def _source_path(unit: str) -> Path | None:
+    for base in (ROOT, ROOT / ".tools" / "node_modules"):
+        candidate = Path(unit) if Path(unit).is_absolute() else base / unit
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run_solc(units: list[str]) -> dict[str, Any]:
+    request = {
+        "language": "Solidity",
+        "sources": {unit: {"urls": [unit]} for unit in units},
+        "settings": {**SOLC_SETTINGS, "outputSelection": _OUTPUT_SELECTION},
+    }
+    proc = subprocess.run(
+        [str(SOLC), "--standard-json", "--base-path", str(ROOT), "--allow-paths", str(ROOT)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    output: dict[str, Any] = json.loads(proc.stdout)
+    errors = [e["formattedMessage"] for e in output.get("errors", []) if e.get("severity") == "error"]
+    if errors:
+        raise CompileError(errors)
+    return output
+
+
+def compile_files(paths: Iterable[Path]) -> tuple[dict[str, Artifact], dict[str, str]]:
+    """Compile ``paths`` (no cache). Returns artifacts by contract name and ``{source unit: sha256}``
+    of every file the compiler read. Artifacts: ``{"abi", "bytecode", "deployedBytecode", "source"}``
+    with ``0x``-prefixed hex. Raises :class:`CompileError` on compiler errors or duplicate names."""
+    units = sorted({_unit_name(p) for p in paths})
+    output = _run_solc(units)
+    artifacts: dict[str, Artifact] = {}
+    for unit, contracts in sorted(output.get("contracts", {}).items()):
+        for name, data in sorted(contracts.items()):
+            artifact = {
+                "abi": data["abi"],
+                "bytecode": "0x" + data["evm"]["bytecode"]["object"],
+                "deployedBytecode": "0x" + data["evm"]["deployedBytecode"]["object"],
+                "source": unit,
+            }
+            if name in artifacts and artifacts[name]["source"] != unit:
+                raise CompileError([f"contract name {name} defined in {artifacts[name]['source']} and {unit}"])
+            artifacts[name] = artifact
+    sources: dict[str, str] = {}
+    for unit in output.get("sources", {}):
+        path = _source_path(unit)
+        if path is not None:
+            sources[unit] = _digest(path)
+    return artifacts, sources
+
+
+_session_cache: dict[str, dict[str, Artifact]] = {}
+
+
+def _request_key(paths: list[Path]) -> str:
+    material = json.dumps(
+        {"units": sorted(_unit_name(p) for p in paths), "settings": SOLC_SETTINGS, "solc": _solc_stamp()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _solc_stamp() -> str:
+    package = ROOT / ".tools" / "node_modules" / "solc" / "package.json"
+    wrapper = SOLC.read_bytes()
+    return hashlib.sha256(wrapper + (package.read_bytes() if package.is_file() else b"")).hexdigest()
+
+
+def _sources_unchanged(sources: Mapping[str, str]) -> bool:
+    for unit, digest in sources.items():
+        path = _source_path(unit)
+        if path is None or _digest(path) != digest:
+            return False
+    return True
+
+
+def compile_contracts(items: Iterable[str | os.PathLike[str]]) -> dict[str, Artifact]:
+    """Compile contracts given as paths (``contracts/test/Sha384Harness.sol``) or names
+    (``"Sha384Harness"``) and return every contract the compilation produced, by name.
+
+    Cached in memory per process and on disk (``.cache/solc/``) while the sources are unchanged.
+    """
+    paths = [_resolve(item) for item in items]
+    key = _request_key(paths)
+    cached = _session_cache.get(key)
+    if cached is not None and _sources_unchanged(cached["__sources__"]):
+        return {k: v for k, v in cached.items() if k != "__sources__"}
+    disk = CACHE_DIR / f"{key}.json"
+    if disk.is_file():
+        try:
+            entry = json.loads(disk.read_text())
+        except ValueError:
+            entry = None
+        if entry is not None and _sources_unchanged(entry["sources"]):
+            _session_cache[key] = {**entry["artifacts"], "__sources__": entry["sources"]}
+            return dict(entry["artifacts"])
+    artifacts, sources = compile_files(paths)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = disk.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"artifacts": artifacts, "sources": sources}, sort_keys=True))
+    tmp.replace(disk)
+    _session_cache[key] = {**artifacts, "__sources__": sources}
+    return artifacts
+
+
+def deploy(w3: Any, artifact: Artifact, *args: Any, sender: str | None = None, gas: int | None = None) -> Any:
+    """Deploy ``artifact`` with constructor ``args`` from ``sender`` (default: the node's first account)
+    and return the web3 contract at its address. Raises RuntimeError when the deployment reverts."""
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx: dict[str, Any] = {"from": sender or w3.eth.accounts[0]}
+    if gas is not None:
+        tx["gas"] = gas
+    tx_hash = factory.constructor(*args).transact(tx)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1 or receipt["contractAddress"] is None:
+        raise RuntimeError(f"deployment reverted: {receipt}")
+    return w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
