@@ -60,6 +60,7 @@ class Reason(str, enum.Enum):
     BINDING_RUNTIME_DATA_MISMATCH = "binding.runtime_data_hash_mismatch"
     BINDING_AK_MISMATCH = "binding.ak_mismatch"
     BINDING_MODE_MISMATCH = "binding.mode_mismatch"
+    BINDING_HCL_REPORT_MISMATCH = "binding.hcl_report_mismatch"
 
     # --- TPM quote -------------------------------------------------------------------------
     TPM_QUOTE_SIGNATURE_INVALID = "tpm.quote.signature_invalid"
