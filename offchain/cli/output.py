@@ -1,0 +1,133 @@
+"""How every ``cvm-cli`` command reports a verdict or an error (CONVENTIONS.md, "Errors").
+
+* Exit codes: ``0`` accepted, ``1`` rejected (the evidence was judged and failed, including
+  malformed evidence and unobtainable collateral), ``2`` usage or unreadable input (a missing
+  file, a bad option value, a malformed golden measurement: nothing could be judged).
+* Without ``--json``: a short human summary on stdout; errors as ``[reason] message`` on stderr,
+  followed by one line per policy violation.
+* With ``--json``: exactly one JSON object on stdout, ``{"ok", "reason", ...}``, also on errors.
+
+The off-chain ``verify`` commands and the on-chain ``onchain verify`` commands share this module so
+both speak the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+
+from offchain.abi.snp_report import Product, SnpReport
+from offchain.errors import CvmAttestError, PolicyError, Reason, RequestError
+
+EXIT_ACCEPTED = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+
+#: Reasons that mean "nothing could be judged" (exit 2) rather than "rejected" (exit 1).
+USAGE_REASONS = frozenset({Reason.INPUT_UNREADABLE, Reason.INPUT_INVALID, Reason.GOLDEN_MALFORMED})
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def exit_code_for(error: CvmAttestError) -> int:
+    """``2`` for unusable input, ``1`` for everything else that went wrong."""
+    return EXIT_USAGE if error.reason in USAGE_REASONS else EXIT_REJECTED
+
+
+def report_summary(report: SnpReport, product: Product | None) -> dict[str, Any]:
+    """The ``report`` object of ``--json`` output: the fields a caller decides on.
+
+    ``reported_tcb`` is decoded with the product's layout when the product is known, else raw.
+    """
+    if product is not None:
+        try:
+            reported_tcb: dict[str, Any] = report.tcb("reported", product).to_json()
+        except CvmAttestError:
+            reported_tcb = {"raw": f"{report.reported_tcb:#018x}"}
+    else:
+        reported_tcb = {"raw": f"{report.reported_tcb:#018x}"}
+    return {
+        "version": report.version,
+        "vmpl": report.vmpl,
+        "policy": f"{report.policy:#x}",
+        "measurement": report.measurement.hex(),
+        "report_data": report.report_data.hex(),
+        "chip_id": report.chip_id.hex(),
+        "reported_tcb": reported_tcb,
+        "signing_key": report.signing_key.value,
+    }
+
+
+def verdict(
+    *,
+    ok: bool,
+    error: CvmAttestError | None = None,
+    product: Product | None = None,
+    signer: str | None = None,
+    report: SnpReport | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one JSON object a verify command prints."""
+    out: dict[str, Any] = {
+        "ok": ok,
+        "reason": None if error is None else error.reason.value,
+        "product": None if product is None else product.value,
+        "signer": signer,
+        "report": None if report is None else report_summary(report, product),
+    }
+    if error is not None:
+        out["detail"] = error.detail
+        if isinstance(error, PolicyError):
+            out["violations"] = [v.to_dict() for v in error.violations]
+    if extra:
+        out.update(extra)
+    return out
+
+
+def emit(payload: Mapping[str, Any], *, as_json: bool, human: str) -> NoReturn:
+    """Print a verdict (JSON or ``human``) and exit 0 or 1 according to ``payload["ok"]``."""
+    if as_json:
+        click.echo(json.dumps(payload, sort_keys=True))
+    else:
+        click.echo(human)
+    sys.exit(EXIT_ACCEPTED if payload["ok"] else EXIT_REJECTED)
+
+
+def fail(error: CvmAttestError, *, as_json: bool, payload: Mapping[str, Any] | None = None) -> NoReturn:
+    """Print ``error`` (``[reason] message`` on stderr, or the JSON payload) and exit 1 or 2."""
+    if as_json:
+        body = dict(payload) if payload is not None else verdict(ok=False, error=error)
+        click.echo(json.dumps(body, sort_keys=True))
+    else:
+        click.echo(f"[{error.reason.value}] {error.detail}", err=True)
+        if isinstance(error, PolicyError):
+            for v in error.violations:
+                click.echo(f"  [{v.reason.value}] {v.field}: expected {v.expected}, got {v.actual}", err=True)
+    sys.exit(exit_code_for(error))
+
+
+def usage_error(message: str, *, as_json: bool) -> NoReturn:
+    """A bad combination of options, reported like any error (reason ``input.invalid``, exit 2)."""
+    fail(RequestError(Reason.INPUT_INVALID, message), as_json=as_json)
+
+
+def guarded(json_param: str = "as_json") -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a click callback: any :class:`CvmAttestError` it lets escape becomes :func:`fail`."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except CvmAttestError as exc:
+                fail(exc, as_json=bool(kwargs.get(json_param)))
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,356 @@
+"""``cvm-cli verify``: the off-chain verifier on the command line.
+
+::
+
+    cvm-cli verify snp --report R [--vcek LEAF] [--ask INTERMEDIATE] [--ark ROOT] [--at ISO8601] [--golden G] [--json]
+    cvm-cli verify azure --hcl-report H [--vcek LEAF] [--ask ...] [--ark ...]
+                         [--quote ATTEST --quote-sig SIG --pcrs PCRS.json --nonce HEX] [--at ISO8601] [--golden G] [--json]
+    cvm-cli verify evidence EVIDENCE.json --nonce HEX [--golden G] [--dev-root ARK.pem] [--at ISO8601] [--json]
+
+Every command also takes ``--dev-root ARK.pem`` (trust a development ARK, e.g. the simulated
+platform's), ``--kds`` with ``--cache-dir DIR`` (let missing certificates come from AMD KDS) and
+``--at`` (the verification time; default: now, UTC). Certificates come from ``--vcek``/``--ask``/
+``--ark`` when given, else from the evidence, else from KDS only with ``--kds``; anything still
+missing is ``snp.chain.incomplete``. Exit codes and output: offchain.cli.output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from offchain.abi.hcl import HclReport
+from offchain.abi.snp_report import Product, SnpReport
+from offchain.abi.tpm import TpmtSignature
+from offchain.cli.output import emit, fail, usage_error, verdict
+from offchain.errors import CvmAttestError, ParseError, Reason
+from offchain.evidence import EvidenceBundle, expected_extra_data_for, verify_evidence
+from offchain.policy.check import check_policy
+from offchain.policy.golden import Binding, GoldenMeasurement
+from offchain.trust.certs import CertificateSet, parse_certificate, read_file
+from offchain.trust.kds import KDS_BASE_URL, KdsClient, UrllibFetcher
+from offchain.trust.resolve import resolve_chain
+from offchain.trust.roots import TrustRoots
+from offchain.verify.binding import verify_azure_binding
+from offchain.verify.chain import verify_chain
+from offchain.verify.quote import verify_quote
+from offchain.verify.report import VerifiedReport, verify_report
+
+PathArg = click.Path(dir_okay=False, path_type=Path)
+
+
+@dataclass
+class _Progress:
+    """What is known so far, so a rejection can still show the report and the verified product."""
+
+    report: SnpReport | None = None
+    product: Product | None = None
+    signer: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Common:
+    as_json: bool
+    now: datetime
+    roots: TrustRoots
+    dev_root: CertificateSet
+    golden: GoldenMeasurement | None
+    kds: KdsClient | None
+
+
+def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--at", "at", metavar="ISO8601", help="Verification time (default: now). Naive times are UTC."),
+        click.option("--golden", type=PathArg, help="Golden measurement JSON to validate against."),
+        click.option("--dev-root", "dev_root", type=PathArg, help="Also trust this development ARK (PEM or DER)."),
+        click.option("--kds", is_flag=True, help="Fetch missing AMD certificates from AMD KDS."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="On-disk KDS cache."),
+        click.option("--kds-url", default=KDS_BASE_URL, show_default=True, help="KDS base URL (a mirror)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _parse_time(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(timezone.utc)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ParseError(Reason.INPUT_INVALID, f"--at {text!r} is not an ISO 8601 time") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def _parse_hex(text: str, option: str) -> bytes:
+    body = text[2:] if text[:2] in ("0x", "0X") else text
+    try:
+        return bytes.fromhex(body)
+    except ValueError:
+        raise ParseError(Reason.INPUT_INVALID, f"{option} is not hex") from None
+
+
+def _common(
+    *, at: str | None, golden: Path | None, dev_root: Path | None, kds: bool, cache_dir: Path | None, kds_url: str,
+    as_json: bool,
+) -> _Common:
+    if cache_dir is not None and not kds:
+        raise ParseError(Reason.INPUT_INVALID, "--cache-dir only makes sense with --kds")
+    roots = TrustRoots()
+    dev = CertificateSet()
+    if dev_root is not None:
+        try:
+            ark = parse_certificate(read_file(dev_root))
+            roots = roots.with_dev_root(ark)
+        except ParseError as exc:
+            if exc.reason is Reason.INPUT_UNREADABLE:
+                raise
+            raise ParseError(Reason.INPUT_INVALID, f"--dev-root: {exc.detail}") from None
+        dev = CertificateSet(ark=ark)
+    return _Common(
+        as_json=as_json,
+        now=_parse_time(at),
+        roots=roots,
+        dev_root=dev,
+        golden=None if golden is None else GoldenMeasurement.from_file(golden),
+        kds=KdsClient(UrllibFetcher(), base_url=kds_url, cache_dir=cache_dir) if kds else None,
+    )
+
+
+def _explicit_certificates(*paths: Path | None) -> CertificateSet:
+    return CertificateSet.from_files([p for p in paths if p is not None])
+
+
+def _run(as_json: bool, progress: _Progress, body: Callable[[], None]) -> None:
+    """Run ``body``; print the verdict (accepted, or the error with whatever was learnt before it)."""
+    try:
+        body()
+    except CvmAttestError as exc:
+        if progress.product is None and isinstance(exc.context.get("product"), str):
+            progress.product = Product(exc.context["product"])
+            progress.signer = exc.context.get("signer")
+        payload = verdict(
+            ok=False, error=exc, product=progress.product, signer=progress.signer, report=progress.report
+        )
+        fail(exc, as_json=as_json, payload=payload)
+    payload = verdict(
+        ok=True, product=progress.product, signer=progress.signer, report=progress.report, extra=progress.extra
+    )
+    emit(payload, as_json=as_json, human=_human(progress))
+
+
+def _human(progress: _Progress) -> str:
+    report = progress.report
+    head = f"ACCEPTED: genuine AMD SEV-SNP evidence ({progress.product.value if progress.product else '?'}, "
+    head += f"{(progress.signer or '?').upper()})"
+    lines = [head]
+    if report is not None:
+        lines += [
+            f"  report       version {report.version}, VMPL {report.vmpl}, policy {report.policy:#x}",
+            f"  measurement  {report.measurement.hex()}",
+            f"  report_data  {report.report_data.hex()}",
+            f"  chip_id      {report.chip_id.hex()}",
+        ]
+        if progress.product is not None:
+            tcb = report.tcb("reported", progress.product)
+            fmc = f" fmc {tcb.fmc}" if progress.product is Product.TURIN else ""
+            lines.append(f"  reported TCB bootloader {tcb.bootloader} tee {tcb.tee} snp {tcb.snp} microcode {tcb.microcode}{fmc}")
+    return "\n".join(lines + progress.lines)
+
+
+def _verify_report(
+    report: SnpReport, explicit: CertificateSet, common: _Common, progress: _Progress
+) -> VerifiedReport:
+    available = explicit.over(common.dev_root)
+    found = resolve_chain(available, report, kds=common.kds)
+    chain = verify_chain(found.leaf, found.intermediate, found.ark, roots=common.roots, now=common.now)
+    progress.product, progress.signer = chain.product, chain.signer.value
+    if chain.root.development:
+        progress.lines.append("  root         DEVELOPMENT ARK (trusted because of --dev-root)")
+    return verify_report(report, chain)
+
+
+def _golden_line(golden: GoldenMeasurement, progress: _Progress) -> None:
+    progress.extra["golden_id"] = "0x" + golden.canonical_id().hex()
+    progress.lines.append(f"  golden       {golden.name or ''} 0x{golden.canonical_id().hex()}: every rule holds")
+
+
+@click.group("verify", context_settings={"help_option_names": ["-h", "--help"]})
+def verify() -> None:
+    """Verify AMD SEV-SNP evidence off chain (exit 0 accepted, 1 rejected, 2 usage/unreadable)."""
+
+
+@verify.command("snp")
+@click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes).")
+@click.option("--vcek", type=PathArg, help="The VCEK or VLEK (DER or PEM).")
+@click.option("--ask", type=PathArg, help="The ASK or ASVK (DER or PEM; a KDS cert_chain bundle works too).")
+@click.option("--ark", type=PathArg, help="The ARK (must be AMD's pinned root, or --dev-root).")
+@_common_options
+def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path | None, **options: Any) -> None:
+    """A bare SEV-SNP attestation report against the AMD chain (and a golden measurement)."""
+    as_json = bool(options["as_json"])
+    progress = _Progress()
+
+    def body() -> None:
+        common = _common(**options)
+        progress.report = SnpReport.from_bytes(read_file(report_path))
+        explicit = _explicit_certificates(vcek, ask, ark)
+        verified = _verify_report(progress.report, explicit, common, progress)
+        if common.golden is not None:
+            check_policy(
+                common.golden,
+                progress.report,
+                product=verified.product,
+                signer=verified.signer,
+                binding=None,
+                pcrs=None,
+            )
+            _golden_line(common.golden, progress)
+
+    _run(as_json, progress, body)
+
+
+def _read_pcrs(path: Path) -> dict[int, bytes]:
+    try:
+        doc = json.loads(read_file(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ParseError(Reason.INPUT_INVALID, f"{path} is not JSON") from None
+    if isinstance(doc, dict) and set(doc) == {"sha256"}:
+        doc = doc["sha256"]
+    if not isinstance(doc, dict):
+        raise ParseError(Reason.INPUT_INVALID, f"{path}: expected {{index: hex}}")
+    pcrs: dict[int, bytes] = {}
+    for key, value in doc.items():
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < 24 and isinstance(value, str)):
+            raise ParseError(Reason.INPUT_INVALID, f"{path}: PCR {key!r} is not an index 0..23 with a hex value")
+        pcrs[int(key)] = _parse_hex(value, f"PCR {key}")
+    return pcrs
+
+
+@verify.command("azure")
+@click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001).")
+@click.option("--vcek", type=PathArg, help="The VCEK (DER or PEM).")
+@click.option("--ask", type=PathArg, help="The ASK (DER or PEM).")
+@click.option("--ark", type=PathArg, help="The ARK.")
+@click.option("--quote", "quote_path", type=PathArg, help="TPMS_ATTEST of a vTPM quote.")
+@click.option("--quote-sig", "sig_path", type=PathArg, help="Its signature: TPMT_SIGNATURE or raw RSA PKCS#1 v1.5.")
+@click.option("--pcrs", "pcrs_path", type=PathArg, help="JSON {index: hex} of the quoted SHA-256 PCRs.")
+@click.option("--nonce", help="Hex extraData the quote must carry (third-party evidence: the raw nonce).")
+@_common_options
+def verify_azure(
+    hcl_path: Path,
+    vcek: Path | None,
+    ask: Path | None,
+    ark: Path | None,
+    quote_path: Path | None,
+    sig_path: Path | None,
+    pcrs_path: Path | None,
+    nonce: str | None,
+    **options: Any,
+) -> None:
+    """An Azure CVM's HCL report (SNP report + runtime data with the vTPM AK), and optionally its quote."""
+    as_json = bool(options["as_json"])
+    quote_args = (quote_path, sig_path, pcrs_path, nonce)
+    if any(a is not None for a in quote_args) and not all(a is not None for a in quote_args):
+        usage_error("--quote, --quote-sig, --pcrs and --nonce go together", as_json=as_json)
+    progress = _Progress()
+
+    def body() -> None:
+        common = _common(**options)
+        hcl = HclReport.from_bytes(read_file(hcl_path))
+        progress.report = hcl.snp_report
+        explicit = _explicit_certificates(vcek, ask, ark)
+        verified = _verify_report(hcl.snp_report, explicit, common, progress)
+        ak = hcl.ak_public_key()
+        verify_azure_binding(hcl.snp_report, hcl, ak)
+        progress.extra["binding"] = Binding.AZURE.value
+        progress.lines.append("  binding      azure: REPORT_DATA = SHA-256(runtime data), HCLAkPub is the AK")
+        pcrs = None
+        if quote_path is not None and sig_path is not None and pcrs_path is not None and nonce is not None:
+            expected = _parse_hex(nonce, "--nonce")
+            raw_sig = read_file(sig_path)
+            signature: TpmtSignature | bytes = (
+                raw_sig if len(raw_sig) == ak.key_size // 8 else TpmtSignature.from_bytes(raw_sig)
+            )
+            quote = verify_quote(
+                read_file(quote_path), signature, ak, expected_extra_data=expected, pcrs=_read_pcrs(pcrs_path)
+            )
+            pcrs = dict(quote.pcrs)
+            progress.extra["quote"] = {"extra_data": quote.attest.extra_data.hex(), "pcrs": sorted(pcrs)}
+            progress.lines.append(f"  quote        signed by the AK, nonce matches, PCRs {sorted(pcrs)}")
+        if common.golden is not None:
+            check_policy(
+                common.golden,
+                hcl.snp_report,
+                product=verified.product,
+                signer=verified.signer,
+                binding=Binding.AZURE,
+                pcrs=pcrs,
+            )
+            _golden_line(common.golden, progress)
+
+    _run(as_json, progress, body)
+
+
+@verify.command("evidence")
+@click.argument("evidence_path", type=PathArg, metavar="EVIDENCE.json")
+@click.option("--nonce", required=True, help="Hex nonce given to the agent (on-chain evidence: the block hash).")
+@click.option("--vcek", type=PathArg, help="Override the evidence's VCEK/VLEK.")
+@click.option("--ask", type=PathArg, help="Override the evidence's ASK/ASVK.")
+@click.option("--ark", type=PathArg, help="Override the evidence's ARK.")
+@_common_options
+def verify_evidence_cmd(
+    evidence_path: Path, nonce: str, vcek: Path | None, ask: Path | None, ark: Path | None, **options: Any
+) -> None:
+    """A cvm-attest evidence bundle (GET /collaterals/{nonce}) against a nonce and a golden measurement."""
+    as_json = bool(options["as_json"])
+    progress = _Progress()
+
+    def body() -> None:
+        common = _common(**options)
+        nonce_bytes = _parse_hex(nonce, "--nonce")
+        explicit = _explicit_certificates(vcek, ask, ark)
+        bundle = EvidenceBundle.from_file(evidence_path)
+        progress.report = bundle.snp_report
+        expected = expected_extra_data_for(bundle, nonce_bytes)
+        overrides = None
+        if explicit.roles() or common.dev_root.ark is not None:
+            overrides = explicit.over(bundle.certificate_set()).over(common.dev_root)
+        verified = verify_evidence(
+            bundle,
+            expected_extra_data=expected,
+            golden=common.golden,
+            roots=common.roots,
+            now=common.now,
+            certificates=overrides,
+            fetcher=common.kds,
+        )
+        progress.product, progress.signer = verified.product, verified.signer.value
+        progress.extra.update(
+            binding=bundle.binding.value,
+            platform=bundle.platform.value,
+            quote={"extra_data": verified.quote.attest.extra_data.hex(), "pcrs": sorted(verified.pcrs)},
+        )
+        if bundle.cvm_address is not None:
+            progress.extra["cvm_address"] = "0x" + bundle.cvm_address.hex()
+        if verified.chain.root.development:
+            progress.lines.append("  root         DEVELOPMENT ARK (trusted because of --dev-root)")
+        progress.lines.append(
+            f"  binding      {bundle.binding.value}; quote signed by the AK over the nonce, PCRs {sorted(verified.pcrs)}"
+        )
+        if bundle.event_log is not None:
+            progress.lines.append(f"  workload     {len(bundle.event_log)} items replay to PCR23")
+        if common.golden is not None:
+            _golden_line(common.golden, progress)
+
+    _run(as_json, progress, body)
+

@@ -1,0 +1,499 @@
+"""The evidence bundle and its verification (docs/formats.md, "Evidence bundle"; PROTOCOL.md).
+
+An :class:`EvidenceBundle` is what the agent serves at ``GET /collaterals/{nonce}`` and
+``GET /onchain/collaterals`` and what ``cvm-cli verify evidence`` reads. :func:`verify_evidence`
+checks all of it and returns a :class:`VerifiedEvidence` only when every step passed:
+
+1. the AMD chain to a pinned root (certificates: the caller's, else the bundle's, else KDS when a
+   fetcher is given) and the report (signature, TCB, hwID, signer kind): offchain.verify;
+2. the AK: a restricted signing key, bound by the report (direct or Azure binding);
+3. the quote: signed by the AK, over the expected extraData, with exactly the PCR values given;
+4. the workload event log, when present, replays to the quoted PCR23;
+5. the golden measurement, when given: every violation is reported (offchain.policy).
+
+The caller supplies the expected extraData: :func:`expected_extra_data_for` computes it for
+cvm-attest evidence (the off-chain form from the verifier's nonce, the on-chain form from the
+bundle's chain id, registry and CVM address and the block hash the verifier trusts).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from offchain.abi.binding import check_nonce, offchain_extra_data, onchain_extra_data
+from offchain.abi.hcl import HclReport
+from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
+from offchain.abi.tpm import TpmtPublic, TpmtSignature
+from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, check_replay
+from offchain.errors import CvmAttestError, ParseError, Reason, VerificationError
+from offchain.policy.check import check_policy
+from offchain.policy.golden import Binding, GoldenMeasurement
+from offchain.trust.certs import CertificateSet, CertRole, parse_certificate
+from offchain.trust.kds import Fetcher, KdsClient
+from offchain.trust.resolve import resolve_chain
+from offchain.trust.roots import TrustRoots
+from offchain.verify.binding import verify_azure_binding, verify_direct_binding
+from offchain.verify.chain import ChainCache, VerifiedChain, verify_chain
+from offchain.verify.quote import VerifiedQuote, check_ak_attributes, verify_quote
+from offchain.verify.report import verify_report
+
+EVIDENCE_VERSION = 1
+MAX_EVIDENCE_BYTES = 1 << 20
+_TOP_KEYS = {
+    "version", "platform", "binding", "snp_report", "hcl_report", "certificates", "ak_public", "quote", "pcrs",
+    "event_log", "cvm_address", "nonce",
+}
+_REQUIRED_KEYS = {"version", "platform", "binding", "snp_report", "ak_public", "quote", "pcrs"}
+_CERT_ROLES = {role.value for role in CertRole}
+_PCR_COUNT = 24
+
+
+class Platform(str, enum.Enum):
+    """Where the evidence comes from: the simulated platform, a bare SNP guest, an Azure CVM."""
+
+    SIM = "sim"
+    SNP = "snp"
+    AZURE = "azure"
+
+    @property
+    def binding(self) -> Binding:
+        return Binding.AZURE if self is Platform.AZURE else Binding.DIRECT
+
+
+class NonceForm(str, enum.Enum):
+    OFFCHAIN = "offchain"
+    ONCHAIN = "onchain"
+
+
+@dataclass(frozen=True, slots=True)
+class OffchainNonce:
+    """``{"form": "offchain", "value": hex}``: the nonce the verifier sent to ``GET /collaterals/{nonce}``.
+
+    Informational: the verifier recomputes the expected extraData from its own nonce.
+    """
+
+    value: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"form": NonceForm.OFFCHAIN.value, "value": self.value.hex()}
+
+
+@dataclass(frozen=True, slots=True)
+class OnchainNonce:
+    """``{"form": "onchain", chain_id, registry, block_number, block_hash}``: the challenge of an
+    on-chain attestation; the quote binds these with the bundle's ``cvm_address``."""
+
+    chain_id: int
+    registry: bytes
+    block_number: int
+    block_hash: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "form": NonceForm.ONCHAIN.value,
+            "chain_id": self.chain_id,
+            "registry": "0x" + self.registry.hex(),
+            "block_number": self.block_number,
+            "block_hash": "0x" + self.block_hash.hex(),
+        }
+
+
+NonceSpec = OffchainNonce | OnchainNonce
+
+
+def _malformed(path: str, message: str) -> ParseError:
+    return ParseError(Reason.EVIDENCE_MALFORMED, f"{path}: {message}", field=path)
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _hex(value: Any, path: str, size: int | None = None, *, max_size: int = MAX_EVIDENCE_BYTES) -> bytes:
+    if not isinstance(value, str):
+        raise _malformed(path, "must be a hex string")
+    text = value[2:] if value[:2] in ("0x", "0X") else value
+    if len(text) % 2 or not _HEX.issuperset(text) or len(text) > 2 * max_size:
+        raise _malformed(path, "must be an even number of hex digits")
+    raw = bytes.fromhex(text)
+    if size is not None and len(raw) != size:
+        raise _malformed(path, f"must be {size} bytes, got {len(raw)}")
+    return raw
+
+
+def _uint(value: Any, path: str, bits: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+        raise _malformed(path, f"must be a {bits}-bit unsigned integer")
+    return value
+
+
+def _parse(path: str, parse: Any, data: bytes) -> Any:
+    try:
+        return parse(data)
+    except ParseError as exc:
+        # Keep the specific parser reason (snp.report.*, tpm.*): it says more than "malformed".
+        raise ParseError(exc.reason, f"{path}: {exc.detail}", field=path, **exc.context) from None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceBundle:
+    """A parsed evidence bundle. Binary fields are parsed at load time (typed parse errors early);
+    certificates stay PEM text until verification so a chain cache can skip parsing them."""
+
+    platform: Platform
+    binding: Binding
+    snp_report: SnpReport
+    ak_public: bytes
+    ak: TpmtPublic
+    quote_attest: bytes
+    quote_signature: TpmtSignature
+    pcrs: Mapping[int, bytes]
+    certificates: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    hcl_report: HclReport | None = None
+    event_log: tuple[WorkloadEvent, ...] | None = None
+    cvm_address: bytes | None = None
+    nonce: NonceSpec | None = None
+    version: int = EVIDENCE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.binding is not self.platform.binding:
+            raise _malformed("binding", f"platform {self.platform.value} uses the {self.platform.binding.value} binding")
+        if (self.hcl_report is not None) != (self.binding is Binding.AZURE):
+            raise _malformed("hcl_report", "present exactly for the azure binding")
+        if isinstance(self.nonce, OnchainNonce) and self.cvm_address is None:
+            raise _malformed("cvm_address", "on-chain evidence names the CVM address its quote binds")
+
+    # --- JSON ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(cls, data: str | bytes | Mapping[str, Any]) -> EvidenceBundle:
+        """Parse a bundle; ``evidence.malformed`` for bad JSON or shape, parser reasons for bad binaries."""
+        if isinstance(data, (str, bytes)):
+            if len(data) > MAX_EVIDENCE_BYTES:
+                raise _malformed("$", f"larger than {MAX_EVIDENCE_BYTES} bytes")
+            try:
+                data = json.loads(data)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                raise _malformed("$", "not JSON") from None
+        if not isinstance(data, dict):
+            raise _malformed("$", "must be a JSON object")
+        unknown = sorted(str(k) for k in data if k not in _TOP_KEYS)
+        if unknown:
+            raise _malformed("$", f"unknown keys {unknown}")
+        missing = sorted(_REQUIRED_KEYS - set(data))
+        if missing:
+            raise _malformed("$", f"missing keys {missing}")
+        if data["version"] != EVIDENCE_VERSION or isinstance(data["version"], bool):
+            raise _malformed("version", f"unsupported version {data['version']!r}")
+        try:
+            platform = Platform(data["platform"])
+        except ValueError:
+            raise _malformed("platform", f"must be one of {[p.value for p in Platform]}") from None
+        try:
+            binding = Binding(data["binding"])
+        except ValueError:
+            raise _malformed("binding", f"must be one of {[b.value for b in Binding]}") from None
+        if binding is not platform.binding:
+            raise _malformed("binding", f"platform {platform.value} uses the {platform.binding.value} binding")
+        report = _parse("snp_report", SnpReport.from_bytes, _hex(data["snp_report"], "snp_report"))
+        hcl = None
+        if binding is Binding.AZURE:
+            if "hcl_report" not in data:
+                raise _malformed("hcl_report", "required for the azure binding")
+            hcl = _parse("hcl_report", HclReport.from_bytes, _hex(data["hcl_report"], "hcl_report"))
+        elif "hcl_report" in data:
+            raise _malformed("hcl_report", "only the azure binding carries an HCL report")
+        certificates = data.get("certificates", {})
+        if not isinstance(certificates, dict):
+            raise _malformed("certificates", "must be an object of role to PEM")
+        for role, pem in certificates.items():
+            if role not in _CERT_ROLES:
+                raise _malformed("certificates", f"unknown role {role!r}; one of {sorted(_CERT_ROLES)}")
+            if not isinstance(pem, str) or not pem.isascii():
+                raise _malformed(f"certificates.{role}", "must be PEM text")
+        ak_public = _hex(data["ak_public"], "ak_public")
+        ak = _parse("ak_public", TpmtPublic.from_bytes, ak_public)
+        quote = data["quote"]
+        if not isinstance(quote, dict) or set(quote) != {"attest", "signature"}:
+            raise _malformed("quote", "must be an object with exactly 'attest' and 'signature'")
+        attest = _hex(quote["attest"], "quote.attest")
+        signature = _parse("quote.signature", TpmtSignature.from_bytes, _hex(quote["signature"], "quote.signature"))
+        pcrs_obj = data["pcrs"]
+        if not isinstance(pcrs_obj, dict) or set(pcrs_obj) != {"sha256"} or not isinstance(pcrs_obj["sha256"], dict):
+            raise _malformed("pcrs", "must be {\"sha256\": {index: hex}}")
+        pcrs: dict[int, bytes] = {}
+        for key, value in pcrs_obj["sha256"].items():
+            if not (isinstance(key, str) and key.isascii() and key.isdigit() and str(int(key)) == key):
+                raise _malformed("pcrs.sha256", f"PCR key {key!r} is not a decimal index")
+            if int(key) >= _PCR_COUNT:
+                raise _malformed("pcrs.sha256", f"PCR {key} is outside 0..{_PCR_COUNT - 1}")
+            pcrs[int(key)] = _hex(value, f"pcrs.sha256.{key}", 32)
+        events = None
+        if "event_log" in data:
+            if not isinstance(data["event_log"], list):
+                raise _malformed("event_log", "must be a list of events")
+            try:
+                events = tuple(WorkloadEvent.from_json(e) for e in data["event_log"])
+            except ParseError as exc:
+                raise _malformed("event_log", exc.detail) from None
+        address = None
+        if "cvm_address" in data:
+            address = _hex(data["cvm_address"], "cvm_address", 20)
+        nonce = _nonce(data["nonce"]) if "nonce" in data else None
+        if isinstance(nonce, OnchainNonce) and address is None:
+            raise _malformed("cvm_address", "on-chain evidence names the CVM address its quote binds")
+        return cls(
+            platform=platform,
+            binding=binding,
+            snp_report=report,
+            ak_public=ak_public,
+            ak=ak,
+            quote_attest=attest,
+            quote_signature=signature,
+            pcrs=MappingProxyType(dict(sorted(pcrs.items()))),
+            certificates=MappingProxyType(dict(certificates)),
+            hcl_report=hcl,
+            event_log=events,
+            cvm_address=address,
+            nonce=nonce,
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> EvidenceBundle:
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_EVIDENCE_BYTES + 1)
+        except OSError as exc:
+            raise ParseError(
+                Reason.INPUT_UNREADABLE, f"cannot read {path}: {exc.strerror or exc}", path=str(path)
+            ) from None
+        return cls.from_json(raw)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "version": self.version,
+            "platform": self.platform.value,
+            "binding": self.binding.value,
+            "snp_report": self.snp_report.to_bytes().hex(),
+        }
+        if self.hcl_report is not None:
+            doc["hcl_report"] = self.hcl_report.to_bytes().hex()
+        doc["certificates"] = dict(self.certificates)
+        doc["ak_public"] = self.ak_public.hex()
+        doc["quote"] = {"attest": self.quote_attest.hex(), "signature": self.quote_signature.to_bytes().hex()}
+        doc["pcrs"] = {"sha256": {str(i): v.hex() for i, v in self.pcrs.items()}}
+        if self.event_log is not None:
+            doc["event_log"] = [e.to_json() for e in self.event_log]
+        if self.cvm_address is not None:
+            doc["cvm_address"] = "0x" + self.cvm_address.hex()
+        if self.nonce is not None:
+            doc["nonce"] = self.nonce.to_json()
+        return doc
+
+    def certificate_set(self) -> CertificateSet:
+        """The bundle's certificates, parsed and sorted into roles."""
+        found = {}
+        for role, pem in self.certificates.items():
+            cert = _parse(f"certificates.{role}", parse_certificate, pem.encode("ascii"))
+            found[role] = cert
+        parsed = CertificateSet.of(found.values())
+        for role, cert in found.items():
+            if parsed.get(CertRole(role)) is not cert:
+                raise _malformed(f"certificates.{role}", "holds a certificate of another role")
+        return parsed
+
+
+def _nonce(value: Any) -> NonceSpec:
+    if not isinstance(value, dict) or "form" not in value:
+        raise _malformed("nonce", "must be an object with a 'form'")
+    try:
+        form = NonceForm(value["form"])
+    except ValueError:
+        raise _malformed("nonce.form", "must be 'offchain' or 'onchain'") from None
+    if form is NonceForm.OFFCHAIN:
+        if set(value) != {"form", "value"}:
+            raise _malformed("nonce", "the offchain form has exactly 'form' and 'value'")
+        raw = _hex(value["value"], "nonce.value", max_size=64)
+        try:
+            check_nonce(raw)
+        except ParseError as exc:
+            raise _malformed("nonce.value", exc.detail) from None
+        return OffchainNonce(raw)
+    if set(value) != {"form", "chain_id", "registry", "block_number", "block_hash"}:
+        raise _malformed("nonce", "the onchain form has form, chain_id, registry, block_number and block_hash")
+    return OnchainNonce(
+        chain_id=_uint(value["chain_id"], "nonce.chain_id", 256),
+        registry=_hex(value["registry"], "nonce.registry", 20),
+        block_number=_uint(value["block_number"], "nonce.block_number", 64),
+        block_hash=_hex(value["block_hash"], "nonce.block_hash", 32),
+    )
+
+
+# --- expected extraData --------------------------------------------------------------------
+
+
+def offchain_expected_extra_data(nonce: bytes) -> bytes:
+    """The extraData of off-chain cvm-attest evidence for the verifier's ``nonce`` (1..64 bytes)."""
+    return offchain_extra_data(nonce)
+
+
+def onchain_expected_extra_data(bundle: EvidenceBundle, *, chain_id: int, registry: bytes | str, block_hash: bytes) -> bytes:
+    """The extraData of on-chain evidence for this bundle's CVM address and the verifier's own values."""
+    if bundle.cvm_address is None:
+        raise _malformed("cvm_address", "on-chain evidence names the CVM address its quote binds")
+    return onchain_extra_data(chain_id, registry, bundle.cvm_address, block_hash)
+
+
+def expected_extra_data_for(bundle: EvidenceBundle, nonce: bytes) -> bytes:
+    """The extraData to expect for ``bundle`` given the verifier's ``nonce``.
+
+    Off-chain form (or no ``nonce`` object): ``SHA-256("cvm-attest/offchain/v1" || nonce)``.
+    On-chain form: ``nonce`` is the 32-byte block hash the verifier trusts; chain id and registry
+    come from the bundle and the CVM address is the bundle's, so the quote must bind exactly them.
+    """
+    if not isinstance(bundle.nonce, OnchainNonce):
+        return offchain_expected_extra_data(nonce)
+    if len(nonce) != 32:
+        raise ParseError(Reason.INPUT_INVALID, "on-chain evidence is checked against a 32-byte block hash")
+    return onchain_expected_extra_data(
+        bundle, chain_id=bundle.nonce.chain_id, registry=bundle.nonce.registry, block_hash=nonce
+    )
+
+
+# --- verification --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEvidence:
+    """Evidence that passed every check of :func:`verify_evidence`."""
+
+    bundle: EvidenceBundle
+    chain: VerifiedChain
+    reported_tcb: TcbVersion
+    quote: VerifiedQuote
+    golden: GoldenMeasurement | None
+
+    @property
+    def report(self) -> SnpReport:
+        return self.bundle.snp_report
+
+    @property
+    def product(self) -> Product:
+        return self.chain.product
+
+    @property
+    def signer(self) -> SignerKind:
+        return self.chain.signer
+
+    @property
+    def binding(self) -> Binding:
+        return self.bundle.binding
+
+    @property
+    def pcrs(self) -> Mapping[int, bytes]:
+        return self.quote.pcrs
+
+    @property
+    def golden_id(self) -> bytes | None:
+        return None if self.golden is None else self.golden.canonical_id()
+
+
+def _fast_chain_key(bundle: EvidenceBundle, roots: TrustRoots) -> bytes | None:
+    leaf_role = CertRole.VCEK if bundle.snp_report.signing_key is SignerKind.VCEK else CertRole.VLEK
+    roles = (leaf_role, CertRole.intermediate_for(bundle.snp_report.signing_key), CertRole.ARK)
+    texts = [bundle.certificates.get(role.value) for role in roles]
+    if any(t is None for t in texts):
+        return None
+    return ChainCache.key([f"{role.value}:{text}".encode() for role, text in zip(roles, texts)], roots)
+
+
+def _chain(
+    bundle: EvidenceBundle,
+    *,
+    certificates: CertificateSet | None,
+    roots: TrustRoots,
+    now: datetime,
+    kds: KdsClient | None,
+    cache: ChainCache | None,
+) -> VerifiedChain:
+    fast_key = _fast_chain_key(bundle, roots) if cache is not None and certificates is None else None
+    if cache is not None and fast_key is not None:
+        hit = cache.get(fast_key)
+        if hit is not None:
+            hit.check_validity(now)
+            return hit
+    available = bundle.certificate_set()
+    if certificates is not None:
+        available = certificates.over(available)
+    found = resolve_chain(available, bundle.snp_report, kds=kds)
+    chain = verify_chain(found.leaf, found.intermediate, found.ark, roots=roots, now=now, cache=cache)
+    if cache is not None and fast_key is not None:
+        cache.put(fast_key, chain)
+    return chain
+
+
+def verify_evidence(
+    bundle: EvidenceBundle,
+    *,
+    expected_extra_data: bytes,
+    golden: GoldenMeasurement | None,
+    roots: TrustRoots,
+    now: datetime,
+    certificates: CertificateSet | None = None,
+    fetcher: Fetcher | KdsClient | None = None,
+    chain_cache: ChainCache | None = None,
+) -> VerifiedEvidence:
+    """Verify a whole evidence bundle (see the module docstring); raise on the first failure.
+
+    ``certificates`` override the bundle's; ``fetcher`` (a URL fetcher or a configured
+    :class:`KdsClient`) lets missing certificates come from AMD KDS; ``chain_cache`` remembers
+    verified chains between calls. Errors after the chain verified carry ``product`` and
+    ``signer`` in their context.
+    """
+    kds = fetcher if isinstance(fetcher, KdsClient) or fetcher is None else KdsClient(fetcher)
+    chain = _chain(bundle, certificates=certificates, roots=roots, now=now, kds=kds, cache=chain_cache)
+    try:
+        verified_report = verify_report(bundle.snp_report, chain)
+        check_ak_attributes(bundle.ak)
+        ak_key = bundle.ak.public_key()
+        if bundle.hcl_report is None:  # the direct binding (__post_init__ pairs the two)
+            verify_direct_binding(bundle.snp_report, bundle.ak_public)
+        else:
+            verify_azure_binding(bundle.snp_report, bundle.hcl_report, ak_key)
+        quote = verify_quote(
+            bundle.quote_attest,
+            bundle.quote_signature,
+            ak_key,
+            expected_extra_data=expected_extra_data,
+            pcrs=bundle.pcrs,
+        )
+        if bundle.event_log is not None:
+            pcr23 = quote.pcrs.get(WORKLOAD_PCR)
+            if pcr23 is None:
+                raise VerificationError(
+                    Reason.EVENT_LOG_REPLAY_MISMATCH, "the evidence has a workload event log but PCR23 is not quoted"
+                )
+            check_replay(list(bundle.event_log), pcr23)
+        if golden is not None:
+            check_policy(
+                golden,
+                bundle.snp_report,
+                product=chain.product,
+                signer=chain.signer,
+                binding=bundle.binding,
+                pcrs=quote.pcrs,
+                pcr23_events=bundle.event_log,
+            )
+    except CvmAttestError as exc:
+        exc.context.setdefault("product", chain.product.value)
+        exc.context.setdefault("signer", chain.signer.value)
+        raise
+    return VerifiedEvidence(
+        bundle=bundle, chain=chain, reported_tcb=verified_report.reported_tcb, quote=quote, golden=golden
+    )

@@ -1,0 +1,226 @@
+"""Loading AMD certificates from files, directories, PEM bundles and evidence (PROTOCOL.md, "Trust roots").
+
+AMD's hierarchy (SEV-SNP ABI specification, chapter "VCEK/VLEK certificates"; AMD "Versioned Chip
+Endorsement Key (VCEK) Certificate and KDS Interface Specification"):
+
+=========  ===================  =====================================================
+role       subject CN           signed by
+=========  ===================  =====================================================
+ARK        ``ARK-<Product>``    itself (RSA-4096, RSASSA-PSS SHA-384)
+ASK        ``SEV-<Product>``    the ARK; issues VCEKs
+ASVK       ``SEV-VLEK-<Product>``  the ARK; issues VLEKs
+VCEK       ``SEV-VCEK``         the ASK (EC P-384), one per chip and TCB
+VLEK       ``SEV-VLEK``         the ASVK (EC P-384), one per cloud provider
+=========  ===================  =====================================================
+
+Real VCEK/VLEK certificates carry serial number 0, which ``cryptography`` parses with a
+deprecation warning; the loader silences exactly that warning (the pinned ``cryptography`` version
+and ``tests/unit/offchain/test_real_vcek_serial.py`` guard the day it becomes an error).
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.utils import CryptographyDeprecationWarning
+
+from offchain.abi.snp_report import SignerKind
+from offchain.errors import ParseError, Reason
+
+PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+PEM_END = b"-----END CERTIFICATE-----"
+#: File suffixes a certificate directory is searched for.
+CERTIFICATE_SUFFIXES = (".pem", ".der", ".crt", ".cer", ".cert")
+#: No AMD certificate or bundle comes near this; larger input is refused before parsing.
+MAX_CERTIFICATE_FILE = 1 << 20
+
+
+class CertRole(str, enum.Enum):
+    """Where a certificate sits in AMD's hierarchy, from its subject common name."""
+
+    ARK = "ark"
+    ASK = "ask"
+    ASVK = "asvk"
+    VCEK = "vcek"
+    VLEK = "vlek"
+
+    @property
+    def signer(self) -> SignerKind | None:
+        """The signing-key kind of a leaf role, ``None`` for roots and intermediates."""
+        return {CertRole.VCEK: SignerKind.VCEK, CertRole.VLEK: SignerKind.VLEK}.get(self)
+
+    @classmethod
+    def intermediate_for(cls, signer: SignerKind) -> CertRole:
+        """The intermediate that issues a leaf of this kind: ASK for VCEK, ASVK for VLEK."""
+        return cls.ASK if signer is SignerKind.VCEK else cls.ASVK
+
+
+def common_name(cert: x509.Certificate) -> str:
+    """The subject's first common name, or ``""``."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+def classify(cert: x509.Certificate) -> CertRole:
+    """The role of an AMD SEV-SNP certificate; ParseError(cert.malformed) for anything else."""
+    cn = common_name(cert)
+    if cn.startswith("ARK-"):
+        return CertRole.ARK
+    if cn == "SEV-VCEK":
+        return CertRole.VCEK
+    if cn == "SEV-VLEK":
+        return CertRole.VLEK
+    if cn.startswith("SEV-VLEK-"):
+        return CertRole.ASVK
+    if cn.startswith("SEV-"):
+        return CertRole.ASK
+    raise ParseError(Reason.CERT_MALFORMED, f"not an AMD SEV-SNP certificate (CN={cn!r})", common_name=cn)
+
+
+def _load_der(der: bytes) -> x509.Certificate:
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Parsed a serial number which wasn't positive", category=CryptographyDeprecationWarning
+        )
+        try:
+            return x509.load_der_x509_certificate(der)
+        except ValueError as exc:
+            raise ParseError(Reason.CERT_MALFORMED, f"not an X.509 certificate: {exc}") from None
+
+
+def parse_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate in ``data``: one DER certificate, or one or more PEM blocks (a bundle).
+
+    Text around PEM blocks is ignored (KDS and ``openssl`` output add none, humans add comments).
+    """
+    if len(data) > MAX_CERTIFICATE_FILE:
+        raise ParseError(Reason.CERT_MALFORMED, f"certificate input of {len(data)} bytes is too large")
+    if PEM_BEGIN not in data:
+        if not data:
+            raise ParseError(Reason.CERT_MALFORMED, "empty certificate input")
+        return [_load_der(data)]
+    out = []
+    rest = data
+    while (start := rest.find(PEM_BEGIN)) >= 0:
+        end = rest.find(PEM_END, start)
+        if end < 0:
+            raise ParseError(Reason.CERT_MALFORMED, "PEM block without an END line")
+        block = rest[start : end + len(PEM_END)]
+        rest = rest[end + len(PEM_END) :]
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message="Parsed a serial number which wasn't positive",
+                category=CryptographyDeprecationWarning,
+            )
+            try:
+                out.append(x509.load_pem_x509_certificate(block + b"\n"))
+            except ValueError as exc:
+                raise ParseError(Reason.CERT_MALFORMED, f"bad PEM certificate: {exc}") from None
+    return out
+
+
+def parse_certificate(data: bytes) -> x509.Certificate:
+    """Exactly one certificate (DER or a single PEM block)."""
+    certs = parse_certificates(data)
+    if len(certs) != 1:
+        raise ParseError(Reason.CERT_MALFORMED, f"expected one certificate, found {len(certs)}")
+    return certs[0]
+
+
+def read_file(path: Path, limit: int = MAX_CERTIFICATE_FILE) -> bytes:
+    """Read a whole input file; INPUT_UNREADABLE when it cannot be read or is larger than ``limit``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ParseError(Reason.INPUT_UNREADABLE, f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from None
+    if len(data) > limit:
+        raise ParseError(Reason.INPUT_UNREADABLE, f"{path} is larger than {limit} bytes", path=str(path))
+    return data
+
+
+def load_certificates(path: Path) -> list[x509.Certificate]:
+    """The certificates in a file (DER, PEM, or a PEM bundle such as KDS's ``cert_chain``)."""
+    return parse_certificates(read_file(path))
+
+
+def to_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def to_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSet:
+    """The AMD certificates at hand, one per role, any of them absent.
+
+    Built from files, a directory, an evidence bundle or KDS, then layered with :meth:`over` so
+    that what the caller names explicitly wins over what the evidence carries, which wins over
+    what KDS serves.
+    """
+
+    ark: x509.Certificate | None = None
+    ask: x509.Certificate | None = None
+    asvk: x509.Certificate | None = None
+    vcek: x509.Certificate | None = None
+    vlek: x509.Certificate | None = None
+
+    @classmethod
+    def of(cls, certificates: Iterable[x509.Certificate]) -> CertificateSet:
+        """Sort certificates into roles. Two different certificates for one role are ambiguous."""
+        found: dict[str, x509.Certificate] = {}
+        for cert in certificates:
+            role = classify(cert).value
+            if role in found and to_der(found[role]) != to_der(cert):
+                raise ParseError(
+                    Reason.INPUT_INVALID, f"two different {role.upper()} certificates given", role=role
+                )
+            found[role] = cert
+        return cls(**found)
+
+    @classmethod
+    def from_files(cls, paths: Iterable[Path]) -> CertificateSet:
+        certs: list[x509.Certificate] = []
+        for path in paths:
+            certs.extend(load_certificates(path))
+        return cls.of(certs)
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> CertificateSet:
+        """Every certificate file directly in ``directory`` (suffixes in CERTIFICATE_SUFFIXES)."""
+        try:
+            paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in CERTIFICATE_SUFFIXES and p.is_file())
+        except OSError as exc:
+            raise ParseError(
+                Reason.INPUT_UNREADABLE, f"cannot list {directory}: {exc.strerror or exc}", path=str(directory)
+            ) from None
+        return cls.from_files(paths)
+
+    def get(self, role: CertRole) -> x509.Certificate | None:
+        value: x509.Certificate | None = getattr(self, role.value)
+        return value
+
+    def over(self, fallback: CertificateSet) -> CertificateSet:
+        """This set, with the roles it lacks taken from ``fallback``."""
+        return replace(
+            fallback, **{f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        )
+
+    @property
+    def leaf(self) -> x509.Certificate | None:
+        """The one leaf present (VCEK or VLEK); ambiguous when both are."""
+        if self.vcek is not None and self.vlek is not None:
+            raise ParseError(Reason.INPUT_INVALID, "both a VCEK and a VLEK given; pass one leaf")
+        return self.vcek if self.vcek is not None else self.vlek
+
+    def roles(self) -> list[CertRole]:
+        return [role for role in CertRole if self.get(role) is not None]

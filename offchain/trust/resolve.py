@@ -1,0 +1,91 @@
+"""Choosing the certificates that should verify a report: given ones first, then AMD KDS if allowed.
+
+The order of sources is fixed (PROTOCOL.md, "Trust roots"): certificates the caller names
+explicitly, then those the evidence carries, then AMD KDS, which is asked only when the caller
+passed a :class:`~offchain.trust.kds.KdsClient`. Whatever is missing after that is
+``snp.chain.incomplete``. Resolution trusts nothing: :func:`offchain.verify.chain.verify_chain`
+decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from offchain.abi.certext import AmdCertExtensions
+from offchain.abi.snp_report import Product, SignerKind, SnpReport
+from offchain.errors import CvmAttestError, Reason, VerificationError
+from offchain.trust.certs import CertificateSet, CertRole, common_name
+from offchain.trust.kds import KdsClient
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCertificates:
+    """The three certificates of one AMD chain, not yet verified."""
+
+    leaf: x509.Certificate
+    intermediate: x509.Certificate
+    ark: x509.Certificate
+
+
+def _leaf_role(available: CertificateSet, report: SnpReport) -> CertRole:
+    claimed = CertRole.VCEK if report.signing_key is SignerKind.VCEK else CertRole.VLEK
+    if available.get(claimed) is not None:
+        return claimed
+    other = CertRole.VLEK if claimed is CertRole.VCEK else CertRole.VCEK
+    # The report's own claim decides, except when only the other kind was given: then that leaf
+    # is verified and the report is rejected for naming the wrong signer.
+    return other if available.get(other) is not None else claimed
+
+
+def _product_guess(available: CertificateSet, report: SnpReport) -> Product | None:
+    hint = report.product_hint()
+    if hint is not None:
+        return hint
+    for role in (CertRole.ASK, CertRole.ASVK, CertRole.ARK):
+        cert = available.get(role)
+        if cert is not None:
+            try:
+                return Product.from_name(common_name(cert))
+            except CvmAttestError:
+                continue
+    return None
+
+
+def resolve_chain(available: CertificateSet, report: SnpReport, *, kds: KdsClient | None = None) -> ChainCertificates:
+    """The leaf, intermediate and ARK for ``report`` from ``available``, completed from KDS if given."""
+    leaf_role = _leaf_role(available, report)
+    leaf = available.get(leaf_role)
+    if leaf is None:
+        if leaf_role is CertRole.VLEK or kds is None:
+            raise VerificationError(
+                Reason.CHAIN_INCOMPLETE,
+                f"no {leaf_role.value.upper()} certificate"
+                + ("" if leaf_role is CertRole.VLEK else " (AMD KDS may be asked with --kds)"),
+                missing=[leaf_role.value],
+            )
+        product = _product_guess(available, report)
+        if product is None:
+            raise VerificationError(
+                Reason.CHAIN_INCOMPLETE,
+                "cannot tell the product line to fetch the VCEK for: give the ASK/ARK or the VCEK",
+                missing=[leaf_role.value],
+            )
+        leaf = kds.fetch_vcek(product, report.chip_id, report.tcb("reported", product))
+    signer = SignerKind.VCEK if leaf_role is CertRole.VCEK else SignerKind.VLEK
+    inter_role = CertRole.intermediate_for(signer)
+    intermediate, ark = available.get(inter_role), available.get(CertRole.ARK)
+    if intermediate is None or ark is None:
+        if kds is None:
+            missing = [r.value for r, c in ((inter_role, intermediate), (CertRole.ARK, ark)) if c is None]
+            raise VerificationError(
+                Reason.CHAIN_INCOMPLETE,
+                f"missing {' and '.join(m.upper() for m in missing)} (AMD KDS may be asked with --kds)",
+                missing=missing,
+            )
+        product = AmdCertExtensions.from_certificate(leaf).product
+        fetched_intermediate, fetched_ark = kds.fetch_cert_chain(product, signer)
+        intermediate = intermediate if intermediate is not None else fetched_intermediate
+        ark = ark if ark is not None else fetched_ark
+    return ChainCertificates(leaf=leaf, intermediate=intermediate, ark=ark)
