@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import enum
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
@@ -83,15 +84,26 @@ def classify(cert: x509.Certificate) -> CertRole:
     raise ParseError(Reason.CERT_MALFORMED, f"not an AMD SEV-SNP certificate (CN={cn!r})", common_name=cn)
 
 
-def _load_der(der: bytes) -> x509.Certificate:
+def _checked(load: Callable[[bytes], x509.Certificate], data: bytes) -> x509.Certificate:
+    """Load and touch every field a verifier reads: ``cryptography`` parses some lazily."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message="Parsed a serial number which wasn't positive", category=CryptographyDeprecationWarning
         )
         try:
-            return x509.load_der_x509_certificate(der)
-        except ValueError as exc:
-            raise ParseError(Reason.CERT_MALFORMED, f"not an X.509 certificate: {exc}") from None
+            cert = load(data)
+            cert.subject.rfc4514_string()
+            cert.issuer.rfc4514_string()
+            _ = (cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid)
+            list(cert.extensions)
+            cert.public_key()
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+            raise ParseError(Reason.CERT_MALFORMED, f"not a well-formed X.509 certificate: {exc}") from None
+    return cert
+
+
+def _load_der(der: bytes) -> x509.Certificate:
+    return _checked(x509.load_der_x509_certificate, der)
 
 
 def parse_certificates(data: bytes) -> list[x509.Certificate]:
@@ -113,16 +125,7 @@ def parse_certificates(data: bytes) -> list[x509.Certificate]:
             raise ParseError(Reason.CERT_MALFORMED, "PEM block without an END line")
         block = rest[start : end + len(PEM_END)]
         rest = rest[end + len(PEM_END) :]
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore",
-                message="Parsed a serial number which wasn't positive",
-                category=CryptographyDeprecationWarning,
-            )
-            try:
-                out.append(x509.load_pem_x509_certificate(block + b"\n"))
-            except ValueError as exc:
-                raise ParseError(Reason.CERT_MALFORMED, f"bad PEM certificate: {exc}") from None
+        out.append(_checked(x509.load_pem_x509_certificate, block + b"\n"))
     return out
 
 

@@ -39,18 +39,32 @@ def _leaf_role(available: CertificateSet, report: SnpReport) -> CertRole:
     return other if available.get(other) is not None else claimed
 
 
-def _product_guess(available: CertificateSet, report: SnpReport) -> Product | None:
+def _product_candidates(available: CertificateSet, report: SnpReport) -> list[Product]:
+    """Which product line's KDS to ask for a VCEK: the report's CPUID hint (version 3 and later),
+    else the line named by a given certificate, else Milan then Genoa (the only lines whose
+    firmware wrote version-2 reports, which carry no CPUID)."""
     hint = report.product_hint()
     if hint is not None:
-        return hint
+        return [hint]
     for role in (CertRole.ASK, CertRole.ASVK, CertRole.ARK):
         cert = available.get(role)
         if cert is not None:
             try:
-                return Product.from_name(common_name(cert))
+                return [Product.from_name(common_name(cert))]
             except CvmAttestError:
                 continue
-    return None
+    return [Product.MILAN, Product.GENOA]
+
+
+def _fetch_vcek(kds: KdsClient, products: list[Product], report: SnpReport) -> x509.Certificate:
+    """The first candidate line whose KDS has this chip's VCEK; the last one's error otherwise."""
+    for product in products[:-1]:
+        try:
+            return kds.fetch_vcek(product, report.chip_id, report.tcb("reported", product))
+        except CvmAttestError:
+            continue
+    last = products[-1]
+    return kds.fetch_vcek(last, report.chip_id, report.tcb("reported", last))
 
 
 def resolve_chain(available: CertificateSet, report: SnpReport, *, kds: KdsClient | None = None) -> ChainCertificates:
@@ -65,14 +79,7 @@ def resolve_chain(available: CertificateSet, report: SnpReport, *, kds: KdsClien
                 + ("" if leaf_role is CertRole.VLEK else " (AMD KDS may be asked with --kds)"),
                 missing=[leaf_role.value],
             )
-        product = _product_guess(available, report)
-        if product is None:
-            raise VerificationError(
-                Reason.CHAIN_INCOMPLETE,
-                "cannot tell the product line to fetch the VCEK for: give the ASK/ARK or the VCEK",
-                missing=[leaf_role.value],
-            )
-        leaf = kds.fetch_vcek(product, report.chip_id, report.tcb("reported", product))
+        leaf = _fetch_vcek(kds, _product_candidates(available, report), report)
     signer = SignerKind.VCEK if leaf_role is CertRole.VCEK else SignerKind.VLEK
     inter_role = CertRole.intermediate_for(signer)
     intermediate, ark = available.get(inter_role), available.get(CertRole.ARK)
