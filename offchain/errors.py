@@ -123,6 +123,7 @@ class Reason(str, enum.Enum):
     REGISTRY_ATTESTATION_EXPIRED = "chain.attestation_expired"
     REGISTRY_PCRS_CHANGED = "chain.pcrs_changed"
     TPM_AK_ATTRIBUTES = "tpm.public.ak_attributes_invalid"
+    REGISTRY_NOT_ATTESTED = "chain.cvm_not_attested"
 
     # --- keys and relaying -----------------------------------------------------------------
     KEY_UNAVAILABLE = "key.unavailable"
