@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -49,6 +50,8 @@ HASH_TYPES = {1: "sha256", 2: "sha384", 3: "sha512"}
 AK_KID = "HCLAkPub"
 # The HCL report NV index on Azure is 2600 bytes; anything much larger is not an HCL report.
 MAX_HCL_SIZE = 0x10000
+MAX_JSON_DEPTH = 32  # the paravisor's runtime data nests 3 levels deep
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _malformed(detail: str, **context: Any) -> ParseError:
@@ -63,6 +66,30 @@ def _u32(data: bytes, offset: int) -> int:
     return int.from_bytes(data[offset : offset + 4], "little")
 
 
+def _nesting_depth(text: bytes) -> int:
+    """The deepest ``[``/``{`` nesting outside strings: checked before ``json.loads``, whose C
+    scanner recurses once per level and can exhaust the C stack when a library (py_ecc, py-evm)
+    has raised the interpreter's recursion limit."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [key for key, _ in pairs]
     if len(set(keys)) != len(keys):
@@ -71,10 +98,11 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _b64url_uint(value: Any, what: str) -> int:
-    if not isinstance(value, str) or not value:
-        raise _runtime_malformed(f"{AK_KID}.{what} must be a base64url string")
+    # RFC 7518, 6.3.1: base64url without padding; anything else is refused, not skipped.
+    if not isinstance(value, str) or not _BASE64URL.fullmatch(value):
+        raise _runtime_malformed(f"{AK_KID}.{what} must be an unpadded base64url string")
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise _runtime_malformed(f"{AK_KID}.{what} is not base64url") from None
     return int.from_bytes(raw, "big")
@@ -198,9 +226,11 @@ class HclReport:
     def runtime_json(self) -> dict[str, Any]:
         """The runtime data as JSON (trailing NUL bytes, which some paravisors leave, ignored)."""
         text = self.runtime_data.rstrip(b"\x00")
+        if _nesting_depth(text) > MAX_JSON_DEPTH:
+            raise _runtime_malformed(f"runtime data JSON nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             obj = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (UnicodeDecodeError, json.JSONDecodeError):
             raise _runtime_malformed("runtime data is not UTF-8 JSON") from None
         if not isinstance(obj, dict):
             raise _runtime_malformed("runtime data is not a JSON object")

@@ -218,7 +218,8 @@ def test_runtime_data_keeps_trailing_nuls_but_json_ignores_them(ak: rsa.RSAPubli
         pytest.param(b'{"keys": [{"kid": "HCLAkPub", "kty": "RSA", "n": "A", "e": "AQAB"}]}', id="base64-bad-length"),
         pytest.param(b'{"keys": [{"kid": "HCLAkPub", "kty": "RSA", "n": 5, "e": "AQAB"}]}', id="n-not-string"),
         pytest.param(b'{"keys": [{"kid": "HCLAkPub", "kty": "RSA", "e": "AQAB"}]}', id="n-missing"),
-        pytest.param(b"[" * 5000 + b"]" * 5000, id="deeply-nested"),
+        pytest.param(b"[" * 30000 + b"]" * 30000, id="deeply-nested"),
+        pytest.param(b'{"keys": ' + b"[" * 33 + b"]" * 33 + b"}", id="nested-33-levels"),
     ],
 )
 def test_malformed_runtime_data_is_rejected(ak: rsa.RSAPublicKey, data: bytes) -> None:
@@ -226,6 +227,11 @@ def test_malformed_runtime_data_is_rejected(ak: rsa.RSAPublicKey, data: bytes) -
     with pytest.raises(ParseError) as exc:
         hcl.ak_jwk()
     assert exc.value.reason is Reason.HCL_RUNTIME_DATA_MALFORMED
+
+
+def test_nesting_inside_strings_does_not_count(ak: rsa.RSAPublicKey) -> None:
+    data = runtime_json(ak, **{"user-data": "[" * 100 + '\\"{' * 50})
+    assert HclReport(SnpReport.build(), data).ak_jwk()[1] == 65537
 
 
 def test_ak_that_is_not_a_usable_rsa_key_is_rejected(ak: rsa.RSAPublicKey) -> None:
