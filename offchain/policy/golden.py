@@ -226,10 +226,17 @@ class GoldenMeasurement:
             raw_events = doc["pcr23_events"]
             if not isinstance(raw_events, list):
                 raise _malformed("pcr23_events", "must be a list")
-            try:
-                events = tuple(WorkloadEvent.from_json(e) for e in raw_events)
-            except CvmAttestError as exc:
-                raise _malformed("pcr23_events", exc.detail) from None
+            parsed = []
+            for i, raw_event in enumerate(raw_events):
+                if isinstance(raw_event, dict):
+                    _hex(raw_event.get("content_digest"), f"pcr23_events[{i}].content_digest", PCR_SIZE)
+                try:
+                    event = WorkloadEvent.from_json(raw_event)
+                    event.digest  # noqa: B018 (validates kind, name length and digest size)
+                except CvmAttestError as exc:
+                    raise _malformed(f"pcr23_events[{i}]", exc.detail) from None
+                parsed.append(event)
+            events = tuple(parsed)
             if WORKLOAD_PCR not in pcrs:
                 raise _malformed("pcr23_events", "given without pcrs.23 to replay to")
             if replay(events) != pcrs[WORKLOAD_PCR]:
