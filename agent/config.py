@@ -1,0 +1,191 @@
+"""The agent's configuration: one frozen value built by the command line (agent.main) or by tests.
+
+Defaults describe a real CVM: the kernel's TPM resource manager (``device:/dev/tpmrm0``), the
+internal listener on loopback for the workload, the external one on every interface for
+verifiers and operators, the workload started with ``podman-compose up -d``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from offchain.abi.snp_report import Product
+from offchain.abi.workload import WORKLOAD_PCR
+from offchain.errors import ParseError, Reason
+
+#: The PCRs every quote covers (SHA-256 bank), following the TCG PC Client firmware profile:
+#: 0-7 UEFI firmware, its configuration, option ROMs, boot manager, GPT and Secure Boot policy;
+#: 8-9 the boot loader's kernel command line, kernel and initrd; 11-12 a unified kernel image and
+#: its command line / credentials (systemd-stub); 23 the workload (always included). PCR 10 (IMA)
+#: changes at run time and 14 (shim's MOK lists) is distribution specific, so neither is quoted by
+#: default; ``--pcrs`` changes the selection.
+DEFAULT_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, WORKLOAD_PCR)
+
+#: The simulated platform's default launch MEASUREMENT: SHA-384 of a fixed label, so it is
+#: recognisable and never all zero. ``--sim-measurement`` sets another.
+DEFAULT_SIM_MEASUREMENT = hashlib.sha384(b"cvm-attest/sim/measurement/v1").digest()
+
+DEFAULT_TCTI = "device:/dev/tpmrm0"
+DEFAULT_STATE_DIR = Path("/var/lib/cvm-agent")
+DEFAULT_INTERNAL = "127.0.0.1:7999"
+DEFAULT_EXTERNAL = "0.0.0.0:8000"
+DEFAULT_RUNNER = ("podman-compose", "up", "-d")
+DEFAULT_IMAGE_LOADER = ("podman", "load", "-i")
+DEFAULT_TSM_ROOT = Path("/sys/kernel/config/tsm/report")
+DEFAULT_SEV_GUEST = Path("/dev/sev-guest")
+TCTI_NAMES = ("device", "swtpm", "mssim")
+
+
+class PlatformName(str, enum.Enum):
+    """Where the SNP report comes from (agent.platforms)."""
+
+    SNP = "snp"
+    AZURE = "azure"
+    SIM = "sim"
+
+
+class AkKind(str, enum.Enum):
+    """The attestation key's algorithm: RSA-2048 RSASSA-SHA256 or ECC P-256 ECDSA-SHA256."""
+
+    RSA = "rsa"
+    ECC = "ecc"
+
+
+@dataclass(frozen=True, slots=True)
+class Tcti:
+    """A tpm2-tss TCTI: loader name and its configuration string (``swtpm:host=..,port=..``)."""
+
+    name: str
+    conf: str
+
+    @classmethod
+    def parse(cls, text: str) -> Tcti:
+        """``device:/dev/tpmrm0``, ``swtpm:host=127.0.0.1,port=2321`` or ``mssim:...``."""
+        name, sep, conf = text.partition(":")
+        if not sep or name not in TCTI_NAMES or not conf:
+            raise ParseError(
+                Reason.INPUT_INVALID, f"--tpm must be one of {', '.join(n + ':...' for n in TCTI_NAMES)}, got {text!r}"
+            )
+        return cls(name, conf)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.conf}"
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """A listener address ``HOST:PORT`` (IPv6 hosts in brackets)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Listen:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ParseError(Reason.INPUT_INVALID, f"listener must be HOST:PORT, got {text!r}")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                raise ParseError(Reason.INPUT_INVALID, f"listener host must be an IP address, got {host!r}") from None
+        return cls(host, int(port_text))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveLimits:
+    """Bounds on an uploaded workload archive (POST /update-workload)."""
+
+    max_upload_bytes: int = 1 << 30
+    max_total_bytes: int = 2 << 30
+    max_file_bytes: int = 1 << 30
+    max_entries: int = 10_000
+
+
+def parse_pcrs(text: str) -> tuple[int, ...]:
+    """``"0-7,11,23"`` as sorted PCR indices of a 24-PCR bank; PCR23 is always added."""
+    pcrs: set[int] = {WORKLOAD_PCR}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, sep, high = part.partition("-")
+        if not low.isdigit() or (sep and not high.isdigit()):
+            raise ParseError(Reason.INPUT_INVALID, f"--pcrs: {part!r} is not N or N-M")
+        first, last = int(low), int(high) if sep else int(low)
+        if not 0 <= first <= last <= 23:
+            raise ParseError(Reason.INPUT_INVALID, f"--pcrs: {part!r} is outside 0..23")
+        pcrs.update(range(first, last + 1))
+    return tuple(sorted(pcrs))
+
+
+def parse_measurement(text: str) -> bytes:
+    """``--sim-measurement``: 48 bytes as 96 hex digits."""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise ParseError(Reason.INPUT_INVALID, "--sim-measurement is not hex") from None
+    if len(value) != 48:
+        raise ParseError(Reason.INPUT_INVALID, f"--sim-measurement must be 48 bytes, got {len(value)}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Everything the agent needs to start (see ``cvm-agent --help`` for each option)."""
+
+    platform: PlatformName
+    tcti: Tcti
+    state_dir: Path
+    workload_dir: Path
+    internal: Listen = field(default_factory=lambda: Listen.parse(DEFAULT_INTERNAL))
+    external: Listen | None = field(default_factory=lambda: Listen.parse(DEFAULT_EXTERNAL))
+    token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    ak: AkKind = AkKind.RSA
+    pcrs: tuple[int, ...] = DEFAULT_PCRS
+    sim_measurement: bytes = DEFAULT_SIM_MEASUREMENT
+    sim_product: Product = Product.GENOA
+    reset_pcr23: bool = False
+    start_workload: bool = True
+    runner: tuple[str, ...] = DEFAULT_RUNNER
+    image_loader: tuple[str, ...] = DEFAULT_IMAGE_LOADER
+    runner_timeout: float = 600.0
+    limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    golden_lifetime: int = 86400
+    tsm_root: Path = DEFAULT_TSM_ROOT
+    sev_guest: Path = DEFAULT_SEV_GUEST
+    snp_privlevel: int | None = None
+
+    def __post_init__(self) -> None:
+        if WORKLOAD_PCR not in self.pcrs:
+            raise ParseError(Reason.INPUT_INVALID, "the quote's PCR selection must include PCR23")
+        if list(self.pcrs) != sorted(set(self.pcrs)) or not all(0 <= p <= 23 for p in self.pcrs):
+            raise ParseError(Reason.INPUT_INVALID, "PCR selection must be unique ascending indices 0..23")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ParseError(Reason.INPUT_INVALID, "--tls-cert and --tls-key go together")
+        if len(self.sim_measurement) != 48:
+            raise ParseError(Reason.INPUT_INVALID, "the simulated launch measurement is 48 bytes")
+        if not self.runner:
+            raise ParseError(Reason.INPUT_INVALID, "the runner command must not be empty")
+        if self.snp_privlevel is not None and not 0 <= self.snp_privlevel <= 3:
+            raise ParseError(Reason.INPUT_INVALID, "--snp-privlevel is a VMPL, 0..3")
+
+    @property
+    def event_log_path(self) -> Path:
+        """The PCR23 event log, JSON lines (docs/formats.md); the image's boot step writes the same file."""
+        return self.state_dir / "event-log.jsonl"
+
+    @property
+    def sim_dir(self) -> Path:
+        """The simulated platform's development AMD chain (``ark.pem`` is what verifiers pin)."""
+        return self.state_dir / "sim"

@@ -1,0 +1,251 @@
+"""The running agent: TPM, platform, workload and CVM key, and the evidence it serves.
+
+:meth:`Agent.start` brings everything up in the order PROTOCOL.md needs: open the TPM, create
+(or, on Azure, adopt) the AK, obtain the platform's report for it once (so a broken platform stops
+the agent at start, not at the first request), bring PCR23 and the event log into agreement and
+measure the workload if nobody did, then start the workload.
+
+Evidence (docs/formats.md, "Evidence bundle"): the quote's extraData is always one of the two
+domain-separated forms of :mod:`offchain.abi.binding`, computed here; no caller chooses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from offchain.abi.binding import check_nonce, offchain_extra_data, onchain_extra_data, parse_address
+from offchain.abi.tpm import TpmtPublic, TpmtSignature
+from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent
+from offchain.cli.output import verdict
+from offchain.errors import CvmAttestError, ParseError, Reason
+from offchain.evidence import (
+    EvidenceBundle,
+    OffchainNonce,
+    OnchainNonce,
+    expected_extra_data_for,
+    verify_evidence,
+)
+from offchain.policy.golden import GoldenMeasurement
+from offchain.trust.certs import parse_certificate
+from offchain.trust.roots import TrustRoots
+
+from agent.config import AgentConfig, PlatformName
+from agent.ethkey import CvmKey
+from agent.platforms import AttestationPlatform
+from agent.platforms.azure import AzurePlatform
+from agent.platforms.sim import SimPlatform
+from agent.platforms.snp import ConfigfsTsm, SevGuestDevice, SnpPlatform
+from agent.tpm import AgentTpm, Quote
+from agent.workload import EventLog, Runner, Workload
+
+log = logging.getLogger("cvm_agent")
+
+
+def make_platform(config: AgentConfig, tpm: AgentTpm) -> AttestationPlatform:
+    """The platform the configuration names."""
+    if config.platform is PlatformName.SIM:
+        return SimPlatform(config.sim_dir, config.sim_product, config.sim_measurement)
+    if config.platform is PlatformName.SNP:
+        vmpl = config.snp_privlevel or 0
+        return SnpPlatform(ConfigfsTsm(config.tsm_root, config.snp_privlevel), SevGuestDevice(config.sev_guest, vmpl))
+    return AzurePlatform(tpm.nv_read)
+
+
+class Agent:
+    """Everything the HTTP routes need. Build with :meth:`start`; :meth:`close` at the end."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        tpm: AgentTpm,
+        platform: AttestationPlatform,
+        workload: Workload,
+        key: CvmKey,
+    ) -> None:
+        self.config = config
+        self.tpm = tpm
+        self.platform = platform
+        self.workload = workload
+        self.key = key
+        self.ak = TpmtPublic.from_bytes(tpm.ak_public)
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+
+    @classmethod
+    def start(cls, config: AgentConfig, *, platform: AttestationPlatform | None = None) -> Agent:
+        """Open the TPM, create the AK, check the platform, measure and start the workload.
+
+        ``platform`` replaces the configured one (tests feed the Azure platform from a file).
+        """
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        tpm = AgentTpm.open(config.tcti)
+        try:
+            chosen = platform or make_platform(config, tpm)
+            if chosen.persistent_ak is not None:
+                tpm.use_persistent_ak(chosen.persistent_ak)
+            else:
+                tpm.create_ak(config.ak)
+            chosen.attest(tpm.ak_public)
+            workload = Workload(
+                tpm,
+                config.workload_dir,
+                EventLog(config.event_log_path),
+                Runner(config.runner, config.image_loader, config.runner_timeout),
+                config.limits,
+            )
+            measured = workload.start(reset_pcr23=config.reset_pcr23)
+            agent = cls(config, tpm, chosen, workload, CvmKey())
+        except BaseException:
+            tpm.close()
+            raise
+        log.info(
+            "agent up: platform %s, AK %s, CVM address %s, %d workload events",
+            chosen.platform.value,
+            agent.ak_hash().hex(),
+            agent.key.address,
+            len(workload.events()),
+        )
+        if measured and config.start_workload:
+            workload.run()
+        return agent
+
+    def close(self) -> None:
+        self.tpm.close()
+
+    # --- evidence ------------------------------------------------------------------------------
+
+    def ak_hash(self) -> bytes:
+        """SHA-256 of the AK's TPMT_PUBLIC (the first half of REPORT_DATA in the direct binding)."""
+        return hashlib.sha256(self.tpm.ak_public).digest()
+
+    def _quote(self, extra_data: bytes) -> tuple[Quote, list[WorkloadEvent]]:
+        with self.tpm.exclusive():  # the log and the quoted PCR23 must describe the same moment
+            events = self.workload.events()
+            quote = self.tpm.quote(extra_data, self.config.pcrs)
+        return quote, events
+
+    def _bundle(self, extra_data: bytes, nonce: OffchainNonce | OnchainNonce) -> EvidenceBundle:
+        quote, events = self._quote(extra_data)
+        evidence = self.platform.attest(self.tpm.ak_public)
+        return EvidenceBundle(
+            platform=self.platform.platform,
+            binding=self.platform.binding,
+            snp_report=evidence.snp_report,
+            ak_public=self.tpm.ak_public,
+            ak=self.ak,
+            quote_attest=quote.attest,
+            quote_signature=TpmtSignature.from_bytes(quote.signature),
+            pcrs=MappingProxyType(dict(sorted(quote.pcrs.items()))),
+            certificates=MappingProxyType(dict(evidence.certificates)),
+            hcl_report=evidence.hcl_report,
+            event_log=tuple(events),
+            cvm_address=self.key.address_bytes,
+            nonce=nonce,
+        )
+
+    def collaterals(self, nonce: bytes) -> EvidenceBundle:
+        """Off-chain evidence: the quote's extraData is ``SHA-256("cvm-attest/offchain/v1" || nonce)``."""
+        check_nonce(nonce)
+        return self._bundle(offchain_extra_data(nonce), OffchainNonce(nonce))
+
+    def onchain_collaterals(self, chain_id: int, registry: str, block_number: int, block_hash: bytes) -> EvidenceBundle:
+        """On-chain evidence: extraData binds chain id, registry, *this agent's* address and a block hash.
+
+        The agent cannot check that the block hash is recent or real; the registry does
+        (``blockhash(block_number)``), so a made-up challenge only yields a quote nobody accepts.
+        """
+        registry_bytes = parse_address(registry)
+        extra = onchain_extra_data(chain_id, registry_bytes, self.key.address_bytes, block_hash)
+        nonce = OnchainNonce(chain_id=chain_id, registry=registry_bytes, block_number=block_number, block_hash=block_hash)
+        return self._bundle(extra, nonce)
+
+    def golden_measurement(self) -> GoldenMeasurement:
+        """The golden measurement describing this CVM now: its report's policy and TCB, every quoted
+        PCR pinned to its current value, and the PCR23 event list."""
+        evidence = self.platform.attest(self.tpm.ak_public)
+        with self.tpm.exclusive():
+            events = self.workload.events()
+            pcrs = self.tpm.read_pcrs(self.config.pcrs)
+        return GoldenMeasurement.from_report(
+            evidence.snp_report,
+            evidence.product(),
+            evidence.signer,
+            self.platform.binding,
+            pcrs=pcrs,
+            events=events,
+            lifetime=self.config.golden_lifetime,
+            name=f"cvm-agent {self.platform.platform.value} {self.started_at:%Y-%m-%d}",
+        )
+
+    # --- facts ---------------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "cvm_address": self.key.address,
+            "ak_hash": self.ak_hash().hex(),
+            "ak_public": self.tpm.ak_public.hex(),
+            "platform": self.platform.platform.value,
+            "binding": self.platform.binding.value,
+        }
+
+    def platform_info(self) -> dict[str, Any]:
+        info = self.platform.describe()
+        info["pcrs"] = list(self.config.pcrs)
+        info["ak"] = "persistent" if self.platform.persistent_ak is not None else self.config.ak.value
+        return info
+
+    def health(self) -> dict[str, Any]:
+        pcr23 = self.tpm.read_pcrs([WORKLOAD_PCR])[WORKLOAD_PCR]
+        return {
+            "status": "ok",
+            "platform": self.platform.platform.value,
+            "workload": self.workload.status,
+            "events": len(self.workload.events()),
+            "pcr23": pcr23.hex(),
+        }
+
+    # --- verification for the workload ------------------------------------------------------------
+
+    def offchain_verify(
+        self,
+        evidence: Mapping[str, Any],
+        nonce: bytes,
+        golden: Mapping[str, Any] | None,
+        dev_root: str | None,
+        now: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        """The verdict of :func:`offchain.evidence.verify_evidence` as ``cvm-cli verify --json`` prints it.
+
+        Roots: AMD's pinned ARKs, plus ``dev_root`` (PEM) only when the caller gives it. No
+        network: the evidence must carry its certificates.
+        """
+        try:
+            roots = TrustRoots.amd()
+            if dev_root is not None:
+                try:
+                    roots = roots.with_dev_root(parse_certificate(dev_root.encode()))
+                except CvmAttestError as exc:
+                    raise ParseError(Reason.INPUT_INVALID, f"dev_root: {exc.detail}") from None
+            bundle = EvidenceBundle.from_json(dict(evidence))
+            golden_doc = GoldenMeasurement.from_json(dict(golden)) if golden is not None else None
+            verified = verify_evidence(
+                bundle,
+                expected_extra_data=expected_extra_data_for(bundle, nonce),
+                golden=golden_doc,
+                roots=roots,
+                now=now or dt.datetime.now(dt.timezone.utc),
+            )
+        except CvmAttestError as exc:
+            return verdict(ok=False, error=exc)
+        return verdict(
+            ok=True,
+            product=verified.product,
+            signer=verified.signer.value,
+            report=verified.report,
+            extra={"golden_id": None if verified.golden_id is None else "0x" + verified.golden_id.hex()},
+        )
+

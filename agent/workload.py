@@ -1,0 +1,296 @@
+"""The workload next to the agent: its measurement into PCR23, the event log, updates, the runner.
+
+Measurement (PROTOCOL.md, "Workload measured into PCR23"; docs/formats.md): every item that
+:func:`offchain.abi.workload.measure_directory` yields (images by digest, ``docker-compose.yml``,
+every file under ``config/``; never ``secrets/``) is extended into PCR23 with its
+:func:`~offchain.abi.workload.event_digest`, and each extend is appended to the event log (JSON
+lines, ``<state-dir>/event-log.jsonl``) right after the TPM accepted it, so the log always replays
+to PCR23.
+
+At start (:meth:`Workload.start`):
+
+* with ``reset_pcr23`` (development, swtpm, the simulated platform: the agent owns PCR23) the
+  agent resets PCR23, truncates the log and measures the workload directory;
+* otherwise (a real CVM, where the image's boot step measured the workload with the same function
+  before anything ran) the agent checks that the log replays to PCR23 and only appends from then
+  on; when both are still empty, nothing was measured yet and the agent measures the workload
+  before starting it. A log that does not replay to PCR23 stops the agent.
+
+An update (:meth:`Workload.apply_update`) is checked and extracted into a staging directory next
+to the workload directory, measured there, swapped in with one ``renameat2(RENAME_EXCHANGE)``,
+extended into PCR23 and logged, and only then started through the runner. Any failure before the
+swap leaves the running workload, PCR23 and the log untouched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hmac
+import logging
+import os
+import secrets as secrets_module
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from offchain.abi.workload import (
+    IMAGES_FILE,
+    WORKLOAD_PCR,
+    WorkloadEvent,
+    dump_event_log,
+    measure_directory,
+    parse_event_log,
+    replay,
+)
+from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason, RequestError, VerificationError
+
+from agent.archive import IMAGES_DIR, extract_archive, image_digests
+from agent.config import ArchiveLimits
+from agent.tpm import AgentTpm
+
+log = logging.getLogger("cvm_agent.workload")
+
+_RENAME_EXCHANGE = 1 << 1
+_OUTPUT_TAIL = 2000
+
+
+class EventLog:
+    """The PCR23 event log on disk: JSON lines, appended and fsync'ed one extend at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> list[WorkloadEvent]:
+        """Every logged event; an absent file is an empty log."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ParseError(Reason.EVENT_LOG_MALFORMED, f"cannot read {self.path}: {exc}") from None
+        return parse_event_log(text)
+
+    def truncate(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append(self, event: WorkloadEvent) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(dump_event_log([event]))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What an update measured and where PCR23 ended up."""
+
+    events: tuple[WorkloadEvent, ...]
+    pcr23: bytes
+    files: tuple[str, ...]
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    at_fdcwd = -100
+    result = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def swap_directories(current: Path, staged: Path) -> None:
+    """Make ``staged`` the content of ``current``; the old content ends up at ``staged``.
+
+    One atomic exchange where the kernel and file system support it; otherwise two renames, with
+    a moment in which ``current`` does not exist.
+    """
+    if not current.exists():
+        os.rename(staged, current)
+        return
+    try:
+        _exchange(current, staged)
+    except (OSError, AttributeError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        aside = staged.with_name(staged.name + ".old")
+        os.rename(current, aside)
+        os.rename(staged, current)
+        os.rename(aside, staged)
+
+
+class Runner:
+    """Loads image tarballs and (re)starts the workload with the configured commands."""
+
+    def __init__(self, command: tuple[str, ...], image_loader: tuple[str, ...], timeout: float) -> None:
+        self.command = command
+        self.image_loader = image_loader
+        self.timeout = timeout
+
+    def _run(self, argv: list[str], cwd: Path) -> None:
+        try:
+            done = subprocess.run(
+                argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PlatformError(Reason.WORKLOAD_RUNNER_FAILED, f"{argv[0]} could not run: {exc}", command=argv) from None
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout)[-_OUTPUT_TAIL:].decode(errors="replace")
+            raise PlatformError(
+                Reason.WORKLOAD_RUNNER_FAILED,
+                f"{' '.join(argv)} exited with {done.returncode}",
+                command=argv,
+                exit_code=done.returncode,
+                output=tail,
+            )
+
+    def start(self, workload_dir: Path) -> None:
+        """``image_loader TARBALL`` for each ``images/*.tar``, then the runner, in ``workload_dir``."""
+        images = workload_dir / IMAGES_DIR
+        if images.is_dir():
+            for tarball in sorted(images.glob("*.tar")):
+                self._run([*self.image_loader, str(tarball)], workload_dir)
+        self._run(list(self.command), workload_dir)
+
+
+class Workload:
+    """The measured workload: directory, PCR23, event log and updates. Thread safe."""
+
+    def __init__(
+        self,
+        tpm: AgentTpm,
+        directory: Path,
+        event_log: EventLog,
+        runner: Runner,
+        limits: ArchiveLimits,
+    ) -> None:
+        self.tpm = tpm
+        self.directory = directory
+        self.log = event_log
+        self.runner = runner
+        self.limits = limits
+        self._events: list[WorkloadEvent] = []
+        self._update_lock = threading.Lock()
+        self.status = "not started"
+
+    # --- measurement ---------------------------------------------------------------------------
+
+    def events(self) -> list[WorkloadEvent]:
+        """The events extended so far (a copy); consistent with PCR23 under ``tpm.exclusive()``."""
+        with self.tpm.exclusive():
+            return list(self._events)
+
+    def _extend(self, events: list[WorkloadEvent]) -> bytes:
+        with self.tpm.exclusive():
+            for event in events:
+                self.tpm.extend_pcr(WORKLOAD_PCR, event.digest)
+                self._events.append(event)
+                self.log.append(event)
+            return self.tpm.read_pcrs([WORKLOAD_PCR])[WORKLOAD_PCR]
+
+    def start(self, *, reset_pcr23: bool) -> bool:
+        """Bring PCR23, the log and the directory into agreement (module docstring).
+
+        Returns True when this call measured the workload (the agent then starts it).
+        """
+        with self.tpm.exclusive():
+            if reset_pcr23:
+                self.tpm.reset_pcr(WORKLOAD_PCR)
+                self.log.truncate()
+            logged = self.log.read()
+            pcr23 = self.tpm.read_pcrs([WORKLOAD_PCR])[WORKLOAD_PCR]
+            replayed = replay(logged)
+            if not hmac.compare_digest(replayed, pcr23):
+                raise VerificationError(
+                    Reason.EVENT_LOG_REPLAY_MISMATCH,
+                    f"{self.log.path} does not replay to PCR23: another process extended PCR23, or the log is not"
+                    " the boot step's",
+                    pcr23=pcr23.hex(),
+                    replayed=replayed.hex(),
+                )
+            self._events = logged
+            if logged:
+                self.status = "measured at boot"
+                return False
+            events = measure_directory(self.directory) if self.directory.is_dir() else []
+            self._extend(events)
+            self.status = "measured"
+            return True
+
+    def run(self) -> None:
+        """Start the workload through the runner; a failure is logged and kept in ``status``."""
+        if not self.directory.is_dir():
+            self.status = "no workload"
+            return
+        try:
+            self.runner.start(self.directory)
+        except CvmAttestError as exc:
+            self.status = "runner failed"
+            log.error("the workload did not start: %s", exc)
+            return
+        self.status = "running"
+
+    # --- updates -------------------------------------------------------------------------------
+
+    def apply_update(self, archive: IO[bytes] | Path) -> UpdateResult:
+        """Check, stage, measure, swap in, extend and log, then run (module docstring).
+
+        Raises RequestError (``workload.archive.*``) with nothing changed for a bad archive, and
+        PlatformError ``workload.runner_failed`` when the new workload is installed and measured
+        but the runner failed.
+        """
+        with self._update_lock:
+            parent = self.directory.parent
+            parent.mkdir(parents=True, exist_ok=True)
+            staging = parent / f".{self.directory.name}.staging-{secrets_module.token_hex(8)}"
+            staging.mkdir(mode=0o755)
+            try:
+                files = extract_archive(archive, staging, self.limits)
+                self._write_images_file(staging)
+                try:
+                    events = measure_directory(staging)
+                except ParseError as exc:  # e.g. a malformed images.txt in the archive
+                    raise RequestError(Reason.WORKLOAD_ARCHIVE_INVALID, exc.detail, **exc.context) from None
+                swap_directories(self.directory, staging)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            pcr23 = self._extend(events)
+            log.info("workload updated: %d items measured, PCR23 %s", len(events), pcr23.hex())
+            try:
+                self.runner.start(self.directory)
+            except CvmAttestError:
+                self.status = "runner failed"
+                raise
+            self.status = "running"
+            return UpdateResult(tuple(events), pcr23, tuple(files))
+
+    @staticmethod
+    def _write_images_file(staging: Path) -> None:
+        """Merge the images of uploaded tarballs into ``images.txt`` (names must be unique)."""
+        images_dir = staging / IMAGES_DIR
+        tarballs = sorted(images_dir.glob("*.tar")) if images_dir.is_dir() else []
+        if not tarballs:
+            return
+        lines = []
+        listed = staging / IMAGES_FILE
+        if listed.is_file():
+            lines = [line for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = {line.split()[0].split("@")[0] for line in lines if not line.lstrip().startswith("#")}
+        for tarball in tarballs:
+            for image in image_digests(tarball):
+                if image.name in names:
+                    raise RequestError(
+                        Reason.WORKLOAD_ARCHIVE_INVALID, f"image {image.name!r} is listed twice", image=image.name
+                    )
+                names.add(image.name)
+                lines.append(image.images_line())
+        listed.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
