@@ -48,11 +48,8 @@ DEV_ORGANIZATION = "cvm-attest development root, NOT AMD"
 DEV_ORGANIZATIONAL_UNIT = "cvm-attest development"
 DEFAULT_VLEK_CSP_ID = "CN=dev.cvm-attest.invalid"
 CA_KEY_BITS = 4096
-CA_LIFETIME = dt.timedelta(days=25 * 365 + 6)  # AMD's ARK/ASK/ASVK are valid 25 years
-LEAF_LIFETIME = {
-    SignerKind.VCEK: dt.timedelta(days=7 * 365 + 2),  # 7 years, like KDS VCEKs
-    SignerKind.VLEK: dt.timedelta(days=365),  # 1 year, like the VLEKs AWS carries
-}
+CA_LIFETIME_YEARS = 25  # AMD's ARK/ASK/ASVK
+LEAF_LIFETIME_YEARS = {SignerKind.VCEK: 7, SignerKind.VLEK: 1}  # KDS VCEKs; the VLEKs AWS carries
 
 # AMD's serial numbers: ARK <gen>0000, ASK <gen>0001 (Genoa <gen>0002), ASVK <gen>0101.
 _GENERATION = {Product.MILAN: 1, Product.GENOA: 2, Product.TURIN: 3}
@@ -102,6 +99,21 @@ def _utc_seconds(when: dt.datetime) -> dt.datetime:
     return when.astimezone(dt.timezone.utc).replace(microsecond=0)
 
 
+def _plus_years(when: dt.datetime, years: int) -> dt.datetime:
+    """The same calendar date ``years`` later (29 February becomes 28 February)."""
+    try:
+        return when.replace(year=when.year + years)
+    except ValueError:
+        return when.replace(year=when.year + years, day=28)
+
+
+def _product_name(product: Product, signer: SignerKind) -> str:
+    """productName as AMD writes it: Milan VCEKs say ``Milan-B0``, everything else the bare name."""
+    if product is Product.MILAN and signer is SignerKind.VCEK:
+        return "Milan-B0"
+    return product.display_name
+
+
 def _der_tlv(data: bytes, offset: int) -> tuple[int, int]:
     """``(header_length, content_length)`` of the DER item at ``offset`` (definite lengths only)."""
     first = data[offset + 1]
@@ -130,7 +142,7 @@ def _with_serial_zero(cert: x509.Certificate, issuer_key: rsa.RSAPrivateKey) -> 
     der = cert.public_bytes(serialization.Encoding.DER)
     outer_header, _ = _der_tlv(der, 0)
     tbs = bytearray(cert.tbs_certificate_bytes)
-    tbs_header, _ = _der_tlv(tbs, 0)
+    tbs_header, _ = _der_tlv(cert.tbs_certificate_bytes, 0)
     serial_at = tbs_header + 5
     if bytes(tbs[tbs_header:serial_at]) != b"\xa0\x03\x02\x01\x02" or bytes(tbs[serial_at : serial_at + 3]) != b"\x02\x01\x01":
         raise ParseError(Reason.CERT_MALFORMED, "unexpected TBS layout while setting serial number 0")
@@ -297,8 +309,8 @@ class DevAmdChain:
         start = _utc_seconds(not_before or dt.datetime.now(dt.timezone.utc))
         ark_key = rsa.generate_private_key(public_exponent=65537, key_size=CA_KEY_BITS)
         ask_key = rsa.generate_private_key(public_exponent=65537, key_size=CA_KEY_BITS)
-        leaf_end = _utc_seconds(not_after) if not_after else start + LEAF_LIFETIME[signer]
-        ca_end = max(start + CA_LIFETIME, leaf_end)
+        leaf_end = _utc_seconds(not_after) if not_after else _plus_years(start, LEAF_LIFETIME_YEARS[signer])
+        ca_end = max(_plus_years(start, CA_LIFETIME_YEARS), leaf_end)
         gen = _GENERATION[product] << 16
         ark = _ca_certificate(
             subject=f"ARK-{product.display_name}",
@@ -362,7 +374,7 @@ class DevAmdChain:
             chip_id=chip_id,
             tcb=tcb,
             not_before=start,
-            not_after=_utc_seconds(not_after) if not_after else start + LEAF_LIFETIME[self.signer],
+            not_after=_utc_seconds(not_after) if not_after else _plus_years(start, LEAF_LIFETIME_YEARS[self.signer]),
         )
 
     @classmethod
@@ -397,7 +409,7 @@ class DevAmdChain:
         turin = product is Product.TURIN
         extensions = AmdCertExtensions(
             struct_version=1 if turin else 0,
-            product_name=product.display_name,
+            product_name=_product_name(product, signer),
             bootloader=tcb.bootloader,
             tee=tcb.tee,
             snp=tcb.snp,

@@ -536,7 +536,7 @@ class TpmtPublic:
             if curve_id is None:
                 raise ParseError(Reason.TPM_PUBLIC_MALFORMED, f"curve {key.curve.name} has no TPM curve id")
             size = (key.curve.key_size + 7) // 8
-            numbers = key.public_numbers()
+            point = key.public_numbers()
             return cls(
                 type=TPM_ALG_ECC,
                 name_alg=name_alg,
@@ -545,8 +545,8 @@ class TpmtPublic:
                 scheme=TPM_ALG_ECDSA if scheme is None else scheme,
                 scheme_hash=scheme_hash,
                 curve_id=curve_id,
-                x=numbers.x.to_bytes(size, "big"),
-                y=numbers.y.to_bytes(size, "big"),
+                x=point.x.to_bytes(size, "big"),
+                y=point.y.to_bytes(size, "big"),
             )
         raise ParseError(Reason.TPM_PUBLIC_MALFORMED, f"{type(key).__name__} is neither an RSA nor an EC key")
 

@@ -176,6 +176,7 @@ def test_turin_report_decodes_fmc_layout(vectors: Path) -> None:
 
 @pytest.mark.parametrize(("name", "offset", "width"), SPEC_OFFSETS, ids=[row[0] for row in SPEC_OFFSETS])
 def test_each_field_sits_at_its_spec_offset(name: str, offset: int, width: int) -> None:
+    value: int | bytes
     if name in CONSTRAINED:
         value = {"version": 3, "signature_algo": 1, "policy": 0x1B0002, "flags": 0b111}[name]
     elif name in BYTE_FIELDS:
