@@ -17,7 +17,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from offchain.errors import ChainError, Reason
 from onchain.relayer.journal import Journal, JournalTx, Submission
@@ -76,10 +76,11 @@ class TxSender:
     # --- sending -------------------------------------------------------------------------------
     def send(self, submission: Submission, to: str, data: bytes) -> Outcome:
         """Estimate, sign, journal, broadcast; replace with higher fees while it stays unmined."""
+        to = Web3.to_checksum_address(to)
         call = {"from": self.account.address, "to": to, "data": data}
         try:
             estimate = self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
-        except Web3RPCError as exc:
+        except (ContractLogicError, Web3RPCError) as exc:
             reason = self._revert_text(exc)
             self.journal.finish_submission(submission.id, "reverted", error=reason)
             return Outcome(submission.id, "reverted", None, None, None, reason)
@@ -159,11 +160,11 @@ class TxSender:
         call = {"from": original["from"], "to": original["to"], "data": original["input"], "gas": original["gas"]}
         try:
             self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)  # type: ignore[arg-type]
-        except Web3RPCError as exc:
+        except (ContractLogicError, Web3RPCError) as exc:
             return self._revert_text(exc)
         return "reverted (no revert data)"
 
-    def _revert_text(self, exc: Web3RPCError) -> str:
+    def _revert_text(self, exc: ContractLogicError | Web3RPCError) -> str:
         data = _revert_data(exc)
         return self.decode_revert(data) if data else str(exc)
 
@@ -189,7 +190,7 @@ class TxSender:
         return outcomes
 
 
-def _revert_data(exc: Web3RPCError) -> bytes:
+def _revert_data(exc: ContractLogicError | Web3RPCError) -> bytes:
     """The revert bytes inside a JSON-RPC error, wherever the node put them."""
     candidates: list[Any] = [getattr(exc, "data", None)]
     rpc = getattr(exc, "rpc_response", None)
