@@ -44,7 +44,10 @@ def event_digest(kind: str, name: str, content_digest: bytes) -> bytes:
     """The 32 bytes extended into PCR23 for one workload item."""
     if kind not in KINDS:
         raise ParseError(Reason.EVENT_LOG_MALFORMED, f"unknown event kind {kind!r}")
-    name_bytes = name.encode("utf-8")
+    try:
+        name_bytes = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError(Reason.EVENT_LOG_MALFORMED, "event name is not valid Unicode text") from None
     if len(name_bytes) > 0xFFFF:
         raise ParseError(Reason.EVENT_LOG_MALFORMED, "event name longer than 65535 bytes")
     if len(content_digest) != 32:
@@ -72,6 +75,9 @@ class WorkloadEvent:
     kind: str
     name: str
     content_digest: bytes
+
+    def __post_init__(self) -> None:
+        event_digest(self.kind, self.name, self.content_digest)  # every event is well formed from birth
 
     @property
     def digest(self) -> bytes:

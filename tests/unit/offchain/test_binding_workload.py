@@ -401,10 +401,6 @@ def test_bad_event_log_line_is_rejected(line: str) -> None:
     assert exc.value.reason is Reason.EVENT_LOG_MALFORMED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workload.py defect (reported): a name with a lone surrogate parses, then replay raises UnicodeEncodeError",
-)
 def test_event_name_with_a_lone_surrogate_gives_a_typed_error() -> None:
     line = '{"kind": "config", "name": "\\ud800", "content_digest": "' + "00" * 32 + '"}'
     with pytest.raises(ParseError) as exc:
