@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak as eth_keccak
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offchain.abi.binding import (
@@ -125,6 +125,7 @@ def test_onchain_extra_data_matches_eth_abi(chain_id: int) -> None:
     )
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(
     chain_id=st.integers(0, 2**256 - 1),
     registry=st.binary(min_size=20, max_size=20),
@@ -363,6 +364,7 @@ events_strategy = st.lists(
 )
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(events_strategy)
 def test_event_log_round_trip(events: list[WorkloadEvent]) -> None:
     text = dump_event_log(events)

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offchain.abi.certext import (
@@ -244,16 +244,19 @@ def test_encoders_reject_what_they_cannot_encode() -> None:
     assert exc.value.reason is Reason.INPUT_INVALID
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.integers(0, 1 << 200))
 def test_der_integer_round_trip(value: int) -> None:
     assert decode_der_uint(encode_der_uint(value), "x") == value
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=300))
 def test_der_ia5_round_trip(text: str) -> None:
     assert decode_der_ia5(encode_der_ia5(text), "x") == text
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.binary(max_size=40))
 def test_der_random_bytes_give_only_typed_errors(data: bytes) -> None:
     for decode in (decode_der_uint, decode_der_ia5):

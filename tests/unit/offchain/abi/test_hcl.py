@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offchain.abi.hcl import IGVM_OFFSET, RUNTIME_DATA_OFFSET, HclReport
@@ -246,6 +246,7 @@ def test_ak_that_is_not_a_usable_rsa_key_is_rejected(ak: rsa.RSAPublicKey) -> No
 # --- hypothesis ------------------------------------------------------------------------------
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(runtime=st.binary(max_size=3000), padding=st.integers(0, 600), version=st.sampled_from([1, 2]))
 def test_round_trip(runtime: bytes, padding: int, version: int) -> None:
     hcl = HclReport(SnpReport.build(version=3), runtime, version=version, padding=padding)
@@ -254,6 +255,7 @@ def test_round_trip(runtime: bytes, padding: int, version: int) -> None:
     assert again.to_bytes() == hcl.to_bytes()
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.binary(max_size=3000))
 def test_random_bytes_give_only_typed_errors(data: bytes) -> None:
     raw = b"HCLA" + data
@@ -265,6 +267,7 @@ def test_random_bytes_give_only_typed_errors(data: bytes) -> None:
         assert hcl.to_bytes() == raw
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.binary(max_size=2000))
 def test_random_runtime_data_gives_a_key_or_a_typed_error(data: bytes) -> None:
     hcl = HclReport(SnpReport.build(), data)

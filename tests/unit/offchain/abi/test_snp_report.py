@@ -456,6 +456,7 @@ def test_tcb_rejects_out_of_range_values_and_fmc_outside_turin() -> None:
     assert TcbVersion(1, 0, 0, 0, fmc=1).to_raw(Product.TURIN) == 0x0000000000000101
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(
     product=st.sampled_from(list(Product)),
     values=st.tuples(*[st.integers(0, 255)] * 5),
@@ -484,12 +485,14 @@ def test_guest_policy_bits(raw: int, decoded: GuestPolicy) -> None:
     assert decoded.to_raw() == raw
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.integers(0, (1 << 26) - 1))
 def test_guest_policy_round_trip(raw: int) -> None:
     raw |= 1 << 17
     assert GuestPolicy.from_raw(raw).to_raw() == raw
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.integers(0, (1 << 64) - 1))
 def test_guest_policy_random_u64_gives_a_policy_or_a_typed_error(raw: int) -> None:
     try:
@@ -553,6 +556,7 @@ def reports(draw: st.DrawFn) -> SnpReport:
     return SnpReport.build(**fields)
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(reports())
 def test_round_trip(report: SnpReport) -> None:
     raw = report.to_bytes()
@@ -563,6 +567,7 @@ def test_round_trip(report: SnpReport) -> None:
     assert dataclasses.asdict(again) == dataclasses.asdict(report)
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.binary(max_size=2 * REPORT_SIZE))
 def test_random_bytes_give_only_typed_errors(data: bytes) -> None:
     try:
@@ -577,7 +582,7 @@ def test_random_bytes_give_only_typed_errors(data: bytes) -> None:
         }
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reports(), st.lists(st.tuples(st.integers(0, REPORT_SIZE - 1), st.integers(1, 255)), min_size=1, max_size=8))
 def test_mutated_reports_parse_or_give_typed_errors(report: SnpReport, flips: list[tuple[int, int]]) -> None:
     data = bytearray(report.to_bytes())

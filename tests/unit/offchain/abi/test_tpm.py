@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offchain.abi.tpm import (
@@ -483,11 +483,13 @@ quotes = st.builds(
 )
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(quotes)
 def test_attest_round_trip(attest: TpmsAttest) -> None:
     assert TpmsAttest.from_bytes(attest.to_bytes()) == attest
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.binary(max_size=300))
 def test_attest_random_bytes_give_only_typed_errors(data: bytes) -> None:
     try:
@@ -498,6 +500,7 @@ def test_attest_random_bytes_give_only_typed_errors(data: bytes) -> None:
         assert attest.to_bytes() == data
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(quotes, st.integers(0, 400), st.integers(1, 255))
 def test_attest_mutations_give_only_typed_errors(attest: TpmsAttest, where: int, mask: int) -> None:
     data = bytearray(attest.to_bytes())
@@ -508,6 +511,7 @@ def test_attest_mutations_give_only_typed_errors(attest: TpmsAttest, where: int,
         assert exc.reason is Reason.TPM_ATTEST_MALFORMED
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(
     st.sampled_from([TPM_ALG_RSASSA, TPM_ALG_RSAPSS, TPM_ALG_ECDSA]),
     st.sampled_from([TPM_ALG_SHA256, TPM_ALG_SHA384]),
@@ -520,6 +524,7 @@ def test_signature_round_trip(alg: int, hash_alg: int, blob: bytes, r: bytes, s:
     assert TpmtSignature.from_bytes(sig.to_bytes()) == sig
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.binary(max_size=600))
 def test_signature_random_bytes_give_only_typed_errors(data: bytes) -> None:
     try:
@@ -530,6 +535,7 @@ def test_signature_random_bytes_give_only_typed_errors(data: bytes) -> None:
         assert sig.to_bytes() == data
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(st.binary(max_size=600))
 def test_public_random_bytes_give_only_typed_errors(data: bytes) -> None:
     for parse in (TpmtPublic.from_bytes, TpmtPublic.from_tpm2b, TpmtPublic.from_marshalled):
@@ -541,6 +547,7 @@ def test_public_random_bytes_give_only_typed_errors(data: bytes) -> None:
             assert data in (public.to_bytes(), public.to_tpm2b())
 
 
+@settings(deadline=None)  # no timing in tests: the machine may be loaded
 @given(
     st.sampled_from([TPM_ALG_RSA, TPM_ALG_ECC]),
     st.sampled_from([TPM_ALG_RSASSA, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ALG_RSAES, TPM_ALG_ECDAA]),
