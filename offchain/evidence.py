@@ -138,7 +138,7 @@ def _parse(path: str, parse: Any, data: bytes) -> Any:
         return parse(data)
     except ParseError as exc:
         # Keep the specific parser reason (snp.report.*, tpm.*): it says more than "malformed".
-        raise ParseError(exc.reason, f"{path}: {exc.detail}", field=path, **exc.context) from None
+        raise ParseError(exc.reason, f"{path}: {exc.detail}", **{**exc.context, "field": path}) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,7 +209,13 @@ class GoldenMeasurement:
             min_abi_minor=_uint(pol["min_abi_minor"], "policy.min_abi_minor", 0xFF),
         )
         tcb = _obj(doc["min_tcb"], "min_tcb", _TCB_KEYS)
-        min_tcb = TcbVersion(**{k: _uint(tcb[k], f"min_tcb.{k}", 0xFF) for k in _TCB_KEYS})
+        min_tcb = TcbVersion(
+            bootloader=_uint(tcb["bootloader"], "min_tcb.bootloader", 0xFF),
+            tee=_uint(tcb["tee"], "min_tcb.tee", 0xFF),
+            snp=_uint(tcb["snp"], "min_tcb.snp", 0xFF),
+            microcode=_uint(tcb["microcode"], "min_tcb.microcode", 0xFF),
+            fmc=_uint(tcb["fmc"], "min_tcb.fmc", 0xFF),
+        )
         pcrs: dict[int, bytes] = {}
         raw_pcrs = doc.get("pcrs", {})
         if not isinstance(raw_pcrs, dict):

@@ -36,7 +36,7 @@ from offchain.devamd import DevAmdChain
 # Every dev certificate is valid from DEV_NOT_BEFORE for years; tests verify at DEV_NOW (pinned:
 # certificate validity must not depend on the day the tests run).
 DEV_NOT_BEFORE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-DEV_NOW = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+DEV_NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 MEASUREMENT = bytes(range(48))
 NONCE = b"verifier nonce 0001"
 DEFAULT_PCR_INDICES = (0, 1, 2, 3, 4, 5, 6, 7, 23)
@@ -47,9 +47,13 @@ EVENTS = (
 )
 
 
-@functools.cache
 def dev_chain(product: Product = Product.GENOA, signer: SignerKind = SignerKind.VCEK) -> DevAmdChain:
     """One development AMD hierarchy per (product, signer) for the whole test run."""
+    return _dev_chain(Product(product), SignerKind(signer))
+
+
+@functools.cache
+def _dev_chain(product: Product, signer: SignerKind) -> DevAmdChain:
     return DevAmdChain.generate(product=product, signer=signer, not_before=DEV_NOT_BEFORE)
 
 
