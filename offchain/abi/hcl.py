@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Self
@@ -36,6 +35,7 @@ from typing import Any, Self
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from offchain.abi.snp_report import REPORT_SIZE, SnpReport
+from offchain.abi.jsontext import loads_bounded
 from offchain.errors import ParseError, Reason
 
 HCL_SIGNATURE = b"HCLA"
@@ -50,7 +50,6 @@ HASH_TYPES = {1: "sha256", 2: "sha384", 3: "sha512"}
 AK_KID = "HCLAkPub"
 # The HCL report NV index on Azure is 2600 bytes; anything much larger is not an HCL report.
 MAX_HCL_SIZE = 0x10000
-MAX_JSON_DEPTH = 32  # the paravisor's runtime data nests 3 levels deep
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -64,30 +63,6 @@ def _runtime_malformed(detail: str) -> ParseError:
 
 def _u32(data: bytes, offset: int) -> int:
     return int.from_bytes(data[offset : offset + 4], "little")
-
-
-def _nesting_depth(text: bytes) -> int:
-    """The deepest ``[``/``{`` nesting outside strings: checked before ``json.loads``, whose C
-    scanner recurses once per level and can exhaust the C stack when a library (py_ecc, py-evm)
-    has raised the interpreter's recursion limit."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -226,12 +201,11 @@ class HclReport:
     def runtime_json(self) -> dict[str, Any]:
         """The runtime data as JSON (trailing NUL bytes, which some paravisors leave, ignored)."""
         text = self.runtime_data.rstrip(b"\x00")
-        if _nesting_depth(text) > MAX_JSON_DEPTH:
-            raise _runtime_malformed(f"runtime data JSON nests deeper than {MAX_JSON_DEPTH} levels")
         try:
-            obj = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            decoded = text.decode("utf-8")
+        except UnicodeDecodeError:
             raise _runtime_malformed("runtime data is not UTF-8 JSON") from None
+        obj = loads_bounded(decoded, Reason.HCL_RUNTIME_DATA_MALFORMED, object_pairs_hook=_no_duplicate_keys)
         if not isinstance(obj, dict):
             raise _runtime_malformed("runtime data is not a JSON object")
         return obj

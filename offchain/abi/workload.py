@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from offchain.abi.jsontext import loads_bounded
 from offchain.errors import ParseError, Reason, VerificationError
 
 WORKLOAD_PCR = 23
@@ -130,9 +131,9 @@ def parse_event_log(text: str) -> list[WorkloadEvent]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise ParseError(Reason.EVENT_LOG_MALFORMED, f"line {lineno} is not JSON") from None
+            obj = loads_bounded(line, Reason.EVENT_LOG_MALFORMED)
+        except ParseError:
+            raise ParseError(Reason.EVENT_LOG_MALFORMED, f"line {lineno} is not JSON (or nests too deeply)") from None
         events.append(WorkloadEvent.from_json(obj))
     return events
 
