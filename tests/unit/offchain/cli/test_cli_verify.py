@@ -1,0 +1,367 @@
+"""``cvm-cli verify``: the exact command shapes, verdicts on every real vector, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from offchain.abi.snp_report import Product, SignerKind
+from offchain.cli.verify import verify
+from offchain.errors import Reason
+from offchain.policy.golden import Binding, GoldenMeasurement
+from offchain.trust.certs import to_pem
+from tests.support.evidence import DEV_NOW, EVENTS, NONCE, dev_chain, make_parts
+from tests.support.snp_vectors import (
+    AZURE_HCL_VECTORS,
+    AZURE_REPORT_ONLY_VECTOR,
+    NEGATIVE_VECTOR,
+    SNP_REPORT_VECTORS,
+    Vector,
+    load_vector,
+)
+
+ROOT = Path(__file__).resolve().parents[4]
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner(mix_stderr=False).invoke(verify, [str(a) for a in args], catch_exceptions=False)
+
+
+def run_json(*args: str | Path) -> tuple[int, dict[str, Any]]:
+    result = run(*args, "--json")
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _snp_args(v: Vector) -> list[str | Path]:
+    return [
+        "snp", "--report", v.file("report.bin"), "--vcek", v.leaf_file, "--ask", v.intermediate_file,
+        "--ark", v.file("ark.pem"), "--at", v.now.isoformat(),
+    ]
+
+
+def _check_fields(out: dict[str, Any], v: Vector) -> None:
+    exp = v.expected["report"]
+    report = out["report"]
+    assert report["version"] == exp["version"] and report["vmpl"] == exp["vmpl"]
+    assert report["policy"] == exp["policy"]
+    assert report["measurement"] == exp["measurement"] and report["report_data"] == exp["report_data"]
+    assert report["chip_id"] == exp["chip_id"]
+    assert out["product"] == Product.from_name(v.expected["ark_cn"]).value
+    assert out["signer"] == ("vcek" if exp["signing_key"] == 0 else "vlek")
+
+
+@pytest.mark.parametrize("name", SNP_REPORT_VECTORS + (AZURE_REPORT_ONLY_VECTOR,))
+def test_verify_snp_accepts_every_real_report(vectors: Path, name: str) -> None:
+    v = load_vector(vectors, name)
+    code, out = run_json(*_snp_args(v))
+    assert (code, out["ok"], out["reason"]) == (0, True, None)
+    _check_fields(out, v)
+    assert out["report"]["reported_tcb"] == v.expected["report"]["reported_tcb"]
+
+
+def test_verify_snp_rejects_the_negative_vector(vectors: Path) -> None:
+    v = load_vector(vectors, NEGATIVE_VECTOR)
+    code, out = run_json(*_snp_args(v))
+    assert (code, out["ok"], out["reason"]) == (1, False, Reason.SNP_SIGNATURE_INVALID.value)
+    _check_fields(out, v)  # the chain verified: product and signer are known
+
+
+@pytest.mark.parametrize("name", AZURE_HCL_VECTORS)
+def test_verify_azure_accepts_every_real_hcl_report_and_quote(vectors: Path, name: str) -> None:
+    v = load_vector(vectors, name)
+    args = [
+        "azure", "--hcl-report", v.file("hcl_report.bin"), "--vcek", v.leaf_file, "--ask", v.file("ask.pem"),
+        "--ark", v.file("ark.pem"), "--at", v.now.isoformat(),
+    ]
+    code, out = run_json(*args)
+    assert (code, out["ok"], out["binding"]) == (0, True, "azure")
+    _check_fields(out, v)
+    quote = [
+        "--quote", v.file("tpm_quote_attest.bin"), "--quote-sig", v.file("tpm_quote_sig.bin"),
+        "--pcrs", v.file("tpm_pcrs_sha256.json"), "--nonce", v.file("tpm_nonce.bin").read_bytes().hex(),
+    ]
+    code, out = run_json(*args, *quote)
+    assert (code, out["ok"]) == (0, True)
+    assert out["quote"]["pcrs"] == list(range(24))
+    # Negative twins: another nonce, a PCR off by one bit.
+    code, out = run_json(*args, *quote[:-1], "00" + quote[-1])
+    assert (code, out["reason"]) == (1, Reason.TPM_QUOTE_NONCE_MISMATCH.value)
+
+
+def test_verify_azure_pcr_off_by_one_bit(vectors: Path, tmp_path: Path) -> None:
+    v = load_vector(vectors, AZURE_HCL_VECTORS[0])
+    pcrs = json.loads(v.file("tpm_pcrs_sha256.json").read_text())
+    pcrs["10"] = f"{int(pcrs['10'], 16) ^ 1:064x}"
+    (tmp_path / "pcrs.json").write_text(json.dumps(pcrs))
+    code, out = run_json(
+        "azure", "--hcl-report", v.file("hcl_report.bin"), "--vcek", v.leaf_file, "--ask", v.file("ask.pem"),
+        "--ark", v.file("ark.pem"), "--at", v.now.isoformat(), "--quote", v.file("tpm_quote_attest.bin"),
+        "--quote-sig", v.file("tpm_quote_sig.bin"), "--pcrs", tmp_path / "pcrs.json",
+        "--nonce", v.file("tpm_nonce.bin").read_bytes().hex(),
+    )
+    assert (code, out["reason"]) == (1, Reason.TPM_QUOTE_PCR_DIGEST_MISMATCH.value)
+
+
+def test_verify_snp_negative_twins(vectors: Path) -> None:
+    v = load_vector(vectors, "snp/milan-vlek-v3-vmpl1-trustee")
+    args = _snp_args(v)
+    at = args.index("--at") + 1
+    expired = list(args)
+    expired[at] = (v.not_after + dt.timedelta(seconds=1)).isoformat()
+    assert run_json(*expired)[1]["reason"] == Reason.CHAIN_EXPIRED.value
+    genoa = vectors / "amd-roots/genoa"
+    other_product = [*args[:6], genoa / "asvk.pem", "--ark", genoa / "ark.pem", *args[9:]]
+    assert run_json(*other_product)[1]["reason"] == Reason.CHAIN_PRODUCT_MISMATCH.value
+    other_chip = [*args[:4], vectors / "snp/milan-vlek-v3-aws-constellation/vlek.pem", *args[5:]]
+    code, out = run_json(*other_chip)
+    assert code == 1 and out["reason"] in (Reason.SNP_SIGNATURE_INVALID.value, Reason.SNP_TCB_MISMATCH.value)
+
+
+def test_missing_certificates_are_incomplete(vectors: Path) -> None:
+    v = load_vector(vectors, "snp/genoa-vcek-v5-oak")
+    code, out = run_json("snp", "--report", v.file("report.bin"), "--vcek", v.leaf_file, "--at", v.now.isoformat())
+    assert (code, out["reason"]) == (1, Reason.CHAIN_INCOMPLETE.value)
+    assert out["report"]["measurement"] == v.expected["report"]["measurement"]
+
+
+def test_human_output(vectors: Path) -> None:
+    v = load_vector(vectors, "snp/turin-vcek-v5-oak")
+    result = run(*_snp_args(v))
+    assert result.exit_code == 0
+    assert result.stdout.startswith("ACCEPTED") and "turin" in result.stdout and "fmc 0" in result.stdout
+    bad = run(*_snp_args(load_vector(vectors, NEGATIVE_VECTOR)))
+    assert bad.exit_code == 1 and bad.stdout == ""
+    assert bad.stderr.startswith(f"[{Reason.SNP_SIGNATURE_INVALID.value}] ")
+
+
+# --- dev chains: pinned only with --dev-root ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dev_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("devamd")
+    chain = dev_chain(Product.MILAN, SignerKind.VCEK)
+    chain.save(directory)
+    report = chain.sign(chain.report_template(measurement=bytes(48)))
+    (directory / "report.bin").write_bytes(report.to_bytes())
+    return directory
+
+
+def test_a_self_made_chain_needs_dev_root(dev_files: Path) -> None:
+    args = ["snp", "--report", dev_files / "report.bin", "--vcek", dev_files / "vcek.pem",
+            "--ask", dev_files / "ask.pem", "--ark", dev_files / "ark.pem", "--at", DEV_NOW.isoformat()]
+    code, out = run_json(*args)
+    assert (code, out["reason"]) == (1, Reason.CHAIN_ROOT_NOT_PINNED.value)
+    code, out = run_json(*args, "--dev-root", dev_files / "ark.pem")
+    assert (code, out["ok"], out["product"]) == (0, True, "milan")
+    human = run(*args, "--dev-root", dev_files / "ark.pem")
+    assert "DEVELOPMENT ARK" in human.stdout
+    # --dev-root alone also supplies the ARK.
+    code, out = run_json(*args[:7], *args[9:], "--dev-root", dev_files / "ark.pem")
+    assert (code, out["ok"]) == (0, True)
+
+
+# --- evidence bundles -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evidence_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("evidence")
+    parts = make_parts()
+    (directory / "evidence.json").write_text(json.dumps(parts.to_json()))
+    (directory / "ark.pem").write_text(to_pem(parts.chain.ark))
+    golden = GoldenMeasurement.from_report(
+        parts.report, Product.GENOA, SignerKind.VCEK, Binding.DIRECT, {23: parts.pcrs[23]}, EVENTS, 600, name="sim"
+    )
+    (directory / "golden.json").write_text(golden.dumps())
+    strict = {**golden.to_json(), "vmpl": 2, "signers": ["vlek"]}
+    (directory / "strict.json").write_text(json.dumps(strict))
+    (directory / "bad-golden.json").write_text('{"version": 1}')
+    return {p.stem: p for p in directory.iterdir()}
+
+
+def _evidence_args(files: dict[str, Path], *extra: str | Path) -> list[str | Path]:
+    return ["evidence", files["evidence"], "--nonce", NONCE.hex(), "--at", DEV_NOW.isoformat(), *extra]
+
+
+def test_verify_evidence(evidence_files: dict[str, Path]) -> None:
+    f = evidence_files
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["golden"]))
+    assert (code, out["ok"], out["product"], out["signer"], out["binding"]) == (0, True, "genoa", "vcek", "direct")
+    golden = GoldenMeasurement.from_file(f["golden"])
+    assert out["golden_id"] == "0x" + golden.canonical_id().hex()
+    human = run(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["golden"]))
+    assert human.stdout.startswith("ACCEPTED") and "3 items replay to PCR23" in human.stdout
+
+
+def test_verify_evidence_negative_twins(evidence_files: dict[str, Path]) -> None:
+    f = evidence_files
+    code, out = run_json(*_evidence_args(f))
+    assert (code, out["reason"]) == (1, Reason.CHAIN_ROOT_NOT_PINNED.value)
+    code, out = run_json("evidence", f["evidence"], "--nonce", "00" + NONCE.hex(), "--at", DEV_NOW.isoformat(),
+                         "--dev-root", f["ark"])
+    assert (code, out["reason"], out["product"]) == (1, Reason.TPM_QUOTE_NONCE_MISMATCH.value, "genoa")
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["strict"]))
+    assert (code, out["reason"]) == (1, Reason.POLICY_VIOLATIONS.value)
+    assert [v["reason"] for v in out["violations"]] == [
+        Reason.POLICY_VMPL_MISMATCH.value, Reason.POLICY_SIGNER_NOT_ALLOWED.value
+    ]
+    human = run(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["strict"]))
+    assert human.exit_code == 1 and human.stderr.count("\n  [policy.") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--golden", "bad-golden"], Reason.GOLDEN_MALFORMED),
+        (["--at", "yesterday"], Reason.INPUT_INVALID),
+        (["--dev-root", "evidence"], Reason.INPUT_INVALID),
+        (["--dev-root", "missing"], Reason.INPUT_UNREADABLE),
+        (["--cache-dir", "."], Reason.INPUT_INVALID),
+    ],
+    ids=["bad-golden", "bad-time", "dev-root-not-a-cert", "dev-root-missing", "cache-dir-without-kds"],
+)
+def test_usage_and_unreadable_inputs_exit_2(evidence_files: dict[str, Path], args: list[str], reason: Reason) -> None:
+    f = evidence_files
+    option, value = args
+    if option != "--at":  # file and directory options name files of the fixture directory
+        value = str(f[value]) if value in f else str(f["evidence"].parent / value)
+    resolved = [option, value]
+    code, out = run_json(*_evidence_args(f, *resolved))
+    assert (code, out["ok"], out["reason"]) == (2, False, reason.value)
+
+
+def test_bad_nonce_hex_exits_2(evidence_files: dict[str, Path]) -> None:
+    code, out = run_json("evidence", evidence_files["evidence"], "--nonce", "xyz")
+    assert (code, out["reason"]) == (2, Reason.INPUT_INVALID.value)
+
+
+def test_quote_options_go_together(vectors: Path) -> None:
+    v = load_vector(vectors, AZURE_HCL_VECTORS[0])
+    code, out = run_json("azure", "--hcl-report", v.file("hcl_report.bin"), "--nonce", "00")
+    assert (code, out["reason"]) == (2, Reason.INPUT_INVALID.value)
+
+
+def test_missing_required_options_are_usage_errors() -> None:
+    assert run("snp").exit_code == 2
+    assert run("evidence").exit_code == 2
+    assert run("azure", "--vcek", "x").exit_code == 2
+
+
+# --- garbage never gives a traceback ----------------------------------------------------------------
+
+GARBAGE = {
+    "empty": b"",
+    "text": b"hello world\n",
+    "json": b'{"version": 1, "platform": "sim"}',
+    "random": bytes(range(256)) * 5,
+    "almost-a-report": b"\x02\x00\x00\x00" + bytes(1180),
+    "pem-junk": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+}
+
+
+@pytest.mark.parametrize("garbage", list(GARBAGE), ids=list(GARBAGE))
+@pytest.mark.parametrize("slot", ["report", "vcek", "ark", "hcl", "evidence", "pcrs", "quote-sig", "golden"])
+def test_garbage_files_give_typed_errors(vectors: Path, tmp_path: Path, slot: str, garbage: str) -> None:
+    junk = tmp_path / "junk"
+    junk.write_bytes(GARBAGE[garbage])
+    v = load_vector(vectors, AZURE_HCL_VECTORS[1])
+    files = {
+        "report": v.file("report.bin"), "vcek": v.leaf_file, "ark": v.file("ark.pem"), "hcl": v.file("hcl_report.bin"),
+        "pcrs": v.file("tpm_pcrs_sha256.json"), "quote-sig": v.file("tpm_quote_sig.bin"),
+    }
+    files[slot] = junk
+    if slot == "evidence":
+        args: list[str | Path] = ["evidence", junk, "--nonce", "00"]
+    elif slot in ("report", "golden"):
+        args = ["snp", "--report", files["report"], "--vcek", files["vcek"], "--ask", v.file("ask.pem"),
+                "--ark", files["ark"], "--at", v.now.isoformat()]
+        if slot == "golden":
+            args += ["--golden", junk]
+    else:
+        args = ["azure", "--hcl-report", files["hcl"], "--vcek", files["vcek"], "--ask", v.file("ask.pem"),
+                "--ark", files["ark"], "--at", v.now.isoformat(), "--quote", v.file("tpm_quote_attest.bin"),
+                "--quote-sig", files["quote-sig"], "--pcrs", files["pcrs"],
+                "--nonce", v.file("tpm_nonce.bin").read_bytes().hex()]
+    result = CliRunner(mix_stderr=False).invoke(verify, [str(a) for a in args] + ["--json"])
+    assert isinstance(result.exception, SystemExit), result.exception  # no other exception escapes
+    assert result.exit_code in (1, 2)
+    out = json.loads(result.stdout)
+    assert out["ok"] is False and Reason(out["reason"])
+
+
+# --- AMD KDS, on request only, through a local server standing in for kdsintf.amd.com ---------------
+
+
+@pytest.fixture
+def kds_server(vectors: Path) -> Iterator[tuple[str, list[str]]]:
+    v = load_vector(vectors, "snp/milan-vcek-v5-gcp-teekit")
+    report = v.report
+    tcb = report.tcb("reported", Product.MILAN)
+    query = f"?blSPL={tcb.bootloader:02d}&teeSPL={tcb.tee:02d}&snpSPL={tcb.snp:02d}&ucodeSPL={tcb.microcode:02d}"
+    routes = {
+        "/vcek/v1/Milan/cert_chain": (vectors / "amd-roots/milan/cert_chain_vcek.pem").read_bytes(),
+        f"/vcek/v1/Milan/{report.chip_id.hex()}{query}": v.file("vcek.pem").read_bytes(),
+    }
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            seen.append(self.path)
+            body = routes.get(self.path)
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_kds_only_with_the_flag(vectors: Path, kds_server: tuple[str, list[str]], tmp_path: Path) -> None:
+    url, seen = kds_server
+    v = load_vector(vectors, "snp/milan-vcek-v5-gcp-teekit")
+    base = ["snp", "--report", v.file("report.bin"), "--at", v.now.isoformat(), "--kds-url", url]
+    code, out = run_json(*base)
+    assert (code, out["reason"], seen) == (1, Reason.CHAIN_INCOMPLETE.value, [])
+    code, out = run_json(*base, "--kds", "--cache-dir", tmp_path / "cache")
+    assert (code, out["ok"], len(seen)) == (0, True, 2)
+    code, out = run_json(*base, "--kds", "--cache-dir", tmp_path / "cache")
+    assert (code, out["ok"], len(seen)) == (0, True, 2)  # the second run is served from the cache
+
+
+# --- the installed entry point ---------------------------------------------------------------------
+
+
+def test_the_cvm_cli_entry_point(vectors: Path, tmp_path: Path) -> None:
+    v = load_vector(vectors, "snp/milan-vcek-v2-virtee")
+    cli = Path(sys.executable).parent / "cvm-cli"
+    ok = subprocess.run([cli, "verify", *map(str, _snp_args(v)), "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00" * 7)
+    bad = subprocess.run(
+        [cli, "verify", "snp", "--report", str(junk), "--vcek", str(v.leaf_file)], capture_output=True, text=True,
+        timeout=120, cwd=ROOT,
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith(f"[{Reason.SNP_REPORT_LENGTH.value}]")
