@@ -19,7 +19,6 @@ bundle's chain id, registry and CVM address and the block hash the verifier trus
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +28,7 @@ from typing import Any
 
 from offchain.abi.binding import check_nonce, offchain_extra_data, onchain_extra_data
 from offchain.abi.hcl import HclReport
+from offchain.abi.jsontext import loads_bounded
 from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
 from offchain.abi.tpm import TpmtPublic, TpmtSignature
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, check_replay
@@ -177,10 +177,7 @@ class EvidenceBundle:
         if isinstance(data, (str, bytes)):
             if len(data) > MAX_EVIDENCE_BYTES:
                 raise _malformed("$", f"larger than {MAX_EVIDENCE_BYTES} bytes")
-            try:
-                data = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                raise _malformed("$", "not JSON") from None
+            data = loads_bounded(data, Reason.EVIDENCE_MALFORMED)
         if not isinstance(data, dict):
             raise _malformed("$", "must be a JSON object")
         unknown = sorted(str(k) for k in data if k not in _TOP_KEYS)

@@ -16,7 +16,6 @@ missing is ``snp.chain.incomplete``. Exit codes and output: offchain.cli.output.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +25,7 @@ from typing import Any
 import click
 
 from offchain.abi.hcl import HclReport
+from offchain.abi.jsontext import loads_bounded
 from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
 from offchain.cli.output import emit, fail, usage_error, verdict
@@ -220,10 +220,7 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
 
 
 def _read_pcrs(path: Path) -> dict[int, bytes]:
-    try:
-        doc = json.loads(read_file(path))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ParseError(Reason.INPUT_INVALID, f"{path} is not JSON") from None
+    doc = loads_bounded(read_file(path), Reason.INPUT_INVALID)
     if isinstance(doc, dict) and set(doc) == {"sha256"}:
         doc = doc["sha256"]
     if not isinstance(doc, dict):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from offchain.abi.jsontext import loads_bounded
 from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, replay
@@ -175,10 +176,7 @@ class GoldenMeasurement:
         if isinstance(data, (str, bytes)):
             if len(data) > MAX_DOCUMENT_BYTES:
                 raise _malformed("$", "document too large")
-            try:
-                data = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                raise _malformed("$", "not JSON") from None
+            data = loads_bounded(data, Reason.GOLDEN_MALFORMED)
         return cls._validate(data)
 
     @classmethod

@@ -425,3 +425,10 @@ def test_mutated_bundles_give_only_typed_errors(data: st.DataObject) -> None:
     except CvmAttestError:
         return
     assert key in {"nonce", "certificates"} or doc == make_parts().to_json()
+
+
+def test_deeply_nested_json_is_refused_before_parsing() -> None:
+    for text in ("[" * 100_000, '{"a":' * 50_000):
+        with pytest.raises(ParseError) as exc:
+            EvidenceBundle.from_json(text)
+        assert exc.value.reason is Reason.EVIDENCE_MALFORMED

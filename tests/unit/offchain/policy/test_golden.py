@@ -312,3 +312,9 @@ def test_random_json_gives_only_golden_malformed(value: Any) -> None:
     with pytest.raises(ParseError) as exc:
         GoldenMeasurement.from_json(json.dumps(value))
     assert exc.value.reason is Reason.GOLDEN_MALFORMED
+
+
+def test_deeply_nested_json_is_refused_before_parsing() -> None:
+    with pytest.raises(ParseError) as exc:
+        GoldenMeasurement.from_json("[" * 100_000)
+    assert exc.value.reason is Reason.GOLDEN_MALFORMED
