@@ -62,6 +62,8 @@ class CvmKey:
         if "from" in transaction and parse_address(str(transaction["from"])) != self.address_bytes:
             raise RequestError(Reason.INPUT_INVALID, "'from' is not this CVM's address")
         fields = {k: v for k, v in transaction.items() if k != "from"}
+        if "chainId" not in fields:
+            raise RequestError(Reason.INPUT_INVALID, "'chainId' is required (EIP-155 replay protection)")
         try:
             signed = self._account.sign_transaction(fields)
         except Exception as exc:  # eth-account, eth-utils and rlp each raise their own types for bad fields

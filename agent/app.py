@@ -1,0 +1,440 @@
+"""The agent's HTTP API (FastAPI): two applications over one :class:`agent.service.Agent`.
+
+* **internal** (default ``127.0.0.1:7999``), for the workload in the same CVM: everything a
+  verifier can ask for, plus ``POST /offchain-verify``, ``POST /sign-message`` and
+  ``POST /sign-transaction`` (the CVM key signs only for code inside the CVM).
+* **external** (default ``0.0.0.0:8000``, TLS when configured), for verifiers and operators:
+  evidence, identity, health, and ``POST /update-workload`` behind a bearer token.
+
+Every error is JSON ``{"reason", "detail", "context"?}`` with a stable reason (offchain.errors):
+4xx for the caller's mistakes (422 for bad parameters, 401/403 for authentication, 413 for
+oversize), 503 when the TPM or the firmware is unavailable, 502 when the workload runner failed.
+OpenAPI is served at ``/openapi.json`` and ``/docs`` on both listeners.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path as FilePath
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from offchain.errors import (
+    ChainError,
+    CollateralError,
+    CvmAttestError,
+    PlatformError,
+    Reason,
+    RequestError,
+    VerificationError,
+)
+
+from agent.service import Agent
+
+log = logging.getLogger("cvm_agent.http")
+
+MAX_JSON_BODY = 2 << 20
+UPDATE_PATH = "/update-workload"
+_HEX_NONCE = r"^(?:[0-9a-fA-F]{2}){1,64}$"
+_ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+_BYTES32 = r"^0x[0-9a-fA-F]{64}$"
+_HEX_BYTES = r"^(?:0x)?(?:[0-9a-fA-F]{2})*$"
+_UPLOAD_CHUNK = 1 << 20
+_SPOOL_IN_MEMORY = 8 << 20
+
+WHERE_BOTH = "Served on the internal and the external listener."
+WHERE_INTERNAL = "Served on the internal listener only (the workload in this CVM)."
+WHERE_EXTERNAL = "Served on the external listener only."
+
+_STATUS_BY_REASON = {
+    Reason.AUTH_REQUIRED: 401,
+    Reason.AUTH_INVALID: 401,
+    Reason.WORKLOAD_UPDATE_DISABLED: 403,
+    Reason.HTTP_NOT_FOUND: 404,
+    Reason.HTTP_METHOD_NOT_ALLOWED: 405,
+    Reason.WORKLOAD_ARCHIVE_TOO_LARGE: 413,
+    Reason.INPUT_INVALID: 422,
+    Reason.WORKLOAD_RUNNER_FAILED: 502,
+}
+
+
+def status_for(error: CvmAttestError) -> int:
+    """The HTTP status of a typed error (module docstring)."""
+    if error.reason in _STATUS_BY_REASON:
+        return _STATUS_BY_REASON[error.reason]
+    if isinstance(error, (PlatformError, CollateralError, VerificationError)):
+        # VerificationError reaches a route only from the platform itself (e.g. an Azure HCL
+        # report that names another AK): the server cannot produce evidence right now.
+        return 503
+    if isinstance(error, ChainError):
+        return 502
+    if isinstance(error, RequestError):
+        return 400
+    return 422
+
+
+def error_response(error: CvmAttestError, status: int | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.reason in (Reason.AUTH_REQUIRED, Reason.AUTH_INVALID) else None
+    return JSONResponse(error.to_dict(), status_code=status or status_for(error), headers=headers)
+
+
+class ErrorBody(BaseModel):
+    """Every error the agent returns."""
+
+    reason: str = Field(description="Stable machine-readable reason (offchain.errors.Reason).")
+    detail: str = Field(description="A human sentence.")
+    context: dict[str, Any] | None = Field(default=None, description="Small facts about the error.")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in ((422, "Invalid parameter"), (503, "TPM or firmware unavailable"))
+}
+
+
+# --- request and response bodies -------------------------------------------------------------
+
+
+class SignMessageRequest(BaseModel):
+    """Exactly one of ``text`` (UTF-8) and ``hex`` (raw bytes) to sign with EIP-191 (personal_sign)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(default=None, max_length=65536)
+    hex: str | None = Field(default=None, pattern=_HEX_BYTES, max_length=131074)
+
+
+class SignTransactionRequest(BaseModel):
+    """An Ethereum transaction in eth-account's field names (``to``, ``value``, ``gas``, ``nonce``,
+    ``chainId``, ``maxFeePerGas``/``maxPriorityFeePerGas`` or ``gasPrice``, ``data``...)."""
+
+    model_config = ConfigDict(extra="forbid")
+    transaction: dict[str, Any]
+
+
+class OffchainVerifyRequest(BaseModel):
+    """Evidence to verify with the off-chain verifier, the nonce it was requested with, an optional
+    golden measurement, and optionally a development ARK (PEM) to trust besides AMD's roots."""
+
+    model_config = ConfigDict(extra="forbid")
+    evidence: dict[str, Any]
+    nonce: str = Field(pattern=r"^(?:0x)?(?:[0-9a-fA-F]{2}){1,64}$")
+    golden: dict[str, Any] | None = None
+    dev_root: str | None = Field(default=None, max_length=65536)
+
+
+# --- plumbing ------------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """ASGI middleware: JSON bodies are at most ``MAX_JSON_BODY`` bytes (uploads have their own limit)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_JSON_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == UPDATE_PATH:
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise StarletteHTTPException(413, f"request body larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def agent_of(request: Request) -> Agent:
+    agent: Agent = request.app.state.agent
+    return agent
+
+
+def only_query(*allowed: str) -> Callable[[Request], None]:
+    """A dependency that refuses query parameters a route does not define (nothing is smuggled in)."""
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params.keys()) - set(allowed))
+        if unknown:
+            raise RequestError(Reason.INPUT_INVALID, f"unknown query parameters {unknown}", parameters=unknown)
+
+    return check
+
+
+def _hex_bytes(text: str) -> bytes:
+    return bytes.fromhex(text[2:] if text.startswith("0x") else text)
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = [
+        {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    return f"{'.'.join(first['loc'])}: {first['msg']}", errors
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CvmAttestError)
+    async def typed(_: Request, exc: CvmAttestError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, errors = _validation_detail(exc)
+        return error_response(RequestError(Reason.INPUT_INVALID, detail, errors=errors), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {404: Reason.HTTP_NOT_FOUND, 405: Reason.HTTP_METHOD_NOT_ALLOWED}.get(exc.status_code, Reason.INPUT_INVALID)
+        return error_response(RequestError(reason, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        error = CvmAttestError(Reason.AGENT_INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+        return JSONResponse(error.to_dict(), status_code=500)
+
+
+# --- routes served on both listeners ----------------------------------------------------------------
+
+both = APIRouter(tags=["internal and external"], responses=_ERRORS)
+
+
+@both.get(
+    "/collaterals/{nonce}",
+    summary="Evidence bundle for a verifier's nonce",
+    description="The evidence bundle of docs/formats.md: SNP report, certificates, AK public area, TPM quote "
+    "over `SHA-256(\"cvm-attest/offchain/v1\" || nonce)` (never the raw nonce), PCR values, workload event log, "
+    "CVM address. `nonce` is 1 to 64 bytes as hex. " + WHERE_BOTH,
+    dependencies=[Depends(only_query())],
+)
+def collaterals(
+    nonce: str = Path(pattern=_HEX_NONCE, description="1 to 64 bytes, hex"),
+    agent: Agent = Depends(agent_of),
+) -> dict[str, Any]:
+    return agent.collaterals(bytes.fromhex(nonce)).to_json()
+
+
+@both.get(
+    "/onchain/collaterals",
+    summary="Evidence bundle for on-chain registration",
+    description="The same bundle, quoted over `keccak256(abi.encode(keccak256(\"cvm-attest.quote.v1\"), chain_id, "
+    "registry, <this CVM's address>, block_hash))`. The agent fills in its own address; nothing else can be "
+    "bound. The bundle's `nonce` object repeats chain id, registry, block number and hash, and `cvm_address` the "
+    "address, which is what a relayer needs to build `registerCvm`/`refreshCvm`. " + WHERE_BOTH,
+    dependencies=[Depends(only_query("chain_id", "registry", "block_number", "block_hash"))],
+)
+def onchain_collaterals(
+    chain_id: int = Query(ge=1, le=(1 << 256) - 1, description="EIP-155 chain id"),
+    registry: str = Query(pattern=_ADDRESS, description="CvmRegistry address, 0x-hex"),
+    block_number: int = Query(ge=0, le=(1 << 64) - 1, description="A recent block's number"),
+    block_hash: str = Query(pattern=_BYTES32, description="That block's hash, 0x-hex"),
+    agent: Agent = Depends(agent_of),
+) -> dict[str, Any]:
+    return agent.onchain_collaterals(chain_id, registry, block_number, _hex_bytes(block_hash)).to_json()
+
+
+@both.get(
+    "/golden-measurement",
+    summary="Golden measurement of this CVM as it runs now",
+    description="A golden-measurement document (docs/formats.md) with this CVM's launch measurement, guest "
+    "policy, reported TCB as minimum, VMPL, product, signer, binding, every quoted PCR pinned to its current "
+    "value and the PCR23 event list. Review it before publishing it. Its canonical id is in the `X-Golden-Id` "
+    "header. " + WHERE_BOTH,
+    dependencies=[Depends(only_query())],
+)
+def golden_measurement(agent: Agent = Depends(agent_of)) -> JSONResponse:
+    golden = agent.golden_measurement()
+    return JSONResponse(golden.to_json(), headers={"X-Golden-Id": "0x" + golden.canonical_id().hex()})
+
+
+@both.get(
+    "/identity",
+    summary="CVM address, AK hash, platform",
+    description=WHERE_BOTH,
+    dependencies=[Depends(only_query())],
+)
+def identity(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    return agent.identity()
+
+
+@both.get("/platform", summary="Platform facts", description=WHERE_BOTH, dependencies=[Depends(only_query())])
+def platform(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    return agent.platform_info()
+
+
+@both.get(
+    "/healthz",
+    summary="Liveness: TPM reachable, workload status",
+    description=WHERE_BOTH,
+    dependencies=[Depends(only_query())],
+)
+def healthz(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    return agent.health()
+
+
+@both.get(
+    "/event-log",
+    summary="The PCR23 workload event log",
+    description="Every extend of PCR23, in order (docs/formats.md). " + WHERE_BOTH,
+    dependencies=[Depends(only_query())],
+)
+def event_log(agent: Agent = Depends(agent_of)) -> list[dict[str, Any]]:
+    return [event.to_json() for event in agent.workload.events()]
+
+
+# --- internal only ----------------------------------------------------------------------------------
+
+internal_only = APIRouter(tags=["internal only"], responses=_ERRORS)
+
+
+@internal_only.post(
+    "/offchain-verify",
+    summary="Verify evidence with the off-chain verifier",
+    description="The verdict of `offchain.evidence.verify_evidence`, shaped like `cvm-cli verify --json`: "
+    "`{\"ok\", \"reason\", \"product\", \"signer\", \"report\", ...}`. AMD's pinned roots only, unless "
+    "`dev_root` is given. " + WHERE_INTERNAL,
+    dependencies=[Depends(only_query())],
+)
+def offchain_verify(body: OffchainVerifyRequest, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    return agent.offchain_verify(body.evidence, _hex_bytes(body.nonce), body.golden, body.dev_root)
+
+
+@internal_only.post(
+    "/sign-message",
+    summary="Sign a message with the CVM key (EIP-191)",
+    description=WHERE_INTERNAL,
+    dependencies=[Depends(only_query())],
+)
+def sign_message(body: SignMessageRequest, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    data = _hex_bytes(body.hex) if body.hex is not None else None
+    return agent.key.sign_message(text=body.text, data=data)
+
+
+@internal_only.post(
+    "/sign-transaction",
+    summary="Sign a transaction with the CVM key",
+    description="Returns the raw signed transaction; the caller broadcasts it. `chainId` is required. "
+    + WHERE_INTERNAL,
+    dependencies=[Depends(only_query())],
+)
+def sign_transaction(body: SignTransactionRequest, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    return agent.key.sign_transaction(body.transaction)
+
+
+# --- external only ----------------------------------------------------------------------------------
+
+external_only = APIRouter(tags=["external only"])
+
+
+def _bearer(request: Request) -> None:
+    token: bytes | None = request.app.state.update_token
+    if token is None:
+        raise RequestError(Reason.WORKLOAD_UPDATE_DISABLED, "updates are disabled: the agent was started without --token-file")
+    header = request.headers.get("authorization")
+    if not header:
+        raise RequestError(Reason.AUTH_REQUIRED, "an 'Authorization: Bearer <token>' header is required")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+        raise RequestError(Reason.AUTH_INVALID, "the bearer token is not valid")
+
+
+@external_only.post(
+    UPDATE_PATH,
+    summary="Replace the workload (zip upload)",
+    description="Body: a zip (`Content-Type: application/zip`) holding `docker-compose.yml`, `config/`, "
+    "`secrets/`, optionally `images.txt` and `images/*.tar` (docker save or OCI layout). Checked (no traversal, "
+    "links, special files, oversize or malformed entries), staged and swapped in atomically, measured into PCR23 "
+    "(logged), then started with the runner. A rejected archive changes nothing. Needs "
+    "`Authorization: Bearer <token>`. " + WHERE_EXTERNAL,
+    dependencies=[Depends(only_query()), Depends(_bearer)],
+    responses={
+        400: {"model": ErrorBody, "description": "Malformed or unsafe archive"},
+        401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
+        403: {"model": ErrorBody, "description": "Updates disabled"},
+        413: {"model": ErrorBody, "description": "Archive too large"},
+        502: {"model": ErrorBody, "description": "Installed and measured, but the runner failed"},
+        503: {"model": ErrorBody, "description": "TPM unavailable"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def update_workload(request: Request, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    limit = agent.config.limits.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(Reason.WORKLOAD_ARCHIVE_TOO_LARGE, f"the upload is larger than {limit} bytes")
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=agent.config.state_dir) as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(Reason.WORKLOAD_ARCHIVE_TOO_LARGE, f"the upload is larger than {limit} bytes")
+            spool.write(chunk)
+        spool.seek(0)
+        result = await run_in_threadpool(agent.workload.apply_update, spool)  # type: ignore[arg-type]
+    return {
+        "status": agent.workload.status,
+        "pcr23": result.pcr23.hex(),
+        "events": [event.to_json() for event in result.events],
+        "files": list(result.files),
+    }
+
+
+# --- the two applications ---------------------------------------------------------------------------
+
+
+def _app(title: str, agent: Agent, routers: list[APIRouter], update_token: bytes | None) -> FastAPI:
+    app = FastAPI(
+        title=title,
+        version="1",
+        description="cvm-attest agent: evidence that this workload runs in a genuine AMD SEV-SNP CVM "
+        "(see docs/agent.md).",
+    )
+    app.state.agent = agent
+    app.state.update_token = update_token
+    for router in routers:
+        app.include_router(router)
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit)
+    return app
+
+
+def read_token(path: FilePath) -> bytes:
+    """The update token: the file's content without surrounding whitespace, at least 16 characters."""
+    try:
+        token = path.read_bytes().strip()
+    except OSError as exc:
+        raise RequestError(Reason.INPUT_INVALID, f"cannot read the token file {path}: {exc.strerror}") from None
+    if len(token) < 16 or not re.fullmatch(rb"[\x21-\x7e]+", token):
+        raise RequestError(Reason.INPUT_INVALID, f"the token in {path} must be at least 16 printable characters")
+    return token
+
+
+def create_apps(agent: Agent, *, update_token: bytes | None) -> tuple[FastAPI, FastAPI]:
+    """``(internal, external)`` applications for ``agent``; ``update_token`` None disables updates."""
+    internal = _app("cvm-agent (internal listener)", agent, [both, internal_only], None)
+    external = _app("cvm-agent (external listener)", agent, [both, external_only], update_token)
+    return internal, external
+

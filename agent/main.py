@@ -1,0 +1,221 @@
+"""``cvm-agent``: the command line that starts the in-CVM sidecar.
+
+::
+
+    cvm-agent --platform {snp,azure,sim} --tpm TCTI --state-dir DIR [--workload-dir DIR]
+              [--internal HOST:PORT] [--external HOST:PORT|off] [--token-file FILE]
+              [--tls-cert F --tls-key F] [--ak rsa|ecc] [--sim-measurement HEX] ...
+
+Defaults suit a real CVM (``snp``, ``device:/dev/tpmrm0``, ``/var/lib/cvm-agent``). Startup
+problems (no TPM, no configfs-tsm, a port taken, a log that does not replay to PCR23) print
+``[reason] message`` on stderr and exit with status 2; nothing is served half-started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import uvicorn
+
+from offchain.abi.snp_report import Product
+from offchain.errors import CvmAttestError, PlatformError, Reason
+
+from agent.app import create_apps, read_token
+from agent.config import (
+    DEFAULT_EXTERNAL,
+    DEFAULT_IMAGE_LOADER,
+    DEFAULT_INTERNAL,
+    DEFAULT_PCRS,
+    DEFAULT_RUNNER,
+    DEFAULT_SEV_GUEST,
+    DEFAULT_STATE_DIR,
+    DEFAULT_TCTI,
+    DEFAULT_TSM_ROOT,
+    AgentConfig,
+    AkKind,
+    ArchiveLimits,
+    Listen,
+    PlatformName,
+    Tcti,
+    parse_measurement,
+    parse_pcrs,
+)
+from agent.service import Agent
+
+EXIT_STARTUP = 2
+log = logging.getLogger("cvm_agent")
+
+
+def bind(listen: Listen) -> socket.socket:
+    """A listening socket, bound before uvicorn starts, so a taken port is a clear startup error."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen.host, listen.port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise PlatformError(
+            Reason.PLATFORM_UNAVAILABLE, f"cannot listen on {listen}: {exc.strerror or exc}", listener=str(listen)
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(agent: Agent, sockets: list[socket.socket], update_token: bytes | None) -> None:
+    """Run the internal listener (``sockets[0]``) and the external one (``sockets[1]``, when
+    configured) until SIGINT/SIGTERM."""
+    config = agent.config
+    internal_app, external_app = create_apps(agent, update_token=update_token)
+    tls: dict[str, Any] = {}
+    if config.tls_cert is not None:
+        tls = {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)}
+    plan = [(internal_app, sockets[0], {})] + [(external_app, sock, tls) for sock in sockets[1:]]
+    servers = []
+    for app, sock, extra in plan:
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **extra))
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        servers.append((server, sock))
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server, _ in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    for _, sock in servers:
+        host, port = sock.getsockname()[:2]
+        log.info("listening on %s:%d", host, port)
+    await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+
+
+def _listen(value: str, name: str) -> Listen:
+    try:
+        return Listen.parse(value)
+    except CvmAttestError as exc:
+        raise click.BadParameter(exc.detail, param_hint=name) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--platform", "platform_name", type=click.Choice([p.value for p in PlatformName]), default="snp", show_default=True,
+    help="Where the SEV-SNP report comes from: snp (configfs-tsm or /dev/sev-guest), azure (HCL report in "
+    "vTPM NV), sim (software firmware with a development AMD chain).",
+)
+@click.option("--tpm", "tcti", default=DEFAULT_TCTI, show_default=True, metavar="TCTI",
+              help="device:/dev/tpmrm0, or swtpm:host=127.0.0.1,port=N.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR,
+              show_default=True, help="Event log, the sim platform's dev chain (sim/ark.pem), upload spool.")
+@click.option("--workload-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The workload (docker-compose.yml, config/, secrets/). Default: STATE_DIR/workload.")
+@click.option("--internal", default=DEFAULT_INTERNAL, show_default=True, metavar="HOST:PORT",
+              help="Listener for the workload (signing, offchain-verify).")
+@click.option("--external", default=DEFAULT_EXTERNAL, show_default=True, metavar="HOST:PORT|off",
+              help="Listener for verifiers and operators (update-workload).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Bearer token for POST /update-workload; without it updates are disabled.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS certificate (external).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS private key (external).")
+@click.option("--ak", "ak_kind", type=click.Choice([k.value for k in AkKind]), default="rsa", show_default=True,
+              help="AK algorithm: RSA-2048 RSASSA-SHA256 or ECC P-256 ECDSA-SHA256 (not on azure).")
+@click.option("--pcrs", default=",".join(map(str, DEFAULT_PCRS)), show_default=True, metavar="LIST",
+              help="SHA-256 PCRs every quote covers, e.g. 0-9,11,12; PCR23 is always added.")
+@click.option("--sim-measurement", metavar="HEX", help="sim: the 48-byte launch MEASUREMENT (96 hex digits).")
+@click.option("--sim-product", type=click.Choice([p.value for p in Product]), default="genoa", show_default=True,
+              help="sim: the product line of the development chain.")
+@click.option("--reset-pcr23/--no-reset-pcr23", default=None,
+              help="Reset PCR23 and the event log at start and measure the workload (default: on for sim only; a "
+              "real CVM's boot step measures and the agent only appends).")
+@click.option("--runner", default=shlex.join(DEFAULT_RUNNER), show_default=True,
+              help="Command that (re)starts the workload, run in the workload directory.")
+@click.option("--image-loader", default=shlex.join(DEFAULT_IMAGE_LOADER), show_default=True,
+              help="Command run with each images/*.tar path before the runner.")
+@click.option("--start-workload/--no-start-workload", default=True, show_default=True,
+              help="Run the runner at start when the agent measured the workload itself.")
+@click.option("--max-upload-bytes", type=click.IntRange(min=1), default=ArchiveLimits().max_upload_bytes,
+              show_default=True)
+@click.option("--max-total-bytes", type=click.IntRange(min=1), default=ArchiveLimits().max_total_bytes,
+              show_default=True, help="Upper bound of the extracted archive.")
+@click.option("--max-file-bytes", type=click.IntRange(min=1), default=ArchiveLimits().max_file_bytes,
+              show_default=True)
+@click.option("--max-entries", type=click.IntRange(min=1), default=ArchiveLimits().max_entries, show_default=True)
+@click.option("--golden-lifetime", type=click.IntRange(min=1), default=86400, show_default=True,
+              help="lifetime_seconds of GET /golden-measurement.")
+@click.option("--tsm-root", type=click.Path(path_type=Path), default=DEFAULT_TSM_ROOT, show_default=True)
+@click.option("--sev-guest", type=click.Path(path_type=Path), default=DEFAULT_SEV_GUEST, show_default=True)
+@click.option("--snp-privlevel", type=click.IntRange(0, 3), help="snp: VMPL to request the report for.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def main(**options: Any) -> None:
+    """The cvm-attest agent: measures the workload into PCR23, binds its vTPM key to the SEV-SNP report,
+    and serves evidence over HTTP (see docs/agent.md)."""
+    logging.basicConfig(level=options["log_level"].upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = _config(options)
+    except CvmAttestError as exc:
+        raise click.UsageError(exc.detail) from None
+    sockets: list[socket.socket] = []
+    try:
+        token = read_token(config.token_file) if config.token_file is not None else None
+        sockets.append(bind(config.internal))
+        if config.external is not None:
+            sockets.append(bind(config.external))
+        agent = Agent.start(config)
+    except CvmAttestError as exc:
+        for sock in sockets:
+            sock.close()
+        click.echo(f"[{exc.reason.value}] {exc.detail}", err=True)
+        sys.exit(EXIT_STARTUP)
+    try:
+        asyncio.run(serve(agent, sockets, token))
+    finally:
+        agent.close()
+
+
+def _config(options: dict[str, Any]) -> AgentConfig:
+    platform = PlatformName(options["platform_name"])
+    state_dir: Path = options["state_dir"]
+    external = None if options["external"] == "off" else _listen(options["external"], "--external")
+    extra: dict[str, Any] = {}
+    if options["sim_measurement"] is not None:
+        extra["sim_measurement"] = parse_measurement(options["sim_measurement"])
+    reset = options["reset_pcr23"]
+    return AgentConfig(
+        platform=platform,
+        tcti=Tcti.parse(options["tcti"]),
+        state_dir=state_dir,
+        workload_dir=options["workload_dir"] or state_dir / "workload",
+        internal=_listen(options["internal"], "--internal"),
+        external=external,
+        token_file=options["token_file"],
+        tls_cert=options["tls_cert"],
+        tls_key=options["tls_key"],
+        ak=AkKind(options["ak_kind"]),
+        pcrs=parse_pcrs(options["pcrs"]),
+        sim_product=Product(options["sim_product"]),
+        reset_pcr23=platform is PlatformName.SIM if reset is None else reset,
+        start_workload=options["start_workload"],
+        runner=tuple(shlex.split(options["runner"])),
+        image_loader=tuple(shlex.split(options["image_loader"])),
+        limits=ArchiveLimits(
+            max_upload_bytes=options["max_upload_bytes"],
+            max_total_bytes=options["max_total_bytes"],
+            max_file_bytes=options["max_file_bytes"],
+            max_entries=options["max_entries"],
+        ),
+        golden_lifetime=options["golden_lifetime"],
+        tsm_root=options["tsm_root"],
+        sev_guest=options["sev_guest"],
+        snp_privlevel=options["snp_privlevel"],
+        **extra,
+    )
