@@ -134,6 +134,8 @@ class Reason(str, enum.Enum):
     RELAY_AGENT_UNREACHABLE = "relay.agent_unreachable"
     RELAY_EVIDENCE_REJECTED = "relay.evidence_rejected"
     RELAY_JOURNAL_CORRUPT = "relay.journal_corrupt"
+    SIGNED_REQUEST_INVALID = "sdk.signed_request.invalid"
+    SIGNED_REQUEST_STALE = "sdk.signed_request.stale"
 
     def __str__(self) -> str:
         return self.value

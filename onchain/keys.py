@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 from eth_account import Account
@@ -53,16 +54,23 @@ def load_account(source: str, password_file: Path | None = None, *, prompt: bool
         raise RequestError(Reason.KEY_UNAVAILABLE, f"cannot decrypt keystore {path} (wrong password?)") from None
 
 
-def key_options(func):  # type: ignore[no-untyped-def]
-    """The ``--key`` and ``--password-file`` options every signing command takes."""
-    func = click.option(
-        "--password-file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="File holding the keystore password (otherwise prompted).",
-    )(func)
-    return click.option(
-        "--key",
-        "key_source",
-        required=True,
-        help="Signing key: a keystore file, or env:NAME for a hex key in an environment variable.",
-    )(func)
+def key_options(func: Any = None, *, required: bool = True) -> Any:
+    """The ``--key`` and ``--password-file`` options of every signing command.
+
+    Use as ``@key_options`` or ``@key_options(required=False)`` (when the command checks itself).
+    """
+
+    def decorate(f: Any) -> Any:
+        f = click.option(
+            "--password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="File holding the keystore password (otherwise prompted).",
+        )(f)
+        return click.option(
+            "--key",
+            "key_source",
+            required=required,
+            help="Signing key: a keystore file, or env:NAME for a hex key in an environment variable.",
+        )(f)
+
+    return decorate(func) if func is not None else decorate

@@ -1,0 +1,142 @@
+"""``cvm-cli relay``: a long-running relayer, and ``cvm-cli relay status``.
+
+::
+
+    cvm-cli relay --rpc URL --registry ADDR --agent URL [--agent URL ...] --golden G.json --key SOURCE
+                  [--dev-root ARK.pem] [--journal FILE] [--once] [--interval S] [--refresh-margin S]
+                  [--log-format text|json]
+    cvm-cli relay status [--journal FILE] [--json]
+
+The journal (SQLite, default ``~/.local/state/cvm-attest/relayer-<chain id>-<registry>.db``) makes
+the relayer safe to kill at any moment: see onchain/relayer/journal.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+from web3 import Web3
+
+from offchain.cli.output import guarded
+from offchain.errors import Reason, RequestError
+from offchain.policy.golden import GoldenMeasurement
+from offchain.trust.certs import parse_certificate, read_file
+from offchain.trust.roots import TrustRoots
+from onchain.client import RegistryClient
+from onchain.keys import key_options, load_account
+from onchain.rpc import connect
+from onchain.relayer.journal import Journal
+from onchain.relayer.relayer import RelayPolicy, Relayer, TickResult, dumps_status
+from onchain.relayer.sender import SendPolicy, TxSender
+
+PathArg = click.Path(dir_okay=False, path_type=Path)
+
+
+def default_journal(chain_id: int, registry: str) -> Path:
+    state = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return state / "cvm-attest" / f"relayer-{chain_id}-{registry.lower()}.db"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+            "msg": record.getMessage(),
+        })
+
+
+def _setup_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("cvm_attest")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _progress(result: TickResult) -> None:
+    """One line per agent and pass on the terminal (stdout), whatever the log format."""
+    stamp = time.strftime("%H:%M:%S")
+    parts = [stamp, result.action.ljust(11), result.cvm_address or "-", result.agent]
+    if result.tx_hash:
+        parts.append(f"tx {result.tx_hash} gas {result.gas_used}")
+    if result.error:
+        parts.append(result.error)
+    click.echo("  ".join(parts))
+
+
+@click.group("relay", invoke_without_command=True)
+@click.option("--rpc", help="JSON-RPC URL of the chain.")
+@click.option("--registry", help="CvmRegistry address.")
+@click.option("--agent", "agents", multiple=True, help="Base URL of a cvm-agent (repeatable).")
+@click.option("--golden", type=PathArg, help="The golden measurement (JSON) the CVMs are attested under.")
+@click.option("--dev-root", type=PathArg, help="Also trust this development ARK when checking evidence off chain.")
+@click.option("--journal", type=PathArg, help="The relayer's SQLite journal (default: per chain and registry).")
+@click.option("--once", is_flag=True, help="One pass over every agent, then exit (cron-style).")
+@click.option("--interval", default=15.0, show_default=True, help="Seconds between passes.")
+@click.option("--refresh-margin", default=600, show_default=True,
+              help="Refresh an attestation this many seconds before it expires.")
+@click.option("--receipt-timeout", default=60.0, show_default=True,
+              help="Seconds to wait for a receipt before replacing the transaction with higher fees.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@key_options(required=False)
+@click.pass_context
+@guarded()
+def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tuple[str, ...], golden: Path | None,
+          dev_root: Path | None, journal: Path | None, once: bool, interval: float, refresh_margin: int,
+          receipt_timeout: float, log_format: str, key_source: str | None, password_file: Path | None) -> None:
+    """Carry agents' evidence to the registry and keep their CVMs attested."""
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [name for name, value in (("--rpc", rpc), ("--registry", registry), ("--agent", agents),
+                                        ("--golden", golden), ("--key", key_source)) if not value]
+    if missing:
+        raise RequestError(Reason.INPUT_INVALID, f"relay needs {', '.join(missing)}")
+    assert rpc is not None and registry is not None and golden is not None and key_source is not None
+    _setup_logging(log_format)
+    w3 = connect(rpc)
+    roots = TrustRoots.amd()
+    if dev_root is not None:
+        roots = roots.with_dev_root(parse_certificate(read_file(dev_root)))
+    account = load_account(key_source, password_file)
+    client = RegistryClient(w3, Web3.to_checksum_address(registry), account=account)
+    store = Journal(journal or default_journal(w3.eth.chain_id, client.address))
+    sender = TxSender(w3, account, store, policy=SendPolicy(receipt_timeout_s=receipt_timeout),
+                      decode_revert=lambda data: str(client.decode_revert(data)))
+    relayer = Relayer(client=client, sender=sender, journal=store, golden=GoldenMeasurement.from_file(golden),
+                      agents=list(agents), roots=roots, policy=RelayPolicy(refresh_margin_s=refresh_margin))
+    try:
+        relayer.run(once=once, interval_s=interval, on_result=_progress)
+    except KeyboardInterrupt:
+        click.echo("relayer stopped; the journal keeps what was in flight", err=True)
+    finally:
+        store.close()
+
+
+@relay.command("status")
+@click.option("--journal", type=PathArg, required=True, help="The relayer's SQLite journal.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one per CVM.")
+@guarded()
+def status(journal: Path, as_json: bool) -> None:
+    """Per CVM: attested until, last transaction, last error."""
+    if not journal.is_file():
+        raise RequestError(Reason.INPUT_UNREADABLE, f"no journal at {journal}")
+    store = Journal(journal)
+    try:
+        if as_json:
+            click.echo(dumps_status(store), nl=False)
+            return
+        for s in store.cvms():
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.attested_until)) if s.attested_until else "-"
+            click.echo(f"{s.cvm_address or '-'}  {s.agent_url}\n  attested until {until} UTC\n"
+                       f"  last tx {s.last_tx or '-'}\n  last error {s.last_error or '-'}")
+    finally:
+        store.close()

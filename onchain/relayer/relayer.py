@@ -1,0 +1,257 @@
+"""The relayer: carries each CVM's evidence from its agent to the registry, and keeps it attested.
+
+For every agent, one :meth:`Relayer.tick`:
+
+1. ``GET /identity``: the CVM's address (the agent binds only its own).
+2. Reads the CVM's attestation on chain; decides *register* (not attested, or under another golden
+   measurement), *refresh* (attested, expiring within ``refresh_margin_s``) or nothing.
+3. Picks the latest block and fetches ``GET /onchain/collaterals`` for this chain, registry, block
+   number and hash: the quote binds exactly them and the agent's own address.
+4. Verifies the evidence off chain first (``offchain.evidence.verify_evidence`` at the chain's time,
+   against the golden measurement). Evidence that would revert is never sent; its reason is
+   recorded in the journal and logged.
+5. Registers the certificates the registry does not have yet, then sends ``registerCvm`` or
+   ``refreshCvm`` through the journaled :class:`~onchain.relayer.sender.TxSender`.
+
+An unreachable agent is retried with exponential backoff; other agents go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from web3 import Web3
+
+from offchain.abi.jsontext import loads_bounded
+from offchain.errors import ChainError, CvmAttestError, Reason, RequestError
+from offchain.evidence import EvidenceBundle, onchain_expected_extra_data, verify_evidence
+from offchain.policy.golden import GoldenMeasurement
+from offchain.trust.certs import CertRole, to_der
+from offchain.trust.roots import TrustRoots
+from onchain.calldata import azure_ak_public, evidence_struct, quote_signature
+from onchain.client import RegistryClient
+from onchain.relayer.journal import Journal
+from onchain.relayer.sender import Outcome, TxSender
+
+log = logging.getLogger("cvm_attest.relayer")
+
+MAX_AGENT_RESPONSE = 4 * 1024 * 1024
+#: Failures worth retrying later with backoff; anything else is recorded and the next pass tries afresh.
+TRANSIENT = frozenset({Reason.RELAY_AGENT_UNREACHABLE, Reason.CHAIN_RPC_UNAVAILABLE, Reason.CHAIN_TX_FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPolicy:
+    """When to act and how long to wait between tries."""
+
+    refresh_margin_s: int = 600
+    agent_timeout_s: float = 10.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+
+
+@dataclass(slots=True)
+class _AgentState:
+    failures: int = 0
+    next_try: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one pass did for one agent."""
+
+    agent: str
+    #: "register", "refresh", "none", "rejected" (failed off-chain verification, not sent), "unreachable"
+    #: (will back off), "backoff" (waiting), "reverted", "dropped", "error" (anything else; retried next pass)
+    action: str
+    cvm_address: str | None = None
+    tx_hash: str | None = None
+    gas_used: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Relayer:
+    """One relayer account relaying for a set of agents to one registry under one golden measurement."""
+
+    client: RegistryClient
+    sender: TxSender
+    journal: Journal
+    golden: GoldenMeasurement
+    agents: Sequence[str]
+    roots: TrustRoots = field(default_factory=TrustRoots.amd)
+    policy: RelayPolicy = field(default_factory=RelayPolicy)
+    clock: Callable[[], float] = time.monotonic
+    _state: dict[str, _AgentState] = field(default_factory=dict)
+
+    @property
+    def w3(self) -> Web3:
+        return self.client.w3
+
+    # --- the loop ------------------------------------------------------------------------------
+    def recover(self) -> list[Outcome]:
+        """Settle what a previous run left in flight (see TxSender.recover)."""
+        outcomes = self.sender.recover()
+        for outcome in outcomes:
+            log.info("recovered submission %d: %s %s", outcome.submission_id, outcome.state, outcome.tx_hash or "")
+        return outcomes
+
+    def run(self, *, once: bool = False, interval_s: float = 15.0,
+            on_result: Callable[[TickResult], None] = lambda r: None) -> None:
+        """Relay until interrupted (or one pass with ``once``)."""
+        self.recover()
+        while True:
+            for result in self.tick():
+                on_result(result)
+            if once:
+                return
+            time.sleep(interval_s)
+
+    def tick(self) -> list[TickResult]:
+        """One pass over every agent, after settling anything still in flight (one proof at a time)."""
+        if self.journal.pending():
+            try:
+                self.recover()
+            except CvmAttestError as exc:
+                log.warning("a previous transaction is still unsettled (%s); skipping this pass", exc.detail)
+                return []
+        return [self.tick_agent(agent) for agent in self.agents]
+
+    def tick_agent(self, agent: str) -> TickResult:
+        state = self._state.setdefault(agent, _AgentState())
+        if self.clock() < state.next_try:
+            return TickResult(agent, "backoff")
+        try:
+            result = self._relay(agent)
+        except CvmAttestError as exc:
+            error = f"[{exc.reason.value}] {exc.detail}"
+            self.journal.upsert_cvm(agent, last_error=error)
+            if exc.reason not in TRANSIENT:
+                log.warning("agent %s: %s", agent, error)
+                return TickResult(agent, "error", error=error)
+            state.failures += 1
+            delay = min(self.policy.backoff_initial_s * 2 ** (state.failures - 1), self.policy.backoff_max_s)
+            state.next_try = self.clock() + delay
+            log.warning("agent %s: %s; retrying in %.1fs", agent, error, delay)
+            return TickResult(agent, "unreachable", error=exc.reason.value)
+        state.failures, state.next_try = 0, 0.0
+        return result
+
+    # --- one agent -----------------------------------------------------------------------------
+    def _relay(self, agent: str) -> TickResult:
+        identity = self._get(agent, "/identity")
+        cvm = Web3.to_checksum_address(str(identity["cvm_address"]))
+        self.journal.upsert_cvm(agent, cvm_address=cvm)
+        action = self._action_for(cvm)
+        if action == "none":
+            return TickResult(agent, "none", cvm)
+
+        block = self.w3.eth.get_block("latest")
+        block_number, block_hash = int(block["number"]), bytes(block["hash"])
+        query = urllib.parse.urlencode({
+            "chain_id": self.w3.eth.chain_id, "registry": self.client.address,
+            "block_number": block_number, "block_hash": "0x" + block_hash.hex(),
+        })
+        bundle = EvidenceBundle.from_json(self._get(agent, f"/onchain/collaterals?{query}"))
+        if bundle.cvm_address is None or Web3.to_checksum_address("0x" + bundle.cvm_address.hex()) != cvm:
+            return self._rejected(agent, cvm, "evidence binds another address than the agent's identity")
+        try:
+            verify_evidence(
+                bundle,
+                expected_extra_data=onchain_expected_extra_data(
+                    bundle, chain_id=self.w3.eth.chain_id, registry=self.client.address, block_hash=block_hash),
+                golden=self.golden,
+                roots=self.roots,
+                now=datetime.fromtimestamp(int(block["timestamp"]), UTC),
+            )
+        except CvmAttestError as exc:
+            return self._rejected(agent, cvm, f"[{exc.reason.value}] {exc.detail}")
+
+        if action == "register":
+            leaf_id = self._register_certificates(bundle)
+            evidence = evidence_struct(
+                report=bundle.snp_report, leaf=leaf_id, attest=bundle.quote_attest,
+                signature=bundle.quote_signature, pcrs=bundle.pcrs, ak_public=bundle.ak_public,
+                hcl=bundle.hcl_report)
+            data = self.client.calldata("registerCvm", self.golden.canonical_id(), cvm, block_number,
+                                        evidence.as_tuple())
+        else:
+            ak_public = azure_ak_public(bundle.hcl_report).to_bytes() if bundle.hcl_report else bundle.ak_public
+            data = self.client.calldata("refreshCvm", cvm, block_number, ak_public, bundle.quote_attest,
+                                        quote_signature(bundle.quote_signature))
+        submission = self.journal.begin_submission(agent, cvm, action, block_number)
+        outcome = self.sender.send(submission, self.client.address, data)
+        return self._record(agent, cvm, action, outcome)
+
+    def _action_for(self, cvm: str) -> str:
+        attestation = self.client.attestation_of(cvm)
+        if attestation.golden_id != self.golden.canonical_id() or not self.client.is_attested(cvm):
+            return "register"
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        return "refresh" if attestation.expiry - now <= self.policy.refresh_margin_s else "none"
+
+    def _register_certificates(self, bundle: EvidenceBundle) -> bytes:
+        certs = bundle.certificate_set()
+        leaf = certs.leaf()
+        intermediate = certs.get(CertRole.ASK) or certs.get(CertRole.ASVK)
+        ark = certs.get(CertRole.ARK)
+        if leaf is None or intermediate is None or ark is None:
+            raise ChainError(Reason.CHAIN_INCOMPLETE, "the agent's evidence lacks ARK, ASK/ASVK or VCEK/VLEK")
+        return self.client.register_chain(to_der(ark), to_der(intermediate), to_der(leaf))
+
+    def _rejected(self, agent: str, cvm: str, error: str) -> TickResult:
+        log.warning("not submitting for %s (%s): %s", cvm, agent, error)
+        self.journal.upsert_cvm(agent, last_error=error)
+        return TickResult(agent, "rejected", cvm, error=error)
+
+    def _record(self, agent: str, cvm: str, action: str, outcome: Outcome) -> TickResult:
+        if outcome.state == "mined":
+            attestation = self.client.attestation_of(cvm)
+            self.journal.upsert_cvm(agent, attested_until=attestation.expiry, last_block=outcome.block_number,
+                                    last_tx=outcome.tx_hash, last_error=None)
+            log.info("%s %s in %s (gas %s)", action, cvm, outcome.tx_hash, outcome.gas_used)
+            return TickResult(agent, action, cvm, outcome.tx_hash, outcome.gas_used)
+        self.journal.upsert_cvm(agent, last_tx=outcome.tx_hash, last_error=outcome.error)
+        log.warning("%s of %s %s: %s", action, cvm, outcome.state, outcome.error)
+        return TickResult(agent, outcome.state, cvm, outcome.tx_hash, outcome.gas_used, outcome.error)
+
+    # --- the agent's HTTP API --------------------------------------------------------------------
+    def _get(self, agent: str, path: str) -> dict[str, Any]:
+        url = agent.rstrip("/") + path
+        try:
+            with urllib.request.urlopen(url, timeout=self.policy.agent_timeout_s) as response:  # noqa: S310
+                body = response.read(MAX_AGENT_RESPONSE + 1)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(4096).decode(errors="replace")
+            if exc.code >= 500:
+                raise RequestError(Reason.RELAY_AGENT_UNREACHABLE, f"{url}: HTTP {exc.code} {detail}") from None
+            raise RequestError(Reason.RELAY_EVIDENCE_REJECTED, f"{url}: HTTP {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise RequestError(Reason.RELAY_AGENT_UNREACHABLE, f"{url}: {exc}") from None
+        if len(body) > MAX_AGENT_RESPONSE:
+            raise RequestError(Reason.RELAY_EVIDENCE_REJECTED, f"{url}: response larger than {MAX_AGENT_RESPONSE}")
+        doc = loads_bounded(body, Reason.EVIDENCE_MALFORMED)
+        if not isinstance(doc, dict):
+            raise RequestError(Reason.RELAY_EVIDENCE_REJECTED, f"{url}: not a JSON object")
+        return doc
+
+
+def dumps_status(journal: Journal) -> str:
+    """Per CVM: attested until, last transaction, last error, as JSON lines."""
+    return "".join(
+        json.dumps({
+            "agent": s.agent_url, "cvm_address": s.cvm_address, "attested_until": s.attested_until,
+            "last_block": s.last_block, "last_tx": s.last_tx, "last_error": s.last_error,
+            "updated_at": s.updated_at,
+        }) + "\n"
+        for s in journal.cvms()
+    )
