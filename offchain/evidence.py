@@ -19,6 +19,7 @@ bundle's chain id, registry and CVM address and the block hash the verifier trus
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,8 +42,8 @@ from offchain.trust.resolve import resolve_chain
 from offchain.trust.roots import TrustRoots
 from offchain.verify.binding import verify_azure_binding, verify_direct_binding
 from offchain.verify.chain import ChainCache, VerifiedChain, verify_chain
-from offchain.verify.quote import VerifiedQuote, check_ak_attributes, verify_quote
-from offchain.verify.report import verify_report
+from offchain.verify.quote import QuotedAttest, VerifiedQuote, check_ak_attributes, verify_quote
+from offchain.verify.report import SignedReport, verify_report
 
 EVIDENCE_VERSION = 1
 MAX_EVIDENCE_BYTES = 1 << 20
@@ -160,8 +161,19 @@ class EvidenceBundle:
     cvm_address: bytes | None = None
     nonce: NonceSpec | None = None
     version: int = EVIDENCE_VERSION
+    #: Derived once in __post_init__: the parsed quote, the report's signed bytes, and a digest of
+    #: the certificate texts (the chain-cache key).
+    quote: QuotedAttest = field(init=False, repr=False, compare=False)
+    signed_report: SignedReport = field(init=False, repr=False, compare=False)
+    certificates_digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "quote", _parse("quote.attest", QuotedAttest, self.quote_attest))
+        object.__setattr__(self, "signed_report", SignedReport(self.snp_report))
+        digest = hashlib.sha256()
+        for role, text in sorted(self.certificates.items()):
+            digest.update(f"{role}\0{len(text)}\0{text}".encode())
+        object.__setattr__(self, "certificates_digest", digest.digest())
         if self.binding is not self.platform.binding:
             raise _malformed("binding", f"platform {self.platform.value} uses the {self.platform.binding.value} binding")
         if (self.hcl_report is not None) != (self.binding is Binding.AZURE):
@@ -402,12 +414,17 @@ class VerifiedEvidence:
 
 
 def _fast_chain_key(bundle: EvidenceBundle, roots: TrustRoots) -> bytes | None:
-    leaf_role = CertRole.VCEK if bundle.snp_report.signing_key is SignerKind.VCEK else CertRole.VLEK
-    roles = (leaf_role, CertRole.intermediate_for(bundle.snp_report.signing_key), CertRole.ARK)
-    texts = [bundle.certificates.get(role.value) for role in roles]
-    if any(t is None for t in texts):
+    """A cache key from the bundle's certificate texts, when they alone complete the chain.
+
+    Which leaf is used depends on the report's SIGNING_KEY, so that is part of the key; when
+    a certificate is missing (KDS would be asked) there is no key: the result would depend on
+    the report's chip id and TCB too.
+    """
+    signer = bundle.snp_report.signing_key
+    roles = (signer.value, CertRole.intermediate_for(signer).value, CertRole.ARK.value)
+    if any(role not in bundle.certificates for role in roles):
         return None
-    return ChainCache.key([f"{role.value}:{text}".encode() for role, text in zip(roles, texts)], roots)
+    return ChainCache.key([bundle.certificates_digest, signer.value.encode()], roots)
 
 
 def _chain(
@@ -456,7 +473,7 @@ def verify_evidence(
     kds = fetcher if isinstance(fetcher, KdsClient) or fetcher is None else KdsClient(fetcher)
     chain = _chain(bundle, certificates=certificates, roots=roots, now=now, kds=kds, cache=chain_cache)
     try:
-        verified_report = verify_report(bundle.snp_report, chain)
+        verified_report = verify_report(bundle.signed_report, chain)
         check_ak_attributes(bundle.ak)
         ak_key = bundle.ak.public_key()
         if bundle.hcl_report is None:  # the direct binding (__post_init__ pairs the two)
@@ -464,7 +481,7 @@ def verify_evidence(
         else:
             verify_azure_binding(bundle.snp_report, bundle.hcl_report, ak_key)
         quote = verify_quote(
-            bundle.quote_attest,
+            bundle.quote,
             bundle.quote_signature,
             ak_key,
             expected_extra_data=expected_extra_data,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from cryptography import x509
@@ -66,6 +66,15 @@ class TrustRoots:
     roots: tuple[PinnedRoot, ...] = tuple(
         PinnedRoot(fingerprint, product) for product, fingerprint in AMD_ARK_SPKI_SHA256.items()
     )
+    #: A stable digest of the pinned set, part of every chain-cache key (derived, not compared).
+    cache_key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roots", tuple(self.roots))
+        h = hashlib.sha256()
+        for root in sorted(self.roots, key=lambda r: r.fingerprint):
+            h.update(root.fingerprint + root.product.value.encode() + bytes([root.development]))
+        object.__setattr__(self, "cache_key", h.digest())
 
     @classmethod
     def amd(cls) -> TrustRoots:
@@ -96,14 +105,6 @@ class TrustRoots:
             if root.fingerprint == fingerprint:
                 return root
         return None
-
-    @property
-    def cache_key(self) -> bytes:
-        """A stable digest of the pinned set, part of every chain-cache key."""
-        h = hashlib.sha256()
-        for root in sorted(self.roots, key=lambda r: r.fingerprint):
-            h.update(root.fingerprint + root.product.value.encode() + bytes([root.development]))
-        return h.digest()
 
     def __iter__(self) -> Iterator[PinnedRoot]:
         return iter(self.roots)

@@ -69,7 +69,17 @@ class VerifiedChain:
 
     def check_validity(self, now: datetime) -> None:
         """Every certificate must be valid at ``now`` (CHAIN_NOT_YET_VALID / CHAIN_EXPIRED)."""
+        if now.tzinfo is not None and self.valid_from <= now <= self.valid_until:
+            return  # inside every window: the common case, without per-certificate work
         check_validity(self.validity, now)
+
+    @property
+    def valid_from(self) -> datetime:
+        return max(w.not_before for w in self.validity)
+
+    @property
+    def valid_until(self) -> datetime:
+        return min(w.not_after for w in self.validity)
 
 
 def utc(now: datetime) -> datetime:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from cryptography.exceptions import InvalidSignature
@@ -52,6 +52,20 @@ _SIGNATURE_HASHES: dict[int, hashes.HashAlgorithm] = {
     TPM_ALG_SHA512: hashes.SHA512(),
 }
 _DIGEST_SIZES = {alg: h.digest_size for alg, h in _SIGNATURE_HASHES.items()} | {TPM_ALG_SHA1: 20}
+
+
+@dataclass(frozen=True, slots=True)
+class QuotedAttest:
+    """TPMS_ATTEST bytes together with their parse, made only from the bytes (so the two agree).
+
+    Lets a holder of evidence parse once (and reject malformed input early) and verify many times.
+    """
+
+    raw: bytes
+    attest: TpmsAttest = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attest", TpmsAttest.from_bytes(self.raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +149,7 @@ def pcr_digest(attest: TpmsAttest, pcrs: Mapping[int, bytes], hash_alg: int) -> 
 
 
 def verify_quote(
-    attest_bytes: bytes,
+    attest_bytes: bytes | QuotedAttest,
     signature: TpmtSignature | bytes,
     ak: TpmtPublic | AkKey,
     *,
@@ -144,7 +158,8 @@ def verify_quote(
     bank: int = TPM_ALG_SHA256,
 ) -> VerifiedQuote:
     """Verify a TPM2_Quote (see module docstring); ``pcrs`` are the ``bank`` values claimed quoted."""
-    attest = TpmsAttest.from_bytes(attest_bytes)
+    quoted = attest_bytes if isinstance(attest_bytes, QuotedAttest) else QuotedAttest(attest_bytes)
+    attest, attest_bytes = quoted.attest, quoted.raw
     if attest.magic != TPM_GENERATED_VALUE:
         raise VerificationError(
             Reason.TPM_QUOTE_MAGIC, f"magic {attest.magic:#010x} is not TPM_GENERATED_VALUE", magic=attest.magic

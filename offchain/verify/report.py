@@ -14,7 +14,7 @@ hinted by CPUID (reports of version 3 and later), and finally the signature.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -27,6 +27,20 @@ from offchain.trust.kds import hwid_for
 from offchain.verify.chain import VerifiedChain
 
 _ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+
+
+@dataclass(frozen=True, slots=True)
+class SignedReport:
+    """A report with its signed bytes serialised once, from the report itself (so the two agree).
+
+    Lets a holder of evidence verify the same report many times without re-serialising it.
+    """
+
+    report: SnpReport
+    signed: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signed", self.report.signed_bytes())
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,18 +60,21 @@ class VerifiedReport:
         return self.chain.signer
 
 
-def report_signature_valid(report: SnpReport, key: ec.EllipticCurvePublicKey) -> bool:
+def report_signature_valid(report: SnpReport | SignedReport, key: ec.EllipticCurvePublicKey) -> bool:
     """Whether ``key`` signed the report (ECDSA P-384 / SHA-384 over ``signed_bytes()``)."""
+    signed = report if isinstance(report, SignedReport) else SignedReport(report)
     try:
-        signature = encode_dss_signature(report.signature_r, report.signature_s)
-        key.verify(signature, report.signed_bytes(), _ECDSA_SHA384)
+        signature = encode_dss_signature(signed.report.signature_r, signed.report.signature_s)
+        key.verify(signature, signed.signed, _ECDSA_SHA384)
     except (InvalidSignature, ValueError):
         return False
     return True
 
 
-def verify_report(report: SnpReport, chain: VerifiedChain) -> VerifiedReport:
+def verify_report(report: SnpReport | SignedReport, chain: VerifiedChain) -> VerifiedReport:
     """Bind the report to its verified leaf and check its signature (see module docstring)."""
+    signed = report if isinstance(report, SignedReport) else SignedReport(report)
+    report = signed.report
     product = chain.product
     if report.signing_key is not chain.signer:
         raise VerificationError(
@@ -94,7 +111,7 @@ def verify_report(report: SnpReport, chain: VerifiedChain) -> VerifiedReport:
             report=hint.value,
             chain=product.value,
         )
-    if not report_signature_valid(report, chain.leaf_key):
+    if not report_signature_valid(signed, chain.leaf_key):
         raise VerificationError(
             Reason.SNP_SIGNATURE_INVALID,
             f"the report signature does not verify with the {chain.signer.value.upper()}",
