@@ -10,8 +10,9 @@ three-item workload log, a golden measurement) again and again with ``verify_evi
 * ``crypto_per_s``: in the same run, the bare cryptography every verification must do at least:
   one ECDSA P-384 verify (the report) plus one RSA-2048 verify (the quote).
 
-The bundle is parsed from JSON once, as a server holds it after reading a request; each figure is
-the median of several timed rounds, the three measured interleaved so machine noise hits all alike.
+The bundle is parsed from JSON once, as a server holds it after reading a request. The three
+figures are timed in alternating bursts of ten calls (see :func:`interleaved`), so a change in
+machine load hits all three alike and the ratio ``cached / crypto`` stays meaningful.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -44,7 +44,6 @@ from offchain.verify.chain import ChainCache
 NOT_BEFORE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 NONCE = b"benchmark nonce"
-ROUNDS = 5
 
 
 def build() -> tuple[EvidenceBundle, GoldenMeasurement, TrustRoots]:
@@ -92,19 +91,25 @@ def build() -> tuple[EvidenceBundle, GoldenMeasurement, TrustRoots]:
     return bundle, golden, TrustRoots().with_dev_root(chain.ark)
 
 
-def rate(fn: Callable[[], object], seconds: float) -> float:
-    """Calls per second of ``fn`` over at least ``seconds``."""
-    count, start = 0, time.perf_counter()
-    while True:
-        for _ in range(20):
-            fn()
-        count += 20
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return count / elapsed
+def interleaved(fns: dict[str, Callable[[], object]], seconds: float, burst: int = 10) -> dict[str, float]:
+    """Calls per second of each function, timed in short alternating bursts for ``seconds`` each.
+
+    Alternating bursts of a few milliseconds means a change in machine load (other processes on a
+    shared runner) hits every measurement alike, so their ratio stays meaningful.
+    """
+    spent = dict.fromkeys(fns, 0.0)
+    calls = dict.fromkeys(fns, 0)
+    while min(spent.values()) < seconds:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(burst):
+                fn()
+            spent[name] += time.perf_counter() - start
+            calls[name] += burst
+    return {name: calls[name] / spent[name] for name in fns}
 
 
-def measure(seconds: float = 0.6) -> dict[str, float]:
+def measure(seconds: float = 3.0) -> dict[str, float]:
     bundle, golden, roots = build()
     expected = offchain_extra_data(NONCE)
     cache = ChainCache()
@@ -128,18 +133,14 @@ def measure(seconds: float = 0.6) -> dict[str, float]:
         leaf_key.verify(report_sig, signed, ec.ECDSA(hashes.SHA384()))
         ak.verify(quote_sig, bundle.quote_attest, padding.PKCS1v15(), hashes.SHA256())
 
-    samples: dict[str, list[float]] = {"crypto_per_s": [], "verify_per_s_cached": [], "verify_per_s_cold": []}
-    for _ in range(ROUNDS):
-        samples["crypto_per_s"].append(rate(crypto, seconds))
-        samples["verify_per_s_cached"].append(rate(cached, seconds))
-        samples["verify_per_s_cold"].append(rate(cold, seconds))
-    return {key: round(statistics.median(values), 1) for key, values in samples.items()}
+    rates = interleaved({"crypto_per_s": crypto, "verify_per_s_cached": cached, "verify_per_s_cold": cold}, seconds)
+    return {key: round(value, 1) for key, value in rates.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench offchain", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--seconds", type=float, default=0.6, help="length of each timed round")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time spent measuring each figure")
     args = parser.parse_args(argv)
     # The dev chain's leaf has serial number 0 like AMD's; cryptography's warning about it is noise here.
     warnings.filterwarnings("ignore", message="Parsed a serial number which wasn't positive")
