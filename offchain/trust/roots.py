@@ -26,7 +26,7 @@ from offchain.abi.snp_report import Product
 from offchain.errors import ParseError, Reason
 
 #: SHA-256 of the DER SubjectPublicKeyInfo of each AMD ARK (RSA-4096). A published fact: compute it
-#: from AMD's ``https://kdsintf.amd.com/vcek/v1/<Product>/cert_chain`` with
+#: from the ARK (second certificate) of ``https://kdsintf.amd.com/vcek/v1/<Product>/cert_chain`` with
 #: ``openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum``.
 AMD_ARK_SPKI_SHA256: Mapping[Product, bytes] = MappingProxyType(
     {
