@@ -154,7 +154,7 @@ class AgentConfig:
     ak: AkKind = AkKind.RSA
     pcrs: tuple[int, ...] = DEFAULT_PCRS
     sim_measurement: bytes = DEFAULT_SIM_MEASUREMENT
-    sim_product: Product = Product.GENOA
+    product: Product | None = None
     reset_pcr23: bool = False
     start_workload: bool = True
     runner: tuple[str, ...] = DEFAULT_RUNNER

@@ -131,8 +131,9 @@ def _listen(value: str, name: str) -> Listen:
 @click.option("--pcrs", default=",".join(map(str, DEFAULT_PCRS)), show_default=True, metavar="LIST",
               help="SHA-256 PCRs every quote covers, e.g. 0-9,11,12; PCR23 is always added.")
 @click.option("--sim-measurement", metavar="HEX", help="sim: the 48-byte launch MEASUREMENT (96 hex digits).")
-@click.option("--sim-product", type=click.Choice([p.value for p in Product]), default="genoa", show_default=True,
-              help="sim: the product line of the development chain.")
+@click.option("--product", type=click.Choice([p.value for p in Product]),
+              help="The product line: sim: of the development chain (default genoa); snp/azure: used only when "
+              "a version 2 report and the certificates do not name it.")
 @click.option("--reset-pcr23/--no-reset-pcr23", default=None,
               help="Reset PCR23 and the event log at start and measure the workload (default: on for sim only; a "
               "real CVM's boot step measures and the agent only appends).")
@@ -202,7 +203,7 @@ def _config(options: dict[str, Any]) -> AgentConfig:
         tls_key=options["tls_key"],
         ak=AkKind(options["ak_kind"]),
         pcrs=parse_pcrs(options["pcrs"]),
-        sim_product=Product(options["sim_product"]),
+        product=Product(options["product"]) if options["product"] else None,
         reset_pcr23=platform is PlatformName.SIM if reset is None else reset,
         start_workload=options["start_workload"],
         runner=tuple(shlex.split(options["runner"])),

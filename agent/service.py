@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from offchain.abi.binding import check_nonce, offchain_extra_data, onchain_extra_data, parse_address
+from offchain.abi.snp_report import Product
 from offchain.abi.tpm import TpmtPublic, TpmtSignature
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent
 from offchain.cli.output import verdict
@@ -49,7 +50,7 @@ log = logging.getLogger("cvm_agent")
 def make_platform(config: AgentConfig, tpm: AgentTpm) -> AttestationPlatform:
     """The platform the configuration names."""
     if config.platform is PlatformName.SIM:
-        return SimPlatform(config.sim_dir, config.sim_product, config.sim_measurement)
+        return SimPlatform(config.sim_dir, config.product or Product.GENOA, config.sim_measurement)
     if config.platform is PlatformName.SNP:
         vmpl = config.snp_privlevel or 0
         return SnpPlatform(ConfigfsTsm(config.tsm_root, config.snp_privlevel), SevGuestDevice(config.sev_guest, vmpl))
@@ -172,7 +173,7 @@ class Agent:
             pcrs = self.tpm.read_pcrs(self.config.pcrs)
         return GoldenMeasurement.from_report(
             evidence.snp_report,
-            evidence.product(),
+            evidence.product(self.config.product),
             evidence.signer,
             self.platform.binding,
             pcrs=pcrs,

@@ -46,8 +46,9 @@ class PlatformEvidence:
     def signer(self) -> SignerKind:
         return self.snp_report.signing_key
 
-    def product(self) -> Product:
-        """The product line: from the report's CPUID (version 3+), else from a certificate's names."""
+    def product(self, fallback: Product | None = None) -> Product:
+        """The product line: from the report's CPUID (version 3+), else from a certificate's names,
+        else ``fallback`` (the operator's ``--product``)."""
         hint = self.snp_report.product_hint()
         if hint is not None:
             return hint
@@ -64,9 +65,11 @@ class PlatformEvidence:
                     return Product.from_name(name.removeprefix("ARK-").removeprefix("SEV-VLEK-").removeprefix("SEV-"))
                 except CvmAttestError:
                     continue
+        if fallback is not None:
+            return fallback
         raise PlatformError(
             Reason.PLATFORM_UNAVAILABLE,
-            "the product line is unknown: a version 2 report and no certificate that names it",
+            "the product line is unknown: a version 2 report and no certificate that names it (give --product)",
         )
 
 
