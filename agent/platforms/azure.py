@@ -42,7 +42,13 @@ class AzurePlatform(AttestationPlatform):
         self._cache: tuple[bytes, PlatformEvidence] | None = None
 
     def read_hcl_report(self) -> HclReport:
-        raw = self._nv_read(HCL_REPORT_NV_INDEX)
+        try:
+            raw = self._nv_read(HCL_REPORT_NV_INDEX)
+        except PlatformError as exc:
+            raise PlatformError(
+                Reason.PLATFORM_UNAVAILABLE,
+                f"no HCL report in vTPM NV index {HCL_REPORT_NV_INDEX:#x} (is this an Azure CVM?): {exc.detail}",
+            ) from None
         try:
             return HclReport.from_bytes(raw)
         except CvmAttestError as exc:

@@ -57,3 +57,21 @@ def provision_persistent_ak(tpm: Swtpm, handle: int) -> bytes:
         return bytes(public.publicArea.marshal())
     finally:
         esapi.close()
+
+
+def write_nv(tpm: Swtpm, index: int, data: bytes) -> None:
+    """Define NV index ``index`` (owner read/write, readable with its own empty auth) holding ``data``."""
+    import tpm2_pytss
+    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
+    from tpm2_pytss.types import TPM2B_MAX_NV_BUFFER, TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+
+    esapi = tpm2_pytss.ESAPI(tpm2_pytss.TCTILdr("swtpm", f"host=127.0.0.1,port={tpm.port}"))
+    try:
+        public = TPM2B_NV_PUBLIC(nvPublic=TPMS_NV_PUBLIC(
+            nvIndex=index, nameAlg=TPM2_ALG.SHA256, dataSize=len(data),
+            attributes=TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.AUTHREAD | TPMA_NV.NO_DA))
+        handle = esapi.nv_define_space(None, public, ESYS_TR.OWNER)
+        for offset in range(0, len(data), 1024):
+            esapi.nv_write(handle, TPM2B_MAX_NV_BUFFER(data[offset : offset + 1024]), offset, ESYS_TR.OWNER)
+    finally:
+        esapi.close()

@@ -14,7 +14,7 @@ from agent.tpm import AgentTpm
 from offchain.abi.tpm import TPM_ALG_ECC, TPM_ALG_RSA, TpmsAttest, TpmtPublic, TpmtSignature
 from offchain.errors import CvmAttestError, PlatformError, Reason, VerificationError
 from offchain.verify.quote import check_ak_attributes, verify_quote
-from tests.support.swtpm import Swtpm, provision_persistent_ak
+from tests.support.swtpm import Swtpm, provision_persistent_ak, write_nv
 
 ALL_PCRS = tuple(range(24))
 NODA = 1 << 10
@@ -113,21 +113,8 @@ def test_persistent_ak(tpm: AgentTpm, swtpm: Swtpm) -> None:
 
 def test_nv_read_in_chunks(tpm: AgentTpm, swtpm: Swtpm) -> None:
     """An index larger than the TPM's NV buffer (1024 bytes on swtpm) is read in pieces."""
-    import tpm2_pytss
-    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
-    from tpm2_pytss.types import TPM2B_MAX_NV_BUFFER, TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
-
     data = os.urandom(2048)
-    other = tpm2_pytss.ESAPI(tpm2_pytss.TCTILdr("swtpm", f"host=127.0.0.1,port={swtpm.port}"))
-    try:
-        public = TPM2B_NV_PUBLIC(nvPublic=TPMS_NV_PUBLIC(
-            nvIndex=0x01400001, nameAlg=TPM2_ALG.SHA256, dataSize=len(data),
-            attributes=TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.AUTHREAD | TPMA_NV.NO_DA))
-        handle = other.nv_define_space(None, public, ESYS_TR.OWNER)
-        for offset in range(0, len(data), 1024):
-            other.nv_write(handle, TPM2B_MAX_NV_BUFFER(data[offset : offset + 1024]), offset, ESYS_TR.OWNER)
-    finally:
-        other.close()
+    write_nv(swtpm, 0x01400001, data)
     assert tpm.nv_read(0x01400001) == data
     with pytest.raises(PlatformError) as exc:
         tpm.nv_read(0x01400002)
