@@ -9,6 +9,7 @@ untrusted JSON in cvm-attest goes through :func:`loads_bounded`, which measures 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from offchain.errors import ParseError, Reason
@@ -17,25 +18,31 @@ from offchain.errors import ParseError, Reason
 MAX_JSON_DEPTH = 32
 
 
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRUCTURE = b'"[]{}'
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in _STRUCTURE)
+
+
 def nesting_depth(text: str | bytes) -> int:
-    """The deepest ``[``/``{`` nesting outside JSON strings."""
+    """The deepest ``[``/``{`` nesting outside JSON strings.
+
+    Escape pairs (``\\x``) are cut first (they occur only inside strings), then every byte but
+    quotes and brackets, both in C; only that skeleton is walked in Python, so a bundle of hex
+    strings costs a few microseconds.
+    """
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    skeleton = _ESCAPE.sub(b"", data).translate(None, _NOT_STRUCTURE)
     depth = deepest = 0
-    in_string = escaped = False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
+    in_string = False
+    for byte in skeleton:
+        if byte == 0x22:  # quote
+            in_string = not in_string
+        elif in_string:
+            continue
         elif byte in (0x5B, 0x7B):
             depth += 1
             deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
+        else:
             depth -= 1
     return deepest
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -46,3 +48,25 @@ def test_random_text_gives_a_value_or_a_typed_error(text: str) -> None:
         loads_bounded(text, Reason.GOLDEN_MALFORMED)
     except ParseError as exc:
         assert exc.reason is Reason.GOLDEN_MALFORMED
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab/\n', max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=4),
+                                                                      children, max_size=3),
+    max_leaves=20,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+@given(_JSON, st.booleans())
+def test_depth_equals_the_parsed_documents_depth(value: object, ascii_only: bool) -> None:
+    # Strings full of brackets, quotes and backslashes must not change the count.
+    assert nesting_depth(json.dumps(value, ensure_ascii=ascii_only)) == _depth(value)
