@@ -49,7 +49,8 @@ def anvil_executable() -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -125,7 +126,7 @@ class AnvilProcess:
             return self
         last_error = ""
         for _ in range(_START_ATTEMPTS):
-            port = _free_port()
+            port = free_port()
             with tempfile.TemporaryFile() as errors:
                 process = subprocess.Popen(
                     self.command(port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
