@@ -1,0 +1,321 @@
+"""agent.app over HTTP (in process, the real agent on swtpm behind it): which listener serves what,
+status codes and error bodies, the bearer token, and schemathesis over the OpenAPI schema."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+with warnings.catch_warnings():
+    # Starlette 1.x suggests httpx2 for its TestClient; httpx is what this project pins.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    from fastapi.testclient import TestClient
+
+from agent.app import create_apps
+from agent.config import AkKind, ArchiveLimits
+from agent.service import Agent
+from offchain.abi.binding import offchain_extra_data, onchain_extra_data
+from offchain.abi.tpm import TpmsAttest
+from offchain.evidence import EvidenceBundle
+from tests.support.agent import WORKLOAD, agent_config, make_zip, tree_digest, write_tree
+from tests.support.swtpm import Swtpm
+
+TOKEN = b"update-token-0123456789"
+AUTH = {"Authorization": "Bearer " + TOKEN.decode()}
+REGISTRY = "0x" + "ab" * 20
+BLOCK_HASH = "0x" + "cd" * 32
+ONCHAIN = f"/onchain/collaterals?chain_id=31337&registry={REGISTRY}&block_number=7&block_hash={BLOCK_HASH}"
+
+
+@pytest.fixture(scope="module")
+def apps(sim_agent: Agent) -> tuple[FastAPI, FastAPI]:
+    return create_apps(sim_agent, update_token=TOKEN)
+
+
+@pytest.fixture(scope="module")
+def internal(apps: tuple[FastAPI, FastAPI]) -> Iterator[TestClient]:
+    with TestClient(apps[0], raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def external(apps: tuple[FastAPI, FastAPI]) -> Iterator[TestClient]:
+    with TestClient(apps[1], raise_server_exceptions=False) as client:
+        yield client
+
+
+def _error(response: object, status: int, reason: str) -> dict[str, object]:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert body["reason"] == reason and isinstance(body["detail"], str)
+    return body  # type: ignore[no-any-return]
+
+
+# --- evidence --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("listener", ["internal", "external"])
+def test_collaterals_on_both_listeners(request: pytest.FixtureRequest, listener: str) -> None:
+    client: TestClient = request.getfixturevalue(listener)
+    response = client.get("/collaterals/00ff")
+    assert response.status_code == 200
+    bundle = EvidenceBundle.from_json(response.content)
+    assert TpmsAttest.from_bytes(bundle.quote_attest).extra_data == offchain_extra_data(b"\x00\xff")
+
+
+@pytest.mark.parametrize(
+    "nonce", ["0", "zz", "0x00", "00" * 65, "00 11", "%00"], ids=["odd", "not-hex", "prefixed", "65-bytes", "space", "nul"]
+)
+def test_bad_nonce_is_422(external: TestClient, nonce: str) -> None:
+    _error(external.get(f"/collaterals/{nonce}"), 422, "input.invalid")
+
+
+def test_onchain_collaterals_bind_the_agents_address(external: TestClient, sim_agent: Agent) -> None:
+    response = external.get(ONCHAIN)
+    assert response.status_code == 200
+    bundle = EvidenceBundle.from_json(response.content)
+    expected = onchain_extra_data(31337, REGISTRY, sim_agent.key.address_bytes, bytes.fromhex(BLOCK_HASH[2:]))
+    assert TpmsAttest.from_bytes(bundle.quote_attest).extra_data == expected
+    assert bundle.cvm_address == sim_agent.key.address_bytes
+    assert response.json()["nonce"] == {"form": "onchain", "chain_id": 31337, "registry": REGISTRY,
+                                        "block_number": 7, "block_hash": BLOCK_HASH}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "chain_id=0&registry={r}&block_number=1&block_hash={h}",
+        "chain_id=1&registry=0x12&block_number=1&block_hash={h}",
+        "chain_id=1&registry={r}&block_number=-1&block_hash={h}",
+        "chain_id=1&registry={r}&block_number=1&block_hash=0x12",
+        "chain_id=1&registry={r}&block_number=1",
+        "chain_id=x&registry={r}&block_number=1&block_hash={h}",
+    ],
+    ids=["chain-id-zero", "short-registry", "negative-block", "short-hash", "missing-hash", "chain-id-text"],
+)
+def test_bad_onchain_parameters_are_422(external: TestClient, query: str) -> None:
+    _error(external.get("/onchain/collaterals?" + query.format(r=REGISTRY, h=BLOCK_HASH)), 422, "input.invalid")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ONCHAIN + "&cvm_address=0x" + "66" * 20,
+        ONCHAIN + "&extra_data=0x" + "00" * 32,
+        "/collaterals/00?extra_data=" + "00" * 32,
+        "/collaterals/00?qualifying_data=00",
+        "/golden-measurement?pcrs=23",
+    ],
+    ids=["onchain-cvm-address", "onchain-extra-data", "offchain-extra-data", "qualifying-data", "golden-extra"],
+)
+def test_no_route_accepts_a_chosen_extra_data_or_address(external: TestClient, internal: TestClient, path: str) -> None:
+    """Every route refuses parameters it does not define, so nobody can steer extraData or the address."""
+    for client in (external, internal):
+        _error(client.get(path), 422, "input.invalid")
+
+
+def test_every_quote_binds_only_the_agents_forms(apps: tuple[FastAPI, FastAPI], sim_agent: Agent) -> None:
+    """Walk the OpenAPI schema: the only routes that quote are the two evidence routes, and each takes
+    exactly the parameters of its domain-separated form (no address, no raw extraData)."""
+    for app in apps:
+        params = {
+            path: sorted(p["name"] for op in item.values() for p in op.get("parameters", []))
+            for path, item in app.openapi()["paths"].items()
+        }
+        assert params["/collaterals/{nonce}"] == ["nonce"]
+        assert params["/onchain/collaterals"] == ["block_hash", "block_number", "chain_id", "registry"]
+        named = {name for names in params.values() for name in names}
+        assert not named & {"cvm_address", "address", "extra_data", "qualifying_data"}
+
+
+def test_golden_measurement_carries_its_id(external: TestClient, sim_agent: Agent) -> None:
+    response = external.get("/golden-measurement")
+    assert response.status_code == 200
+    assert response.headers["x-golden-id"] == "0x" + sim_agent.golden_measurement().canonical_id().hex()
+    assert response.json()["binding"] == "direct"
+
+
+def test_identity_platform_health_log(external: TestClient, sim_agent: Agent) -> None:
+    identity = external.get("/identity").json()
+    assert identity["cvm_address"] == sim_agent.key.address
+    assert identity["ak_hash"] == hashlib.sha256(sim_agent.tpm.ak_public).hexdigest()
+    assert external.get("/platform").json()["platform"] == "sim"
+    assert external.get("/healthz").json()["status"] == "ok"
+    assert [e["name"] for e in external.get("/event-log").json()] == [e.name for e in sim_agent.workload.events()]
+
+
+# --- which listener serves what ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/sign-message", "/sign-transaction", "/offchain-verify"])
+def test_internal_only_routes_are_absent_outside(external: TestClient, path: str) -> None:
+    _error(external.post(path, json={}), 404, "http.not_found")
+
+
+def test_update_route_is_absent_inside(internal: TestClient) -> None:
+    _error(internal.post("/update-workload", content=b"x", headers=AUTH), 404, "http.not_found")
+
+
+def test_method_not_allowed(internal: TestClient) -> None:
+    _error(internal.get("/sign-message"), 405, "http.method_not_allowed")
+
+
+def test_sign_message(internal: TestClient, sim_agent: Agent) -> None:
+    response = internal.post("/sign-message", json={"text": "hello"})
+    assert response.status_code == 200 and response.json()["address"] == sim_agent.key.address
+    assert internal.post("/sign-message", json={"hex": "0x00ff"}).status_code == 200
+
+
+@pytest.mark.parametrize("body", [{}, {"text": "a", "hex": "00"}, {"hex": "zz"}, {"text": "a", "extra": 1}, []],
+                         ids=["neither", "both", "bad-hex", "unknown-field", "not-an-object"])
+def test_sign_message_rejects(internal: TestClient, body: object) -> None:
+    _error(internal.post("/sign-message", json=body), 422, "input.invalid")
+
+
+def test_sign_transaction(internal: TestClient) -> None:
+    tx = {"to": "0x" + "11" * 20, "value": 0, "gas": 21000, "gasPrice": 10**9, "nonce": 0, "chainId": 1}
+    assert internal.post("/sign-transaction", json={"transaction": tx}).json()["raw_transaction"].startswith("0x")
+    _error(internal.post("/sign-transaction", json={"transaction": {"to": "nowhere", "chainId": 1}}), 422,
+           "input.invalid")
+
+
+def test_offchain_verify_route(internal: TestClient, sim_agent: Agent) -> None:
+    evidence = internal.get("/collaterals/aa").json()
+    dev_root = (sim_agent.config.sim_dir / "ark.pem").read_text()
+    verdict = internal.post("/offchain-verify", json={"evidence": evidence, "nonce": "aa", "dev_root": dev_root}).json()
+    assert verdict["ok"] is True and verdict["reason"] is None
+    refused = internal.post("/offchain-verify", json={"evidence": evidence, "nonce": "aa"}).json()
+    assert refused["ok"] is False and refused["reason"] == "snp.chain.root_not_pinned"
+
+
+def test_json_body_size_is_bounded(internal: TestClient) -> None:
+    _error(internal.post("/sign-message", content=b'{"text":"' + b"a" * (3 << 20) + b'"}',
+                         headers={"content-type": "application/json"}), 413, "input.invalid")
+
+
+def test_not_json_is_422(internal: TestClient) -> None:
+    _error(internal.post("/sign-message", content=b"{", headers={"content-type": "application/json"}), 422,
+           "input.invalid")
+
+
+# --- updates: authentication and bounds (the update itself is exercised with its own agent) ---------------
+
+
+def test_update_without_token_file_is_disabled(sim_agent: Agent) -> None:
+    with TestClient(create_apps(sim_agent, update_token=None)[1]) as client:
+        _error(client.post("/update-workload", content=b"zip", headers=AUTH), 403, "workload.update_disabled")
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "auth.required"),
+        ({"Authorization": "Bearer wrong-token-0123456789"}, "auth.invalid"),
+        ({"Authorization": "Bearer " + TOKEN.decode() + "x"}, "auth.invalid"),
+        ({"Authorization": "Basic " + TOKEN.decode()}, "auth.invalid"),
+        ({"Authorization": "Bearer"}, "auth.invalid"),
+    ],
+    ids=["missing", "wrong", "longer", "basic-scheme", "empty-bearer"],
+)
+def test_update_needs_the_token(external: TestClient, headers: dict[str, str], reason: str, sim_agent: Agent) -> None:
+    before = tree_digest(sim_agent.config.workload_dir)
+    response = external.post("/update-workload", content=make_zip(WORKLOAD), headers=headers)
+    _error(response, 401, reason)
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert tree_digest(sim_agent.config.workload_dir) == before
+
+
+@pytest.fixture
+def small_agent(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> Iterator[Agent]:
+    write_tree(tmp_path / "workload", WORKLOAD)
+    limits = ArchiveLimits(max_upload_bytes=4096, max_total_bytes=1 << 16, max_file_bytes=1 << 14, max_entries=50)
+    agent = Agent.start(agent_config(swtpm, tmp_path, sim_chain, ak=AkKind.ECC, limits=limits))
+    yield agent
+    agent.close()
+
+
+def test_update_over_http(small_agent: Agent) -> None:
+    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+        before = client.get("/healthz").json()["pcr23"]
+        new = {**WORKLOAD, "config/app.toml": b"[app]\nmode = 'staging'\n"}
+        response = client.post("/update-workload", content=make_zip(new), headers=AUTH)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "running" and body["pcr23"] == client.get("/healthz").json()["pcr23"] != before
+        assert [e["name"] for e in body["events"]] == ["docker-compose.yml", "config/app.toml",
+                                                        "config/nested/limits.json"]
+        assert len(client.get("/event-log").json()) == 6
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])
+def test_update_too_large(small_agent: Agent, declared: bool) -> None:
+    incompressible = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(200))
+    data = make_zip({**WORKLOAD, "config/big": incompressible})
+    assert len(data) > 4096
+    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+        before = tree_digest(small_agent.config.workload_dir)
+        content = data if declared else iter([data[i : i + 1000] for i in range(0, len(data), 1000)])
+        _error(client.post("/update-workload", content=content, headers=AUTH), 413, "workload.archive.too_large")
+        assert tree_digest(small_agent.config.workload_dir) == before
+
+
+def test_update_with_a_malicious_archive(small_agent: Agent) -> None:
+    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+        before, pcr23 = tree_digest(small_agent.config.workload_dir), client.get("/healthz").json()["pcr23"]
+        evil = make_zip({**WORKLOAD, "config/../../../../tmp/evil": b"x"})
+        _error(client.post("/update-workload", content=evil, headers=AUTH), 400, "workload.archive.unsafe_path")
+        _error(client.post("/update-workload", content=b"garbage", headers=AUTH), 400, "workload.archive.invalid")
+        assert tree_digest(small_agent.config.workload_dir) == before
+        assert client.get("/healthz").json()["pcr23"] == pcr23
+
+
+def test_tpm_gone_is_503(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> None:
+    agent = Agent.start(agent_config(swtpm, tmp_path, sim_chain, ak=AkKind.ECC))
+    try:
+        with TestClient(create_apps(agent, update_token=None)[1]) as client:
+            assert client.get("/healthz").status_code == 200
+            swtpm.stop()
+            _error(client.get("/collaterals/00"), 503, "tpm.unavailable")
+            _error(client.get("/healthz"), 503, "tpm.unavailable")
+            _error(client.get("/golden-measurement"), 503, "tpm.unavailable")
+    finally:
+        agent.close()
+
+
+# --- schemathesis: no input makes either listener answer 5xx ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def internal_schema(apps: tuple[FastAPI, FastAPI]) -> object:
+    return schemathesis.openapi.from_asgi("/openapi.json", apps[0])
+
+
+@pytest.fixture(scope="module")
+def external_schema(apps: tuple[FastAPI, FastAPI]) -> object:
+    return schemathesis.openapi.from_asgi("/openapi.json", apps[1])
+
+
+# The update route takes a raw zip body: generate arbitrary bytes for it.
+schemathesis.serializer.alias("application/zip", "application/octet-stream")
+internal_api = schemathesis.pytest.from_fixture("internal_schema")
+external_api = schemathesis.pytest.from_fixture("external_schema")
+
+
+@internal_api.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_internal_listener_never_fails_with_5xx(case: schemathesis.Case) -> None:
+    case.call_and_validate(checks=[not_a_server_error])
+
+
+@external_api.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_external_listener_never_fails_with_5xx(case: schemathesis.Case) -> None:
+    case.call_and_validate(checks=[not_a_server_error])
