@@ -128,7 +128,6 @@ class Reason(str, enum.Enum):
     REGISTRY_PCRS_CHANGED = "chain.pcrs_changed"
     TPM_AK_ATTRIBUTES = "tpm.public.ak_attributes_invalid"
     REGISTRY_NOT_ATTESTED = "chain.cvm_not_attested"
-    REGISTRY_GOLDEN_MISMATCH = "chain.golden_mismatch"
 
     # --- keys and relaying -----------------------------------------------------------------
     KEY_UNAVAILABLE = "key.unavailable"
