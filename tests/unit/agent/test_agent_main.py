@@ -1,0 +1,79 @@
+"""cvm-agent's command line: option parsing, and clear startup errors (exit 2, ``[reason] message``)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.main import main
+from agent.swtpm import consecutive_free_ports
+from tests.support.swtpm import Swtpm
+
+CVM_AGENT = Path(sys.executable).parent / "cvm-agent"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(*args: str) -> tuple[int, str | None]:
+    """Run cvm-agent to its startup error; returns the exit status and the ``[reason]`` it printed."""
+    done = subprocess.run([str(CVM_AGENT), *args], capture_output=True, timeout=120, check=False,
+                          stdin=subprocess.DEVNULL)
+    found = re.search(r"^\[([a-z0-9_.]+)\] ", done.stderr.decode(), re.MULTILINE)
+    return done.returncode, found.group(1) if found else None
+
+
+def _listeners() -> list[str]:
+    return ["--internal", f"127.0.0.1:{_free_port()}", "--external", "off"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--pcrs", "0-24"], ["--sim-measurement", "zz"], ["--internal", "nowhere"], ["--tpm", "tabrmd:x"],
+     ["--platform", "tdx"], ["--tls-cert", "c.pem"]],
+    ids=["pcrs", "measurement", "listener", "tcti", "platform", "tls-half"],
+)
+def test_usage_errors(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--state-dir", str(tmp_path), *args])
+    assert result.exit_code == 2
+
+
+def test_no_tpm(tmp_path: Path) -> None:
+    port = consecutive_free_ports()
+    code, reason = _start("--platform", "sim", "--tpm", f"swtpm:host=127.0.0.1,port={port}",
+                          "--state-dir", str(tmp_path), *_listeners())
+    assert (code, reason) == (2, "tpm.unavailable")
+
+
+def test_port_taken(swtpm: Swtpm, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, reason = _start("--platform", "sim", "--tpm", swtpm.tcti, "--state-dir", str(tmp_path),
+                              "--internal", f"127.0.0.1:{port}", "--external", "off")
+    assert (code, reason) == (2, "platform.unavailable")
+    assert not (tmp_path / "event-log.jsonl").exists()  # nothing was measured or started
+
+
+def test_no_configfs_tsm(swtpm: Swtpm, tmp_path: Path) -> None:
+    code, reason = _start("--platform", "snp", "--tpm", swtpm.tcti, "--state-dir", str(tmp_path),
+                          "--tsm-root", str(tmp_path / "no-tsm"), "--sev-guest", str(tmp_path / "no-dev"),
+                          *_listeners())
+    assert (code, reason) == (2, "platform.unavailable")
+
+
+def test_weak_token_file(swtpm: Swtpm, tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("short\n")
+    code, reason = _start("--platform", "sim", "--tpm", swtpm.tcti, "--state-dir", str(tmp_path),
+                          "--token-file", str(tmp_path / "token"), *_listeners())
+    assert (code, reason) == (2, "input.invalid")
