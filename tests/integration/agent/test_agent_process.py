@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from offchain.abi.workload import WorkloadEvent, diff_events, replay
-from tests.integration.agent.conftest import TOKEN, AgentProcess, cvm_cli, start_agent
+from tests.support.agent_process import TOKEN, AgentProcess, cvm_cli, start_agent
 from tests.support.agent import WORKLOAD, make_zip, tree_digest
 from tests.support.swtpm import Swtpm, running_swtpm, tpm2_tool
 
