@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -24,6 +25,7 @@ from offchain.abi.tpm import (
     TpmtSignature,
 )
 from offchain.errors import ChainError, Reason
+from onchain.calldata import refresh_args
 from onchain.errors import chain_error
 from tests.support.evm import compile_contracts, deploy
 from tests.support.registry import SoftAk, pcr_bank
@@ -187,11 +189,17 @@ def test_public_key_without_restricted_sign_is_refused(harness: Any, rsa_ak: Sof
     assert harness.functions.parsePublic(rsa_ak.public_bytes).call()[1] == AK_OBJECT_ATTRIBUTES
 
 
-def test_public_key_other_scheme_is_refused(harness: Any, rsa_ak: SoftAk) -> None:
+def test_public_key_other_scheme_size_or_exponent_is_refused(harness: Any, rsa_ak: SoftAk) -> None:
+    assert harness.functions.parsePublic(rsa_ak.public_bytes).call()[3] == 65537
     pss = TpmtPublic.from_public_key(rsa.generate_private_key(65537, 2048).public_key(), scheme=0x0016)
     assert reverted(harness, "parsePublic", pss.to_bytes()).reason is Reason.TPM_QUOTE_ALGORITHM_UNSUPPORTED
     rsa3072 = TpmtPublic.from_public_key(rsa.generate_private_key(65537, 3072).public_key())
     assert reverted(harness, "parsePublic", rsa3072.to_bytes()).reason is Reason.TPM_QUOTE_ALGORITHM_UNSUPPORTED
+    explicit = dataclasses.replace(rsa_ak.public, exponent=65537)
+    assert harness.functions.parsePublic(explicit.to_bytes()).call()[3] == 65537
+    e3 = TpmtPublic.from_public_key(rsa.generate_private_key(3, 2048).public_key())
+    assert e3.exponent == 3
+    assert reverted(harness, "parsePublic", e3.to_bytes()).reason is Reason.TPM_QUOTE_ALGORITHM_UNSUPPORTED
 
 
 @pytest.mark.parametrize("kind", ["rsa", "p256"])
@@ -276,3 +284,47 @@ def test_real_gce_pcr_digest(harness: Any, vectors: Path) -> None:
     assert harness.functions.pcrDigest(values).call() == attest.pcr_digest
     values[10] = hashlib.sha256(values[10]).digest()
     assert harness.functions.pcrDigest(values).call() != attest.pcr_digest
+
+
+# --- the bare form refreshCvm takes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rsa", "p256"])
+def test_verify_raw_and_its_twins(harness: Any, rsa_ak: SoftAk, p256_ak: SoftAk, kind: str) -> None:
+    ak = rsa_ak if kind == "rsa" else p256_ak
+    quote = ak.quote(b"\x66" * 32, {0: bytes(32), 23: b"\x17" * 32})
+    key, signature = refresh_args(ak.public, quote.signature)
+    assert harness.functions.keyBytes(ak.public_bytes).call() == key
+    assert len(key) == (256 if kind == "rsa" else 64) and len(signature) == len(key)
+    raw = harness.functions.verifyRaw
+    assert raw(quote.attest, key, signature).call() is True
+    assert raw(quote.attest, key, signature[:-1] + bytes([signature[-1] ^ 1])).call() is False
+    assert raw(quote.attest[:-1] + bytes([quote.attest[-1] ^ 1]), key, signature).call() is False
+    other_key, _ = refresh_args(SoftAk(kind).public, quote.signature)
+    assert raw(quote.attest, other_key, signature).call() is False
+    assert reverted(harness, "verifyRaw", quote.attest, key[:-1], signature).reason is Reason.TPM_PUBLIC_MALFORMED
+    assert reverted(harness, "verifyRaw", quote.attest, key, signature[:-1]).reason is Reason.TPM_SIGNATURE_MALFORMED
+
+
+def test_rsa_signature_not_below_the_modulus_is_refused(harness: Any, rsa_ak: SoftAk) -> None:
+    """s + n encodes the same residue; OpenSSL (and the registry) accept only s < n."""
+    quote = rsa_ak.quote(b"\x67" * 32, {0: bytes(32)})
+    key, signature = refresh_args(rsa_ak.public, quote.signature)
+    assert harness.functions.verifyRaw(quote.attest, key, signature).call() is True
+    big = int.from_bytes(signature, "big") + int.from_bytes(key, "big")
+    if big < 1 << 2048:
+        assert harness.functions.verifyRaw(quote.attest, key, big.to_bytes(256, "big")).call() is False
+    equal = key
+    assert harness.functions.verifyRaw(quote.attest, key, equal).call() is False
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(extra=st.binary(min_size=0, max_size=64), pcrs=st.sets(st.integers(0, 23), min_size=1, max_size=24))
+def test_quote_nonce_matches_parse_quote(harness: Any, rsa_ak: SoftAk, extra: bytes, pcrs: set[int]) -> None:
+    bank = pcr_bank()
+    quote = rsa_ak.quote(extra, {i: bank[i] for i in pcrs})
+    word, is_word, mask, digest = harness.functions.quoteNonce(quote.attest).call()
+    full = parsed(harness, quote.attest)
+    assert (mask, digest) == (full["pcrMask"], full["pcrDigest"]) == (sum(1 << i for i in pcrs), quote.parsed.pcr_digest)
+    assert is_word == (len(extra) == 32)
+    assert word[: len(extra)] == extra[:32]
