@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from offchain.abi.hcl import HclReport
 from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import Product, SignerKind, SnpReport
-from offchain.abi.tpm import TPM_ALG_SHA256, TpmsAttest, TpmtPublic, TpmtSignature
+from offchain.abi.tpm import TPM_ALG_RSA, TPM_ALG_SHA256, TpmsAttest, TpmtPublic, TpmtSignature
 from offchain.errors import ParseError, Reason
 from offchain.policy.golden import PRODUCT_BITS, SIGNER_BITS, Binding, GoldenMeasurement
 
@@ -198,6 +198,23 @@ def evidence_struct(
         attest=bytes(attest),
         signature=quote_signature(signature),
         pcrs=selected_pcrs(TpmsAttest.from_bytes(attest), pcrs),
+    )
+
+
+def refresh_args(ak_public: TpmtPublic | bytes, signature: TpmtSignature | bytes) -> tuple[bytes, bytes]:
+    """``(akKey, signature)`` of ``refreshCvm``: the AK's RSA modulus or P-256 ``x || y``, and the bare
+    signature (RSASSA bytes, or ECDSA ``r || s`` with 32 bytes each)."""
+    public = ak_public if isinstance(ak_public, TpmtPublic) else TpmtPublic.from_bytes(ak_public)
+    sig = TpmtSignature.from_bytes(quote_signature(signature)) if not isinstance(signature, TpmtSignature) else signature
+    if public.type == TPM_ALG_RSA:
+        if not sig.is_rsa:
+            raise ParseError(Reason.TPM_QUOTE_ALGORITHM_UNSUPPORTED, "an RSA AK signs with RSASSA")
+        return public.modulus, sig.signature
+    if sig.is_rsa or len(public.x) > 32 or len(public.y) > 32 or len(sig.ecc_r) > 32 or len(sig.ecc_s) > 32:
+        raise ParseError(Reason.TPM_QUOTE_ALGORITHM_UNSUPPORTED, "the registry refreshes P-256 ECDSA AKs only")
+    return (
+        public.x.rjust(32, b"\x00") + public.y.rjust(32, b"\x00"),
+        sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big"),
     )
 
 

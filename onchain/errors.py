@@ -78,6 +78,9 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryCvmNotRegistered": Reason.REGISTRY_CVM_NOT_REGISTERED,
     "RegistryAttestationExpired": Reason.REGISTRY_ATTESTATION_EXPIRED,
     "RegistryPcrsChanged": Reason.REGISTRY_PCRS_CHANGED,
+    # CvmGated
+    "CvmGatedNotAttested": Reason.REGISTRY_NOT_ATTESTED,
+    "CvmGatedZeroRegistry": Reason.INPUT_INVALID,
     # TpmQuote
     "TpmMalformed": Reason.TPM_ATTEST_MALFORMED,
     "TpmQuoteBadMagic": Reason.TPM_QUOTE_MAGIC,

@@ -1,0 +1,640 @@
+// SPDX-License-Identifier: Apache-2.0
+// cvm-attest: CvmRegistry, owners publish golden measurements, anyone proves a CVM on chain
+pragma solidity ^0.8.24;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {ICvmRegistry} from "./interfaces/ICvmRegistry.sol";
+import {ISnpVerifier} from "./interfaces/ISnpVerifier.sol";
+import {AzureBinding} from "./libraries/AzureBinding.sol";
+import {TpmQuote} from "./libraries/TpmQuote.sol";
+
+/**
+ * @dev See {ICvmRegistry}. PROTOCOL.md, "On-chain model", is the design; docs/formats.md defines the golden id and
+ * the quote's extraData.
+ *
+ * The SEV-SNP verification itself (SHA-384, ECDSA P-384, RSASSA-PSS, X.509 and report parsing) runs in the stateless
+ * {ISnpVerifier} fixed at construction: together they would not fit one contract under EIP-170. The verifier only
+ * parses and checks signatures; every decision (what is cached, what matches, which error) is made here.
+ *
+ * Storage is laid out for the two hot paths: {refreshCvm} reads one golden slot (status and lifetime) and three
+ * attestation slots and writes one; {isAttested} reads one attestation slot and one golden slot.
+ *
+ * IMPORTANT: the owner decides what is trusted (root keys, golden measurements); a compromised owner key can attest
+ * anything. Use a multisig or a timelock as the owner of a production registry.
+ */
+contract CvmRegistry is ICvmRegistry, Ownable2Step {
+    /// @dev docs/formats.md, "Canonical id".
+    bytes32 public constant GOLDEN_TYPEHASH = keccak256(
+        "CvmGolden(bytes measurement,uint8 binding,uint8 vmpl,uint8 products,uint8 signers,bool debugAllowed,"
+        "bool migrateMaAllowed,bool smtAllowed,uint8 minAbiMajor,uint8 minAbiMinor,uint8 minBootloader,uint8 minTee,"
+        "uint8 minSnp,uint8 minMicrocode,uint8 minFmc,uint32 pcrMask,bytes32[] pcrValues,uint64 lifetime)"
+    );
+    /// @dev docs/formats.md, "quote extraData, on chain".
+    bytes32 public constant QUOTE_TYPEHASH = keccak256("cvm-attest.quote.v1");
+
+    uint8 internal constant BINDING_DIRECT = 0;
+    uint8 internal constant BINDING_AZURE = 1;
+    uint8 internal constant TURIN = 4;
+    uint8 internal constant VCEK = 1;
+    uint8 internal constant VLEK = 2;
+    /// @dev Bytes of a VCEK's hwID: the whole CHIP_ID, its first 8 bytes on Turin (offchain.trust.kds.hwid_for).
+    uint256 internal constant HWID_BYTES = 64;
+    uint256 internal constant TURIN_HWID_BYTES = 8;
+    uint8 internal constant ALL_PRODUCTS = 7;
+    uint8 internal constant ALL_SIGNERS = 3;
+    uint256 internal constant MEASUREMENT_BYTES = 48;
+
+    enum GoldenStatus {
+        None,
+        Active,
+        Revoked
+    }
+
+    /// @dev A published golden measurement; slot 1 holds everything {refreshCvm} and {isAttested} read.
+    struct GoldenRecord {
+        bytes32 measurementHash;
+        GoldenStatus status;
+        uint64 lifetime;
+        uint8 binding;
+        uint8 vmpl;
+        uint8 products;
+        uint8 signers;
+        bool migrateMaAllowed;
+        bool smtAllowed;
+        uint8 minAbiMajor;
+        uint8 minAbiMinor;
+        uint8 minBootloader;
+        uint8 minTee;
+        uint8 minSnp;
+        uint8 minMicrocode;
+        uint8 minFmc;
+        uint32 pcrMask;
+        bytes32[] pcrValues;
+    }
+
+    /// @dev A cached certificate. `publicKey` is the RSA modulus (ARK, ASK, ASVK) or the P-384 point x || y (VCEK,
+    /// VLEK); the SPLs and hwID are a leaf's; the validity is intersected with the issuer's.
+    struct CachedCert {
+        CertKind kind;
+        bool revoked;
+        uint8 product;
+        uint64 notBefore;
+        uint64 notAfter;
+        uint8 bootloader;
+        uint8 tee;
+        uint8 snp;
+        uint8 microcode;
+        uint8 fmc;
+        uint8 hwIdLength;
+        bytes32 issuer;
+        bytes32 subjectHash;
+        bytes32 keyHash;
+        bytes32 hwIdHash;
+        bytes publicKey;
+        bytes exponent;
+    }
+
+    /// @dev What the policy and binding checks need from a verified report.
+    struct ReportFacts {
+        uint8 product;
+        uint8 signer;
+        bytes32 reportHash;
+        bytes32 reportData0;
+        bytes32 reportData1;
+        bytes32 measurementHash;
+        uint64 policy;
+        uint32 vmpl;
+        uint8 bootloader;
+        uint8 tee;
+        uint8 snp;
+        uint8 microcode;
+        uint8 fmc;
+    }
+
+    /// @dev The stateless SEV-SNP verifier this registry trusts (fixed at construction).
+    ISnpVerifier public immutable snpVerifier;
+
+    mapping(bytes32 keyHash => uint8 product) private _rootProduct;
+    mapping(bytes32 id => CachedCert) private _certs;
+    mapping(bytes32 id => GoldenRecord) private _goldens;
+    mapping(address cvm => Attestation) private _attestations;
+
+    /// @param initialOwner Pins roots and publishes golden measurements; transfer with {transferOwnership} +
+    /// {acceptOwnership}.
+    /// @param verifier The deployed {ISnpVerifier} (contracts/SnpVerifier.sol).
+    constructor(address initialOwner, ISnpVerifier verifier) Ownable(initialOwner) {
+        if (address(verifier) == address(0)) revert RegistryZeroAddress();
+        snpVerifier = verifier;
+    }
+
+    // ----- owner ------------------------------------------------------------------------------------------------
+
+    /// @inheritdoc ICvmRegistry
+    function pinRoot(uint8 product, bytes32 keyHash) external onlyOwner {
+        if (product != 1 && product != 2 && product != 4) revert RegistryProductInvalid(product);
+        if (_rootProduct[keyHash] != 0) revert RegistryRootAlreadyPinned(keyHash);
+        _rootProduct[keyHash] = product;
+        emit RootPinned(product, keyHash);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function unpinRoot(bytes32 keyHash) external onlyOwner {
+        if (_rootProduct[keyHash] == 0) revert RegistryRootNotPinned(keyHash);
+        delete _rootProduct[keyHash];
+        emit RootUnpinned(keyHash);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function revokeCertificate(bytes32 id) external onlyOwner {
+        CachedCert storage cert = _certs[id];
+        if (cert.kind == CertKind.None) revert RegistryCertificateUnknown(id);
+        if (cert.revoked) revert RegistryCertificateRevoked(id);
+        cert.revoked = true;
+        emit CertificateRevoked(id);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function publishGolden(Golden calldata golden) external onlyOwner returns (bytes32 id) {
+        _validateGolden(golden);
+        id = _goldenId(golden);
+        GoldenRecord storage g = _goldens[id];
+        if (g.status != GoldenStatus.None) revert RegistryGoldenExists(id);
+        g.measurementHash = keccak256(golden.measurement);
+        g.status = GoldenStatus.Active;
+        g.lifetime = golden.lifetime;
+        g.binding = golden.binding;
+        g.vmpl = golden.vmpl;
+        g.products = golden.products;
+        g.signers = golden.signers;
+        g.migrateMaAllowed = golden.migrateMaAllowed;
+        g.smtAllowed = golden.smtAllowed;
+        g.minAbiMajor = golden.minAbiMajor;
+        g.minAbiMinor = golden.minAbiMinor;
+        g.minBootloader = golden.minBootloader;
+        g.minTee = golden.minTee;
+        g.minSnp = golden.minSnp;
+        g.minMicrocode = golden.minMicrocode;
+        g.minFmc = golden.minFmc;
+        g.pcrMask = golden.pcrMask;
+        g.pcrValues = golden.pcrValues;
+        emit GoldenPublished(id, golden.measurement, golden.lifetime);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function revokeGolden(bytes32 id) external onlyOwner {
+        GoldenRecord storage g = _goldens[id];
+        if (g.status == GoldenStatus.None) revert RegistryGoldenNotFound(id);
+        if (g.status == GoldenStatus.Revoked) revert RegistryGoldenRevoked(id);
+        g.status = GoldenStatus.Revoked;
+        emit GoldenRevoked(id);
+    }
+
+    // ----- anyone -----------------------------------------------------------------------------------------------
+
+    /// @inheritdoc ICvmRegistry
+    function registerCertificate(bytes calldata der, bytes32 issuer) external returns (bytes32 id) {
+        id = keccak256(der);
+        CachedCert storage cert = _certs[id];
+        if (cert.kind != CertKind.None) {
+            if (cert.revoked) revert RegistryCertificateRevoked(id);
+            return id;
+        }
+        if (issuer == bytes32(0)) {
+            _cacheRoot(cert, id, snpVerifier.verifyCertificate(der, "", ""));
+        } else {
+            _requireChainActive(issuer);
+            CachedCert storage parent = _certs[issuer];
+            CertKind parentKind = parent.kind;
+            if (parentKind != CertKind.Ark && parentKind != CertKind.Ask && parentKind != CertKind.Asvk) {
+                revert RegistryWrongIssuer(issuer);
+            }
+            ISnpVerifier.Certificate memory c = snpVerifier.verifyCertificate(der, parent.publicKey, parent.exponent);
+            if (c.issuerHash != parent.subjectHash) revert RegistryWrongIssuer(issuer);
+            if (!c.signatureValid) {
+                if (parentKind == CertKind.Ark) revert RegistryIntermediateSignatureInvalid(id);
+                revert RegistryLeafSignatureInvalid(id);
+            }
+            _cacheUnder(cert, c, issuer, parent);
+        }
+        emit CertificateRegistered(id, issuer, cert.kind, cert.product);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function registerCvm(bytes32 goldenId_, address cvm, uint256 blockNumber, Evidence calldata evidence) external {
+        if (cvm == address(0)) revert RegistryZeroAddress();
+        Attestation storage a = _attestations[cvm];
+        bytes32 extraData = _freshExtraData(cvm, blockNumber, a.lastBlock);
+        GoldenRecord storage g = _activeGolden(goldenId_);
+        (Verdict memory v, uint32 pcrMask, bytes32 pcrDigest_) =
+            _verifyEvidence(goldenId_, g, abi.encodePacked(extraData), evidence);
+        uint48 lifetime = uint48(g.lifetime);
+        uint40 expiry = uint40(block.timestamp + lifetime);
+        a.goldenId = goldenId_;
+        a.akHash = v.akHash;
+        a.reportHash = v.reportHash;
+        _writeSlot3(a, _quoteKey(v.akHash, pcrMask, pcrDigest_), expiry, uint40(blockNumber), lifetime);
+        emit CvmRegistered(cvm, goldenId_, v.akHash, v.reportHash, expiry);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function refreshCvm(
+        address cvm,
+        uint256 blockNumber,
+        bytes calldata akKey,
+        bytes calldata attest,
+        bytes calldata signature
+    ) external {
+        // The whole transaction must stay under 80,000 gas, of which the modexp precompile takes 32,768 for an
+        // RSA-2048 AK: one storage slot is read and written once.
+        Attestation storage a = _attestations[cvm];
+        (bytes16 quoteKey, uint40 expiry, uint40 lastBlock, uint48 lifetime) =
+            (a.quoteKey, a.expiry, a.lastBlock, a.lifetime);
+        if (expiry <= block.timestamp) {
+            if (expiry == 0) revert RegistryCvmNotRegistered(cvm);
+            revert RegistryAttestationExpired(cvm, expiry);
+        }
+        (bytes32 quoted, bool isWord, uint32 pcrMask, bytes32 pcrDigest_) = TpmQuote.quoteNonce(attest);
+        bytes32 akHash = keccak256(akKey);
+        if (_quoteKey(akHash, pcrMask, pcrDigest_) != quoteKey) {
+            if (akHash != a.akHash) revert RegistryAkMismatch();
+            revert RegistryPcrsChanged();
+        }
+        bytes32 extraData = _freshExtraData(cvm, blockNumber, lastBlock);
+        if (!TpmQuote.verifyRaw(sha256(attest), akKey, signature)) revert RegistryQuoteSignatureInvalid();
+        if (!isWord || quoted != extraData) revert RegistryQuoteNonceMismatch();
+        expiry = uint40(block.timestamp + lifetime);
+        _writeSlot3(a, quoteKey, expiry, uint40(blockNumber), lifetime);
+        emit CvmRefreshed(cvm, expiry);
+    }
+
+    // ----- views ------------------------------------------------------------------------------------------------
+
+    /// @inheritdoc ICvmRegistry
+    function verifyEvidence(bytes32 goldenId_, bytes calldata expectedExtraData, Evidence calldata evidence)
+        external
+        view
+        returns (Verdict memory verdict)
+    {
+        GoldenRecord storage g = goldenId_ == bytes32(0) ? _goldens[bytes32(0)] : _activeGolden(goldenId_);
+        (verdict,,) = _verifyEvidence(goldenId_, g, expectedExtraData, evidence);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function verifyReport(bytes calldata report, bytes32 leaf, bytes32 goldenId_, bytes calldata runtimeData)
+        external
+        view
+        returns (Verdict memory verdict)
+    {
+        ReportFacts memory facts = _verifyReportAndLeaf(report, leaf);
+        if (runtimeData.length != 0) _checkAzureReportData(facts, runtimeData);
+        if (goldenId_ != bytes32(0)) {
+            GoldenRecord storage g = _activeGolden(goldenId_);
+            _checkReportPolicy(g, facts);
+            if (runtimeData.length != 0 && g.binding != BINDING_AZURE) revert RegistryBindingNotAllowed(BINDING_AZURE);
+            // A bare report proves no PCR value: every pinned PCR is missing (fail closed, like offchain).
+            if (g.pcrMask != 0) revert RegistryPcrMissing(_lowestBit(g.pcrMask));
+        }
+        verdict = Verdict(goldenId_, facts.product, facts.signer, facts.reportHash, bytes32(0));
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function isAttested(address cvm) public view returns (bool) {
+        Attestation storage a = _attestations[cvm];
+        if (a.expiry <= block.timestamp) return false;
+        return _goldens[a.goldenId].status == GoldenStatus.Active;
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function isAttestedFor(address cvm, bytes32 goldenId_) external view returns (bool) {
+        return _attestations[cvm].goldenId == goldenId_ && isAttested(cvm);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function attestationOf(address cvm) external view returns (Attestation memory) {
+        return _attestations[cvm];
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function goldenId(Golden calldata golden) external pure returns (bytes32) {
+        return _goldenId(golden);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function goldenOf(bytes32 id) external view returns (GoldenInfo memory) {
+        GoldenRecord storage g = _goldens[id];
+        return GoldenInfo(g.status != GoldenStatus.None, g.status == GoldenStatus.Revoked, g.lifetime, g.binding, g.pcrMask);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function certificateOf(bytes32 id) external view returns (CertificateInfo memory) {
+        CachedCert storage c = _certs[id];
+        return CertificateInfo(c.kind, c.revoked, c.product, c.notBefore, c.notAfter, c.issuer);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function rootProduct(bytes32 keyHash) external view returns (uint8) {
+        return _rootProduct[keyHash];
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function quoteExtraData(address cvm, uint256 blockNumber) external view returns (bytes32) {
+        bytes32 blockHash = blockhash(blockNumber);
+        if (blockHash == bytes32(0)) return bytes32(0);
+        return _extraData(cvm, blockHash);
+    }
+
+    // ----- verification -----------------------------------------------------------------------------------------
+
+    /// @dev Every check of {registerCvm} but freshness, in the off-chain verifier's order: certificate chain and
+    /// report, AK binding, quote, then the golden policy (with the pinned PCRs).
+    function _verifyEvidence(
+        bytes32 goldenId_,
+        GoldenRecord storage g,
+        bytes memory expectedExtraData,
+        Evidence calldata ev
+    ) private view returns (Verdict memory v, uint32 pcrMask, bytes32 pcrDigest_) {
+        ReportFacts memory facts = _verifyReportAndLeaf(ev.report, ev.leaf);
+        TpmQuote.PublicKey memory ak = TpmQuote.parsePublic(ev.akPublic);
+        if (ev.binding == BINDING_DIRECT) {
+            if (facts.reportData0 != sha256(ev.akPublic) || facts.reportData1 != bytes32(0)) {
+                revert RegistryReportDataMismatch();
+            }
+        } else if (ev.binding == BINDING_AZURE) {
+            _checkAzureReportData(facts, ev.runtimeData);
+            if (ak.keyType != TpmQuote.TPM_ALG_RSA) revert RegistryAkMismatch();
+            (bool shapeOk, bool keyMatches) =
+                AzureBinding.checkAkModulus(ev.runtimeData, ev.akKidOffset, ev.akModulusOffset, ak.modulus);
+            if (!shapeOk) revert RegistryAkJwkOffsets(ev.akKidOffset, ev.akModulusOffset);
+            if (!keyMatches || ak.exponent != 65537) revert RegistryAkMismatch();
+        } else {
+            revert RegistryBindingNotAllowed(ev.binding);
+        }
+        TpmQuote.Quote memory q = _verifyQuote(ev, ak, expectedExtraData);
+        if (goldenId_ != bytes32(0)) {
+            _checkReportPolicy(g, facts);
+            if (ev.binding != g.binding) revert RegistryBindingNotAllowed(ev.binding);
+            _checkPinnedPcrs(g, q.pcrMask, ev.pcrs);
+        }
+        v = Verdict(goldenId_, facts.product, facts.signer, facts.reportHash, keccak256(TpmQuote.keyBytes(ak)));
+        return (v, q.pcrMask, q.pcrDigest);
+    }
+
+    /// @dev The cached leaf's chain is active and valid now, and the report is its, signed by it. Checked in the
+    /// off-chain verifier's order (offchain/verify/report.py): signing-key kind, hwID, REPORTED_TCB against the leaf's
+    /// SPLs, CPUID product, signature.
+    function _verifyReportAndLeaf(bytes calldata report, bytes32 leafId) private view returns (ReportFacts memory f) {
+        CachedCert storage leaf = _certs[leafId];
+        CertKind kind = leaf.kind;
+        if (kind == CertKind.None) revert RegistryCertificateUnknown(leafId);
+        if (kind != CertKind.Vcek && kind != CertKind.Vlek) revert RegistryNotALeaf(leafId);
+        _requireChainActive(leafId);
+        if (block.timestamp < leaf.notBefore) revert RegistryCertificateNotYetValid(leafId, leaf.notBefore);
+        if (block.timestamp > leaf.notAfter) revert RegistryCertificateExpired(leafId, leaf.notAfter);
+        uint8 product = leaf.product;
+        ISnpVerifier.Report memory r = snpVerifier.verifyReport(report, product, leaf.publicKey, leaf.hwIdLength);
+        uint8 signer = kind == CertKind.Vcek ? VCEK : VLEK;
+        if ((r.signingKey == 0 ? VCEK : VLEK) != signer) revert RegistrySignerMismatch();
+        if (signer == VCEK) {
+            uint256 expected = product == TURIN ? TURIN_HWID_BYTES : HWID_BYTES;
+            if (leaf.hwIdLength != expected || r.chipIdHash != leaf.hwIdHash) revert RegistryHwIdMismatch();
+        }
+        if (
+            r.bootloader != leaf.bootloader || r.tee != leaf.tee || r.snp != leaf.snp || r.microcode != leaf.microcode
+                || r.fmc != leaf.fmc
+        ) revert RegistryTcbMismatch();
+        if (r.productHint != 0 && r.productHint != product) revert RegistryProductMismatch(r.productHint, product);
+        if (!r.signatureValid) revert RegistryReportSignatureInvalid();
+        f = ReportFacts({
+            product: product,
+            signer: signer,
+            reportHash: r.reportHash,
+            reportData0: r.reportData0,
+            reportData1: r.reportData1,
+            measurementHash: r.measurementHash,
+            policy: r.policy,
+            vmpl: r.vmpl,
+            bootloader: r.bootloader,
+            tee: r.tee,
+            snp: r.snp,
+            microcode: r.microcode,
+            fmc: r.fmc
+        });
+    }
+
+    /// @dev Azure: REPORT_DATA == SHA-256(runtime data) || 32 zero bytes.
+    function _checkAzureReportData(ReportFacts memory facts, bytes calldata runtimeData) private pure {
+        if (facts.reportData0 != sha256(runtimeData)) revert RegistryRuntimeDataMismatch();
+        if (facts.reportData1 != bytes32(0)) revert RegistryReportDataMismatch();
+    }
+
+    /// @dev The quote: structure, signature by `ak`, extraData, PCR values against the selection and the digest.
+    function _verifyQuote(Evidence calldata ev, TpmQuote.PublicKey memory ak, bytes memory expectedExtraData)
+        private
+        view
+        returns (TpmQuote.Quote memory q)
+    {
+        q = TpmQuote.parseQuote(ev.attest);
+        if (!TpmQuote.verify(sha256(ev.attest), ak, TpmQuote.parseSignature(ev.signature))) {
+            revert RegistryQuoteSignatureInvalid();
+        }
+        if (keccak256(q.extraData) != keccak256(expectedExtraData)) revert RegistryQuoteNonceMismatch();
+        uint256 selected = _popcount(q.pcrMask);
+        if (ev.pcrs.length != selected) revert RegistryPcrCount(ev.pcrs.length, selected);
+        if (TpmQuote.pcrDigest(ev.pcrs) != q.pcrDigest) revert RegistryPcrDigestMismatch();
+    }
+
+    /// @dev The golden rules on the report, in docs/formats.md order (offchain.policy.check reports the same). Guest
+    /// POLICY bits (ABI spec, "Guest Policy"): ABI_MINOR 0-7, ABI_MAJOR 8-15, SMT 16, MIGRATE_MA 18, DEBUG 19.
+    function _checkReportPolicy(GoldenRecord storage g, ReportFacts memory f) private view {
+        uint64 policy = f.policy;
+        uint8 abiMajor = uint8(policy >> 8);
+        uint8 abiMinor = uint8(policy);
+        if (f.measurementHash != g.measurementHash) revert RegistryMeasurementMismatch();
+        if (policy & (1 << 19) != 0) revert RegistryDebugAllowed();
+        if (policy & (1 << 18) != 0 && !g.migrateMaAllowed) revert RegistryMigrateMaAllowed();
+        if (policy & (1 << 16) != 0 && !g.smtAllowed) revert RegistrySmtNotAllowed();
+        if (abiMajor < g.minAbiMajor || (abiMajor == g.minAbiMajor && abiMinor < g.minAbiMinor)) {
+            revert RegistryAbiTooOld(abiMajor, abiMinor);
+        }
+        if (f.vmpl != g.vmpl) revert RegistryVmplMismatch(f.vmpl);
+        if (f.bootloader < g.minBootloader) revert RegistryTcbTooLow(1);
+        if (f.tee < g.minTee) revert RegistryTcbTooLow(2);
+        if (f.snp < g.minSnp) revert RegistryTcbTooLow(3);
+        if (f.microcode < g.minMicrocode) revert RegistryTcbTooLow(4);
+        if (f.product == TURIN && f.fmc < g.minFmc) revert RegistryTcbTooLow(5);
+        if (g.products & f.product == 0) revert RegistryProductNotAllowed(f.product);
+        if (g.signers & f.signer == 0) revert RegistrySignerNotAllowed(f.signer);
+    }
+
+    /// @dev Every pinned PCR is in the quote's selection (`mask`, values in ascending order) with its golden value.
+    function _checkPinnedPcrs(GoldenRecord storage g, uint32 mask, bytes32[] calldata values) private view {
+        uint32 pinned = g.pcrMask;
+        if (pinned == 0) return;
+        uint256 pinnedIndex;
+        uint256 valueIndex;
+        for (uint8 pcr = 0; pcr < TpmQuote.PCR_COUNT; ++pcr) {
+            uint32 bit = uint32(1) << pcr;
+            bool isPinned = pinned & bit != 0;
+            bool isQuoted = mask & bit != 0;
+            if (isPinned) {
+                if (!isQuoted) revert RegistryPcrMissing(pcr);
+                if (values[valueIndex] != g.pcrValues[pinnedIndex]) revert RegistryPcrMismatch(pcr);
+                ++pinnedIndex;
+            }
+            if (isQuoted) ++valueIndex;
+        }
+    }
+
+    // ----- helpers ----------------------------------------------------------------------------------------------
+
+    /// @dev The extraData for a nonce from block `blockNumber`: the block must be one of the last 256 and newer
+    /// than `lastBlock`, the last accepted for this CVM.
+    function _freshExtraData(address cvm, uint256 blockNumber, uint40 lastBlock) private view returns (bytes32) {
+        bytes32 blockHash = blockhash(blockNumber);
+        if (blockHash == bytes32(0)) revert RegistryStaleBlock(blockNumber);
+        if (blockNumber <= lastBlock) revert RegistryNonceReplayed(blockNumber, lastBlock);
+        return _extraData(cvm, blockHash);
+    }
+
+    /// @dev keccak256(abi.encode(keccak256("cvm-attest.quote.v1"), chainId, registry, cvm, blockHash)).
+    function _extraData(address cvm, bytes32 blockHash) private view returns (bytes32) {
+        return keccak256(abi.encode(QUOTE_TYPEHASH, block.chainid, address(this), cvm, blockHash));
+    }
+
+    /// @dev Writes the attestation's last slot (quoteKey, expiry, lastBlock, lifetime) with one SSTORE.
+    function _writeSlot3(Attestation storage a, bytes16 quoteKey, uint40 expiry, uint40 lastBlock, uint48 lifetime)
+        private
+    {
+        uint256 packed = uint256(uint128(quoteKey)) | (uint256(expiry) << 128) | (uint256(lastBlock) << 168)
+            | (uint256(lifetime) << 208);
+        assembly ("memory-safe") {
+            sstore(add(a.slot, 3), packed)
+        }
+    }
+
+    function _quoteKey(bytes32 akHash, uint32 pcrMask, bytes32 pcrDigest_) private pure returns (bytes16) {
+        return bytes16(keccak256(abi.encode(akHash, pcrMask, pcrDigest_)));
+    }
+
+    function _activeGolden(bytes32 id) private view returns (GoldenRecord storage g) {
+        g = _goldens[id];
+        if (g.status == GoldenStatus.None) revert RegistryGoldenNotFound(id);
+        if (g.status == GoldenStatus.Revoked) revert RegistryGoldenRevoked(id);
+    }
+
+    /// @dev `id` and every certificate above it are cached and not revoked, and the root's key is still pinned.
+    function _requireChainActive(bytes32 id) private view {
+        for (uint256 depth = 0; depth < 3; ++depth) {
+            CachedCert storage c = _certs[id];
+            if (c.kind == CertKind.None) revert RegistryCertificateUnknown(id);
+            if (c.revoked) revert RegistryCertificateRevoked(id);
+            if (c.kind == CertKind.Ark) {
+                if (_rootProduct[c.keyHash] == 0) revert RegistryCertificateRevoked(id);
+                return;
+            }
+            id = c.issuer;
+        }
+        revert RegistryWrongIssuer(id);
+    }
+
+    /// @dev Caches an ARK: RSA, self-signed (issuer name = subject, signature by its own key), key pinned.
+    function _cacheRoot(CachedCert storage cert, bytes32 id, ISnpVerifier.Certificate memory c) private {
+        uint8 product = _rootProduct[c.keyHash];
+        if (product == 0) revert RegistryRootNotPinned(c.keyHash);
+        if (!c.isRsa || c.issuerHash != c.subjectHash) revert RegistryWrongIssuer(bytes32(0));
+        if (!c.signatureValid) revert RegistryRootSignatureInvalid(id);
+        cert.kind = CertKind.Ark;
+        cert.product = product;
+        cert.notBefore = c.notBefore;
+        cert.notAfter = c.notAfter;
+        cert.subjectHash = c.subjectHash;
+        cert.keyHash = c.keyHash;
+        cert.publicKey = c.publicKey;
+        cert.exponent = c.exponent;
+    }
+
+    /// @dev Caches a certificate whose signature by `parent` verified: an ARK issues RSA ASKs/ASVKs, an ASK issues
+    /// P-384 VCEKs and an ASVK P-384 VLEKs.
+    function _cacheUnder(CachedCert storage cert, ISnpVerifier.Certificate memory c, bytes32 issuer, CachedCert storage parent)
+        private
+    {
+        CertKind parentKind = parent.kind;
+        if (parentKind == CertKind.Ark) {
+            if (!c.isRsa) revert RegistryWrongIssuer(issuer);
+            cert.kind = c.isAsvk ? CertKind.Asvk : CertKind.Ask;
+            cert.exponent = c.exponent;
+        } else {
+            if (c.isRsa || c.isAsvk) revert RegistryWrongIssuer(issuer);
+            bool vcek = parentKind == CertKind.Ask;
+            cert.kind = vcek ? CertKind.Vcek : CertKind.Vlek;
+            cert.bootloader = c.bootloader;
+            cert.tee = c.tee;
+            cert.snp = c.snp;
+            cert.microcode = c.microcode;
+            cert.fmc = c.fmc;
+            if (vcek) {
+                if (c.hwId.length > HWID_BYTES) revert RegistryWrongIssuer(issuer);
+                cert.hwIdLength = uint8(c.hwId.length);
+                cert.hwIdHash = keccak256(c.hwId);
+            }
+        }
+        cert.publicKey = c.publicKey;
+        cert.product = parent.product;
+        cert.issuer = issuer;
+        cert.subjectHash = c.subjectHash;
+        cert.notBefore = c.notBefore > parent.notBefore ? c.notBefore : parent.notBefore;
+        cert.notAfter = c.notAfter < parent.notAfter ? c.notAfter : parent.notAfter;
+    }
+
+    function _validateGolden(Golden calldata g) private pure {
+        if (g.measurement.length != MEASUREMENT_BYTES) revert RegistryGoldenInvalid(1);
+        if (g.binding > BINDING_AZURE) revert RegistryGoldenInvalid(2);
+        if (g.vmpl > 3) revert RegistryGoldenInvalid(3);
+        if (g.products == 0 || g.products > ALL_PRODUCTS) revert RegistryGoldenInvalid(4);
+        if (g.signers == 0 || g.signers > ALL_SIGNERS) revert RegistryGoldenInvalid(5);
+        if (g.debugAllowed) revert RegistryGoldenInvalid(6);
+        if (g.pcrMask >> TpmQuote.PCR_COUNT != 0) revert RegistryGoldenInvalid(7);
+        if (_popcount(g.pcrMask) != g.pcrValues.length) revert RegistryGoldenInvalid(8);
+        if (g.lifetime == 0 || g.lifetime > type(uint48).max) revert RegistryGoldenInvalid(9);
+    }
+
+    /// @dev docs/formats.md, "Canonical id" (abi.encode of static values is the concatenation of their words).
+    function _goldenId(Golden calldata g) private pure returns (bytes32) {
+        bytes memory head = abi.encode(
+            GOLDEN_TYPEHASH,
+            keccak256(g.measurement),
+            g.binding,
+            g.vmpl,
+            g.products,
+            g.signers,
+            g.debugAllowed,
+            g.migrateMaAllowed,
+            g.smtAllowed
+        );
+        bytes memory tail = abi.encode(
+            g.minAbiMajor,
+            g.minAbiMinor,
+            g.minBootloader,
+            g.minTee,
+            g.minSnp,
+            g.minMicrocode,
+            g.minFmc,
+            g.pcrMask,
+            keccak256(abi.encodePacked(g.pcrValues)),
+            g.lifetime
+        );
+        return keccak256(bytes.concat(head, tail));
+    }
+
+    function _popcount(uint256 x) private pure returns (uint256 n) {
+        for (; x != 0; x &= x - 1) ++n;
+    }
+
+    function _lowestBit(uint32 x) private pure returns (uint8 i) {
+        while (x & 1 == 0) {
+            x >>= 1;
+            ++i;
+        }
+    }
+}

@@ -1,0 +1,398 @@
+// SPDX-License-Identifier: Apache-2.0
+// cvm-attest: ICvmRegistry, the on-chain registry of attested AMD SEV-SNP confidential VMs
+pragma solidity ^0.8.24;
+
+/**
+ * @dev The registry of attested confidential VMs (PROTOCOL.md, "On-chain model").
+ *
+ * The owner pins AMD root keys per product and publishes golden measurements (what an acceptable CVM is). Anyone
+ * registers certificates (verified on chain up to a pinned root and cached by id), and anyone relays a CVM's
+ * evidence: {registerCvm} verifies the SEV-SNP report natively, the golden policy, the binding of the vTPM's
+ * attestation key (AK) to the report and a TPM quote by that AK over a nonce only the CVM's own agent computes for
+ * its own address, then records the CVM's address as attested until the measurement's lifetime runs out.
+ * {refreshCvm} extends it with a new quote. dApps ask {isAttested}, or inherit `CvmGated`.
+ *
+ * Identifiers:
+ * - certificate id: `keccak256(DER bytes)`;
+ * - root key hash: SHA-256 of the ARK's DER SubjectPublicKeyInfo (the fingerprint `offchain.trust` pins);
+ * - golden id: the EIP-712-style struct hash of docs/formats.md ("Canonical id"), computed by {goldenId};
+ * - AK hash: keccak256 of the AK's key, the RSA-2048 modulus or the P-256 point x || y (the direct binding's
+ *   REPORT_DATA holds SHA-256 of the whole TPMT_PUBLIC instead; Azure publishes only the modulus).
+ *
+ * Product codes are bits, so a golden measurement's `products` is a mask of them: 1 Milan, 2 Genoa, 4 Turin.
+ * Signer codes likewise: 1 VCEK, 2 VLEK. Binding: 0 direct, 1 Azure.
+ */
+interface ICvmRegistry {
+    /// @dev What a cached certificate is. ARKs are self-signed roots, ASKs issue VCEKs, ASVKs issue VLEKs.
+    enum CertKind {
+        None,
+        Ark,
+        Ask,
+        Asvk,
+        Vcek,
+        Vlek
+    }
+
+    /// @dev A golden measurement exactly as docs/formats.md defines its canonical id (field order matters).
+    struct Golden {
+        /// @dev SNP launch MEASUREMENT, 48 bytes.
+        bytes measurement;
+        /// @dev 0 direct, 1 Azure.
+        uint8 binding;
+        /// @dev Required VMPL of the report (exact).
+        uint8 vmpl;
+        /// @dev Accepted products (mask: 1 Milan, 2 Genoa, 4 Turin).
+        uint8 products;
+        /// @dev Accepted signers (mask: 1 VCEK, 2 VLEK).
+        uint8 signers;
+        /// @dev Must be false: the registry refuses golden measurements that allow debugging (see {publishGolden}).
+        bool debugAllowed;
+        bool migrateMaAllowed;
+        bool smtAllowed;
+        uint8 minAbiMajor;
+        uint8 minAbiMinor;
+        uint8 minBootloader;
+        uint8 minTee;
+        uint8 minSnp;
+        uint8 minMicrocode;
+        /// @dev Compared on Turin only.
+        uint8 minFmc;
+        /// @dev Bit i set when PCR i (SHA-256 bank, 0..23) is pinned.
+        uint32 pcrMask;
+        /// @dev The pinned values in ascending PCR order; one per bit of `pcrMask`.
+        bytes32[] pcrValues;
+        /// @dev Seconds an attestation against this measurement stays valid after its last quote.
+        uint64 lifetime;
+    }
+
+    /**
+     * @dev A CVM's evidence as calldata. The quote and the AK public key are TPM wire format; `pcrs` are the values
+     * of the quote's PCR selection in ascending PCR order.
+     *
+     * Azure binding: `runtimeData` is the HCL runtime-data JSON exactly as found in the HCL report; the caller
+     * gives the offsets of the AK's JWK in it and the registry checks the bytes there instead of searching
+     * (contracts/libraries/AzureBinding.sol): `akKidOffset` is where `{"kid":"HCLAkPub",` starts and
+     * `akModulusOffset` the first character of the modulus, right after `"e":"AQAB","n":"`; the modulus is
+     * followed by `"}` and no `{` or `}` lies between the two (at most 128 bytes apart). The direct binding
+     * leaves these empty/zero.
+     */
+    struct Evidence {
+        /// @dev The 1184-byte SEV-SNP ATTESTATION_REPORT.
+        bytes report;
+        /// @dev Id of the registered VCEK or VLEK that signed the report.
+        bytes32 leaf;
+        /// @dev 0 direct, 1 Azure.
+        uint8 binding;
+        bytes runtimeData;
+        uint32 akKidOffset;
+        uint32 akModulusOffset;
+        /// @dev The AK's TPMT_PUBLIC.
+        bytes akPublic;
+        /// @dev The quote's TPMS_ATTEST.
+        bytes attest;
+        /// @dev The quote's TPMT_SIGNATURE.
+        bytes signature;
+        bytes32[] pcrs;
+    }
+
+    /// @dev What a successful verification established.
+    struct Verdict {
+        bytes32 goldenId;
+        /// @dev Product code of the chain (1 Milan, 2 Genoa, 4 Turin).
+        uint8 product;
+        /// @dev Signer code (1 VCEK, 2 VLEK).
+        uint8 signer;
+        /// @dev keccak256 of the report.
+        bytes32 reportHash;
+        /// @dev keccak256 of the AK's key: the RSA modulus or the P-256 x || y (zero for {verifyReport}).
+        bytes32 akHash;
+    }
+
+    /// @dev The attestation record of a CVM address. The last four fields share one storage slot, the only one
+    /// {refreshCvm} reads and writes.
+    struct Attestation {
+        bytes32 goldenId;
+        /// @dev keccak256 of the bound AK's key (RSA modulus, or P-256 x || y).
+        bytes32 akHash;
+        /// @dev keccak256 of the registered report.
+        bytes32 reportHash;
+        /// @dev First 16 bytes of keccak256(abi.encode(akHash, PCR selection mask, pcrDigest)) of the registered
+        /// quote: what a refresh must match (finding another AK and PCR state with the same key takes 2^128 work).
+        bytes16 quoteKey;
+        /// @dev Unix time the attestation lapses.
+        uint40 expiry;
+        /// @dev Block number of the last accepted quote nonce.
+        uint40 lastBlock;
+        /// @dev The golden measurement's lifetime, kept here so a refresh need not read the golden record.
+        uint48 lifetime;
+    }
+
+    /// @dev A cached certificate.
+    struct CertificateInfo {
+        CertKind kind;
+        bool revoked;
+        uint8 product;
+        /// @dev Validity of the chain up to the root: the latest notBefore and earliest notAfter along it.
+        uint64 notBefore;
+        uint64 notAfter;
+        /// @dev The issuer's certificate id (zero for an ARK).
+        bytes32 issuer;
+    }
+
+    /// @dev A published golden measurement's state.
+    struct GoldenInfo {
+        bool published;
+        bool revoked;
+        uint64 lifetime;
+        uint8 binding;
+        uint32 pcrMask;
+    }
+
+    // ----- events -------------------------------------------------------------------------------------------------
+
+    /// @dev The owner pinned the ARK key whose SubjectPublicKeyInfo hashes to `keyHash` for `product`.
+    event RootPinned(uint8 indexed product, bytes32 indexed keyHash);
+    /// @dev The owner unpinned a root key: certificates under it stop verifying.
+    event RootUnpinned(bytes32 indexed keyHash);
+    /// @dev A certificate verified up to a pinned root and was cached as `id`.
+    event CertificateRegistered(bytes32 indexed id, bytes32 indexed issuer, CertKind kind, uint8 product);
+    /// @dev The owner revoked a cached certificate: it and everything under it stop verifying.
+    event CertificateRevoked(bytes32 indexed id);
+    /// @dev The owner published a golden measurement.
+    event GoldenPublished(bytes32 indexed id, bytes measurement, uint64 lifetime);
+    /// @dev The owner revoked a golden measurement: every CVM attested against it stops being attested.
+    event GoldenRevoked(bytes32 indexed id);
+    /// @dev `cvm` proved it runs a CVM matching `goldenId`, attested until `expiry`.
+    event CvmRegistered(
+        address indexed cvm, bytes32 indexed goldenId, bytes32 akHash, bytes32 reportHash, uint64 expiry
+    );
+    /// @dev `cvm` proved again, with a new quote by its bound AK, that it still runs; attested until `expiry`.
+    event CvmRefreshed(address indexed cvm, uint64 expiry);
+
+    // ----- errors: owner input ----------------------------------------------------------------------------------
+
+    /// @dev The golden measurement is malformed or unacceptable.
+    /// @param field 1 measurement length, 2 binding, 3 vmpl, 4 products, 5 signers, 6 debugAllowed (refused),
+    /// 7 pcrMask (PCR above 23), 8 pcrValues (count differs from pcrMask), 9 lifetime (zero, or 2^48 s or more).
+    error RegistryGoldenInvalid(uint8 field);
+    /// @dev A golden measurement with this id was already published (revocation is final).
+    error RegistryGoldenExists(bytes32 id);
+    /// @dev No golden measurement with this id was published.
+    error RegistryGoldenNotFound(bytes32 id);
+    /// @dev The golden measurement was revoked.
+    error RegistryGoldenRevoked(bytes32 id);
+    /// @dev Product code is not one of 1, 2, 4.
+    error RegistryProductInvalid(uint8 product);
+    /// @dev This root key is already pinned.
+    error RegistryRootAlreadyPinned(bytes32 keyHash);
+
+    // ----- errors: certificates ---------------------------------------------------------------------------------
+
+    /// @dev A self-signed certificate whose key is not pinned as an AMD root.
+    error RegistryRootNotPinned(bytes32 keyHash);
+    /// @dev No certificate with this id is cached.
+    error RegistryCertificateUnknown(bytes32 id);
+    /// @dev The certificate, or one above it, was revoked (or its root unpinned).
+    error RegistryCertificateRevoked(bytes32 id);
+    /// @dev The certificate cannot sit under this issuer: wrong kind (an ASK issues VCEKs, an ASVK VLEKs, an ARK
+    /// ASKs and ASVKs), a key of the wrong type, or an issuer name that is not the issuer's subject.
+    error RegistryWrongIssuer(bytes32 issuer);
+    /// @dev The ARK's self-signature does not verify.
+    error RegistryRootSignatureInvalid(bytes32 id);
+    /// @dev The ASK/ASVK's signature by the ARK does not verify.
+    error RegistryIntermediateSignatureInvalid(bytes32 id);
+    /// @dev The VCEK/VLEK's signature by the ASK/ASVK does not verify.
+    error RegistryLeafSignatureInvalid(bytes32 id);
+    /// @dev The certificate chain's validity ended at `notAfter`.
+    error RegistryCertificateExpired(bytes32 id, uint64 notAfter);
+    /// @dev The certificate chain's validity starts at `notBefore`.
+    error RegistryCertificateNotYetValid(bytes32 id, uint64 notBefore);
+    /// @dev The id given as the report's signer is not a VCEK or VLEK.
+    error RegistryNotALeaf(bytes32 id);
+
+    // ----- errors: the SEV-SNP report ---------------------------------------------------------------------------
+
+    /// @dev The report's ECDSA P-384 signature does not verify with the leaf's key.
+    error RegistryReportSignatureInvalid();
+    /// @dev The leaf certificate's SPLs differ from the report's REPORTED_TCB.
+    error RegistryTcbMismatch();
+    /// @dev The VCEK's hwID differs from the report's CHIP_ID.
+    error RegistryHwIdMismatch();
+    /// @dev The report's SIGNING_KEY field does not name the kind of the leaf certificate.
+    error RegistrySignerMismatch();
+    /// @dev The report's CPUID family/model names another product line than the certificate chain.
+    error RegistryProductMismatch(uint8 reported, uint8 chain);
+
+    // ----- errors: the golden policy ----------------------------------------------------------------------------
+
+    error RegistryMeasurementMismatch();
+    error RegistryDebugAllowed();
+    error RegistryMigrateMaAllowed();
+    error RegistrySmtNotAllowed();
+    error RegistryAbiTooOld(uint8 major, uint8 minor);
+    error RegistryVmplMismatch(uint32 vmpl);
+    /// @dev A REPORTED_TCB component is below the golden minimum.
+    /// @param component 1 bootloader, 2 tee, 3 snp, 4 microcode, 5 fmc.
+    error RegistryTcbTooLow(uint8 component);
+    error RegistryProductNotAllowed(uint8 product);
+    error RegistrySignerNotAllowed(uint8 signer);
+    error RegistryBindingNotAllowed(uint8 binding);
+    /// @dev The quote's value of a pinned PCR differs from the golden value.
+    error RegistryPcrMismatch(uint8 pcr);
+    /// @dev A pinned PCR is not in the quote's selection.
+    error RegistryPcrMissing(uint8 pcr);
+
+    // ----- errors: the AK binding -------------------------------------------------------------------------------
+
+    /// @dev Direct binding: REPORT_DATA is not SHA-256(AK TPMT_PUBLIC) || 32 zero bytes.
+    error RegistryReportDataMismatch();
+    /// @dev Azure binding: REPORT_DATA is not SHA-256(runtime data) || 32 zero bytes.
+    error RegistryRuntimeDataMismatch();
+    /// @dev Azure binding: the bytes at the caller's offsets are not the HCLAkPub JWK syntax the registry requires.
+    error RegistryAkJwkOffsets(uint32 akKidOffset, uint32 akModulusOffset);
+    /// @dev The AK does not match the bound key (Azure: the JWK modulus or exponent; refresh: the registered AK).
+    error RegistryAkMismatch();
+
+    // ----- errors: the quote ------------------------------------------------------------------------------------
+
+    error RegistryQuoteSignatureInvalid();
+    /// @dev TPMS_ATTEST.extraData is not the expected value.
+    error RegistryQuoteNonceMismatch();
+    /// @dev pcrDigest is not SHA-256 of the PCR values given.
+    error RegistryPcrDigestMismatch();
+    /// @dev The number of PCR values given differs from the quote's selection.
+    error RegistryPcrCount(uint256 given, uint256 selected);
+
+    // ----- errors: freshness and records ------------------------------------------------------------------------
+
+    /// @dev The nonce's block is not one of the last 256 blocks (or not yet mined).
+    error RegistryStaleBlock(uint256 blockNumber);
+    /// @dev The nonce's block is not newer than the last one accepted for this CVM: a replayed quote.
+    error RegistryNonceReplayed(uint256 blockNumber, uint64 lastBlock);
+    /// @dev The CVM address is the zero address.
+    error RegistryZeroAddress();
+    /// @dev The CVM has no attestation to refresh.
+    error RegistryCvmNotRegistered(address cvm);
+    /// @dev The attestation lapsed: a full {registerCvm} is needed.
+    error RegistryAttestationExpired(address cvm, uint64 expiry);
+    /// @dev The refresh quote's PCR selection or digest differs from the registered one.
+    error RegistryPcrsChanged();
+
+    // ----- owner ------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Pins the AMD ARK whose DER SubjectPublicKeyInfo hashes (SHA-256) to `keyHash` as the root of `product`.
+     * Only pinned roots anchor certificates. A development deployment pins the simulated platform's dev ARK here.
+     * Emits {RootPinned}. Owner only.
+     */
+    function pinRoot(uint8 product, bytes32 keyHash) external;
+
+    /// @dev Unpins a root key: every certificate under it stops verifying. Emits {RootUnpinned}. Owner only.
+    function unpinRoot(bytes32 keyHash) external;
+
+    /// @dev Revokes a cached certificate and, transitively, everything under it. Emits {CertificateRevoked}.
+    /// Owner only.
+    function revokeCertificate(bytes32 id) external;
+
+    /**
+     * @dev Publishes a golden measurement and returns its canonical id. Emits {GoldenPublished}. Owner only.
+     *
+     * IMPORTANT: measurements that allow debugging are refused ({RegistryGoldenInvalid} field 6): the host can
+     * read and write a debuggable guest's memory, so attesting one on chain would prove nothing.
+     */
+    function publishGolden(Golden calldata golden) external returns (bytes32 id);
+
+    /// @dev Revokes a golden measurement: {isAttested} turns false for every CVM attested against it.
+    /// Emits {GoldenRevoked}. Owner only.
+    function revokeGolden(bytes32 id) external;
+
+    // ----- anyone -----------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Verifies `der` under the cached certificate `issuer` (RSASSA-PSS SHA-384 on chain) and caches it;
+     * returns its id. `issuer` zero registers an ARK: self-signed, key pinned by {pinRoot}. An ARK issues ASKs
+     * and ASVKs; an ASK issues VCEKs and an ASVK VLEKs. Registering a cached certificate again returns its id
+     * without re-verifying. Emits {CertificateRegistered}.
+     */
+    function registerCertificate(bytes calldata der, bytes32 issuer) external returns (bytes32 id);
+
+    /**
+     * @dev Verifies `evidence` against golden measurement `goldenId` with the quote's extraData bound to this chain,
+     * this registry, `cvm` and the hash of block `blockNumber` (docs/formats.md, "quote extraData, on chain"), and
+     * records `cvm` as attested until `block.timestamp + lifetime`. Anyone may relay: `msg.sender` plays no part.
+     * `blockNumber` must be one of the last 256 blocks and newer than the last one accepted for `cvm`.
+     * Emits {CvmRegistered}.
+     */
+    function registerCvm(bytes32 goldenId, address cvm, uint256 blockNumber, Evidence calldata evidence) external;
+
+    /**
+     * @dev Re-attests a registered, unexpired CVM with a new quote by its bound AK over the same PCR selection and
+     * digest, with a nonce from a newer block. Extends the attestation by the golden lifetime. Emits {CvmRefreshed}.
+     *
+     * NOTE: a refresh does not look at the golden measurement's record (one storage read too many for its gas
+     * budget), so it also succeeds after the measurement was revoked; that CVM stays unattested all the same, since
+     * {isAttested} checks revocation on every read.
+     *
+     * To stay cheap (at most 80,000 gas for the whole transaction) it takes the AK and the signature bare instead of
+     * as TPM structures: `akKey` is the RSA-2048 modulus (256 bytes) or the P-256 point x || y (64 bytes), and
+     * `signature` the 256-byte RSASSA-PKCS1-v1_5 signature or ECDSA r || s (64 bytes), over SHA-256 of `attest`.
+     */
+    function refreshCvm(
+        address cvm,
+        uint256 blockNumber,
+        bytes calldata akKey,
+        bytes calldata attest,
+        bytes calldata signature
+    ) external;
+
+    // ----- views ------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Performs every check of {registerCvm} except freshness, with `expectedExtraData` as the quote's expected
+     * extraData (e.g. a raw nonce of third-party evidence), and returns the verdict or reverts with the reason.
+     * Stores nothing. `goldenId` zero checks the evidence (chain, report, binding, quote) without a golden policy.
+     *
+     * NOTE: evidence whose nonce the caller chose proves a CVM existed, not that it is live or that it holds any
+     * Ethereum key; only {registerCvm} makes an address attested.
+     */
+    function verifyEvidence(bytes32 goldenId, bytes calldata expectedExtraData, Evidence calldata evidence)
+        external
+        view
+        returns (Verdict memory);
+
+    /**
+     * @dev Checks a bare SEV-SNP report: its signature by the cached `leaf`, the leaf's binding to the report and,
+     * when `goldenId` is not zero, the golden policy's report rules; a golden measurement that pins PCRs fails with
+     * {RegistryPcrMissing}, since a bare report proves no PCR. With Azure `runtimeData` it also checks REPORT_DATA ==
+     * SHA-256(runtimeData) || 32 zero bytes and that the golden binding is Azure. Reverts with the reason.
+     */
+    function verifyReport(bytes calldata report, bytes32 leaf, bytes32 goldenId, bytes calldata runtimeData)
+        external
+        view
+        returns (Verdict memory);
+
+    /// @dev True while `cvm` has an unexpired attestation against a golden measurement that is not revoked.
+    function isAttested(address cvm) external view returns (bool);
+
+    /// @dev {isAttested}, and attested against golden measurement `goldenId` in particular.
+    function isAttestedFor(address cvm, bytes32 goldenId) external view returns (bool);
+
+    /// @dev The attestation record of `cvm` (all zero when it never registered).
+    function attestationOf(address cvm) external view returns (Attestation memory);
+
+    /// @dev The canonical id of `golden` (docs/formats.md), the same as `offchain` GoldenMeasurement.canonical_id().
+    function goldenId(Golden calldata golden) external pure returns (bytes32);
+
+    /// @dev State of golden measurement `id`.
+    function goldenOf(bytes32 id) external view returns (GoldenInfo memory);
+
+    /// @dev The cached certificate `id`.
+    function certificateOf(bytes32 id) external view returns (CertificateInfo memory);
+
+    /// @dev The product a root key is pinned for (0 when not pinned).
+    function rootProduct(bytes32 keyHash) external view returns (uint8);
+
+    /// @dev The quote extraData the registry expects from `cvm` for a nonce from block `blockNumber` (zero when
+    /// that block's hash is not available).
+    function quoteExtraData(address cvm, uint256 blockNumber) external view returns (bytes32);
+}

@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+// cvm-attest: ISnpVerifier, the stateless AMD certificate and SEV-SNP report verifier the registry calls
+pragma solidity ^0.8.24;
+
+/**
+ * @dev The SEV-SNP half of the registry, deployed as its own contract because the native verification code (SHA-384,
+ * ECDSA P-384, RSASSA-PSS-4096, X.509 and report parsing) does not fit next to the registry under the EIP-170 code
+ * size limit. It holds no state and decides nothing: it parses, verifies signatures and returns what it found; the
+ * registry compares the results with its cache and its golden measurements and reverts with its own errors.
+ * Malformed input reverts with the parsing libraries' custom errors (bubbled up through the registry).
+ */
+interface ISnpVerifier {
+    /// @dev What the registry needs from an AMD certificate (VCEK and KDS Interface Specification; RFC 5280).
+    struct Certificate {
+        /// @dev SHA-256 of the DER SubjectPublicKeyInfo (the fingerprint roots are pinned by).
+        bytes32 keyHash;
+        /// @dev keccak256 of the DER subject Name.
+        bytes32 subjectHash;
+        /// @dev keccak256 of the DER issuer Name.
+        bytes32 issuerHash;
+        uint64 notBefore;
+        uint64 notAfter;
+        /// @dev An RSA key (ARK, ASK, ASVK) rather than an EC P-384 key (VCEK, VLEK).
+        bool isRsa;
+        /// @dev The subject's CN is an ASVK's (`SEV-VLEK-<product>`), the issuer of VLEKs.
+        bool isAsvk;
+        /// @dev RSA modulus, or the P-384 point as x || y (48 bytes each).
+        bytes publicKey;
+        /// @dev RSA public exponent (empty for an EC key).
+        bytes exponent;
+        /// @dev AMD SPL extensions (1.3.6.1.4.1.3704.1.3.x) of a VCEK/VLEK; fmc on Turin only.
+        uint8 bootloader;
+        uint8 tee;
+        uint8 snp;
+        uint8 microcode;
+        uint8 fmc;
+        /// @dev hwID extension (1.3.6.1.4.1.3704.1.4) of a VCEK (empty otherwise).
+        bytes hwId;
+        /// @dev The RSASSA-PSS SHA-384 signature verifies with the issuer key given (its own key for a root).
+        bool signatureValid;
+    }
+
+    /// @dev What the registry needs from an ATTESTATION_REPORT (AMD SEV-SNP ABI specification, Table 23).
+    struct Report {
+        uint32 version;
+        uint64 policy;
+        uint32 vmpl;
+        /// @dev SIGNING_KEY: 0 VCEK, 1 VLEK.
+        uint8 signingKey;
+        bytes32 reportData0;
+        bytes32 reportData1;
+        bytes32 measurementHash;
+        /// @dev keccak256 of CHIP_ID[0:hwIdLength] (the registry compares it with the VCEK's hwID hash).
+        bytes32 chipIdHash;
+        /// @dev REPORTED_TCB decoded with the product's layout.
+        uint8 bootloader;
+        uint8 tee;
+        uint8 snp;
+        uint8 microcode;
+        uint8 fmc;
+        /// @dev The product named by CPUID family/model (version 3+; 0 when absent or unknown): 1 Milan, 2 Genoa, 4 Turin.
+        uint8 productHint;
+        bytes32 reportHash;
+        /// @dev The ECDSA P-384 signature over SHA-384 of bytes 0x000..0x29F verifies with the leaf key given.
+        bool signatureValid;
+    }
+
+    /**
+     * @dev Parses `der` and verifies its signature with `issuerModulus`/`issuerExponent`, or with its own key when
+     * `issuerModulus` is empty (a self-signed root).
+     */
+    function verifyCertificate(bytes calldata der, bytes calldata issuerModulus, bytes calldata issuerExponent)
+        external
+        view
+        returns (Certificate memory);
+
+    /**
+     * @dev Parses `report`, decodes its TCB with `product`'s layout (1 Milan, 2 Genoa, 4 Turin), hashes the first
+     * `hwIdLength` bytes of CHIP_ID and verifies its signature with the P-384 point `leafKey` (x || y).
+     */
+    function verifyReport(bytes calldata report, uint8 product, bytes calldata leafKey, uint256 hwIdLength)
+        external
+        view
+        returns (Report memory);
+}

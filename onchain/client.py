@@ -1,0 +1,361 @@
+"""A typed web3 client of a deployed ``CvmRegistry`` (contracts/CvmRegistry.sol).
+
+:class:`RegistryClient` wraps every function of ``ICvmRegistry``: Python values in (``bytes``,
+``offchain`` objects, :class:`~onchain.calldata.EvidenceCalldata`), frozen dataclasses out, and
+every failure a :class:`~offchain.errors.ChainError` whose reason comes from
+:data:`onchain.errors.ERROR_REASONS` (a revert names its custom error; an RPC failure is
+``chain.rpc_unavailable``).
+
+Transactions are sent from an unlocked node account (``sender=``, e.g. anvil's dev accounts) or
+signed locally (``account=``, an eth-account ``LocalAccount``). Gas is estimated first, which is
+also how a revert reason reaches the caller before anything is broadcast; the limit sent is the
+estimate plus a margin, never more than the EIP-7825 cap. The relayer builds its own transactions
+from :meth:`RegistryClient.calldata` and sends them through its journal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+from typing import Any, Self
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+
+from offchain.abi.snp_report import Product
+from offchain.abi.tpm import TpmtPublic, TpmtSignature
+from offchain.errors import ChainError, Reason
+from offchain.policy.golden import GoldenMeasurement
+from onchain.calldata import EvidenceCalldata, golden_struct, product_code, refresh_args
+from onchain.errors import chain_error, decode_revert
+
+#: EIP-7825: the most gas one transaction may use.
+TX_GAS_CAP = 16_777_216
+GAS_MARGIN = 1.2
+ZERO32 = bytes(32)
+
+
+def load_artifact(name: str) -> dict[str, Any]:
+    """The shipped ABI + bytecode of contract ``name`` (onchain/artifacts/<name>.json)."""
+    try:
+        text = resources.files("onchain").joinpath("artifacts", f"{name}.json").read_text()
+    except (FileNotFoundError, OSError) as exc:
+        raise ChainError(Reason.CHAIN_TX_FAILED, f"no shipped artifact for {name}: {exc}") from None
+    artifact: dict[str, Any] = json.loads(text)
+    return artifact
+
+
+class CertKind(IntEnum):
+    """``ICvmRegistry.CertKind``."""
+
+    NONE = 0
+    ARK = 1
+    ASK = 2
+    ASVK = 3
+    VCEK = 4
+    VLEK = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    """A mined, successful transaction."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    logs: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``ICvmRegistry.Verdict``: what a successful verification established."""
+
+    golden_id: bytes
+    product: int
+    signer: int
+    report_hash: bytes
+    ak_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """``ICvmRegistry.Attestation`` of one CVM address (all zero when it never registered)."""
+
+    golden_id: bytes
+    ak_hash: bytes
+    report_hash: bytes
+    quote_key: bytes
+    expiry: int
+    last_block: int
+    lifetime: int
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """``ICvmRegistry.CertificateInfo``."""
+
+    kind: CertKind
+    revoked: bool
+    product: int
+    not_before: int
+    not_after: int
+    issuer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GoldenInfo:
+    """``ICvmRegistry.GoldenInfo``."""
+
+    published: bool
+    revoked: bool
+    lifetime: int
+    binding: int
+    pcr_mask: int
+
+
+class RegistryClient:
+    """One deployed registry, reached through ``w3``."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        *,
+        sender: str | None = None,
+        account: LocalAccount | None = None,
+        abi: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        self.w3 = w3
+        self.abi = list(abi) if abi is not None else registry_abi()
+        self.contract: Contract = w3.eth.contract(address=Web3.to_checksum_address(address), abi=self.abi)
+        self.account = account
+        self.sender = account.address if account is not None else sender
+        #: The last transaction this client sent (gas figures for benchmarks and logs).
+        self.last_tx: TxResult | None = None
+
+    @property
+    def address(self) -> str:
+        return str(self.contract.address)
+
+    @classmethod
+    def deploy(
+        cls,
+        w3: Web3,
+        *,
+        owner: str | None = None,
+        verifier: str | None = None,
+        sender: str | None = None,
+        account: LocalAccount | None = None,
+        artifacts: Mapping[str, dict[str, Any]] | None = None,
+    ) -> Self:
+        """Deploy a registry owned by ``owner`` (default: the deploying account) that uses the SnpVerifier at
+        ``verifier``, or a new one deployed first. ``artifacts`` (by contract name) default to the shipped ones."""
+        found = dict(artifacts or {})
+        registry_artifact = found.get("CvmRegistry") or load_artifact("CvmRegistry")
+        from_ = account.address if account is not None else sender or w3.eth.accounts[0]
+        if verifier is None:
+            verifier_artifact = found.get("SnpVerifier") or load_artifact("SnpVerifier")
+            verifier = _deploy(w3, verifier_artifact, (), from_, account, "deploy SnpVerifier")
+        address = _deploy(
+            w3,
+            registry_artifact,
+            (Web3.to_checksum_address(owner or from_), Web3.to_checksum_address(verifier)),
+            from_,
+            account,
+            "deploy CvmRegistry",
+        )
+        return cls(w3, address, sender=from_, account=account, abi=registry_abi(registry_artifact, found))
+
+    # ----- plumbing ---------------------------------------------------------------------------------
+
+    def _call(self, fn: str, *args: Any, as_sender: bool = False, block: str = "latest") -> Any:
+        try:
+            tx = {"from": self.sender} if as_sender and self.sender else {}
+            return getattr(self.contract.functions, fn)(*args).call(tx, block_identifier=block)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a typed ChainError
+            raise chain_error(exc, self.abi, action=fn) from None
+
+    def _transact(self, fn: str, *args: Any) -> TxResult:
+        if self.sender is None:
+            raise ChainError(Reason.INPUT_INVALID, f"{fn} is a transaction: give the client a sender or an account")
+        call = getattr(self.contract.functions, fn)(*args)
+        self.last_tx = _send(self.w3, call, self.sender, self.account, self.abi, fn)
+        return self.last_tx
+
+    def estimate_gas(self, fn: str, *args: Any) -> int:
+        """Gas of calling ``fn`` as a transaction from the client's sender (reverts become ChainError)."""
+        try:
+            call = getattr(self.contract.functions, fn)(*args)
+            return int(call.estimate_gas({"from": self.sender} if self.sender else {}, block_identifier="pending"))
+        except Exception as exc:  # noqa: BLE001
+            raise chain_error(exc, self.abi, action=fn) from None
+
+    def calldata(self, fn: str, *args: Any) -> bytes:
+        """ABI-encoded call data of ``fn(*args)``, for senders that sign and journal themselves."""
+        encoded = self.contract.encode_abi(fn, args=list(args))
+        return bytes.fromhex(encoded[2:])
+
+    def decode_revert(self, data: bytes) -> ChainError:
+        """The typed error for revert data of this registry."""
+        return decode_revert(data, self.abi)
+
+    # ----- owner ------------------------------------------------------------------------------------
+
+    def pin_root(self, product: Product, key_hash: bytes) -> TxResult:
+        return self._transact("pinRoot", product_code(product), key_hash)
+
+    def unpin_root(self, key_hash: bytes) -> TxResult:
+        return self._transact("unpinRoot", key_hash)
+
+    def revoke_certificate(self, cert_id: bytes) -> TxResult:
+        return self._transact("revokeCertificate", cert_id)
+
+    def publish_golden(self, golden: GoldenMeasurement) -> bytes:
+        """Publish ``golden``; returns the id the registry computed (equal to ``golden.canonical_id()``)."""
+        struct = golden_struct(golden)
+        golden_id = bytes(self._call("publishGolden", struct, as_sender=True))
+        self._transact("publishGolden", struct)
+        return golden_id
+
+    def revoke_golden(self, golden_id: bytes) -> TxResult:
+        return self._transact("revokeGolden", golden_id)
+
+    def transfer_ownership(self, new_owner: str) -> TxResult:
+        return self._transact("transferOwnership", Web3.to_checksum_address(new_owner))
+
+    def accept_ownership(self) -> TxResult:
+        return self._transact("acceptOwnership")
+
+    def owner(self) -> str:
+        return str(self._call("owner"))
+
+    # ----- anyone -----------------------------------------------------------------------------------
+
+    def register_certificate(self, der: bytes, issuer: bytes = ZERO32) -> bytes:
+        """Register ``der`` under cached ``issuer`` (zero: a pinned ARK); returns its id."""
+        cert_id: bytes = self._call("registerCertificate", der, issuer, as_sender=True)
+        if self.certificate_of(cert_id).kind is CertKind.NONE:
+            self._transact("registerCertificate", der, issuer)
+        return cert_id
+
+    def register_chain(self, ark: bytes, intermediate: bytes, leaf: bytes) -> bytes:
+        """Register ARK, ASK/ASVK and VCEK/VLEK (DER) in order; returns the leaf's id."""
+        ark_id = self.register_certificate(ark)
+        intermediate_id = self.register_certificate(intermediate, ark_id)
+        return self.register_certificate(leaf, intermediate_id)
+
+    def register_cvm(self, golden_id: bytes, cvm: str, block_number: int, evidence: EvidenceCalldata) -> TxResult:
+        return self._transact(
+            "registerCvm", golden_id, Web3.to_checksum_address(cvm), block_number, evidence.as_tuple()
+        )
+
+    def refresh_cvm(
+        self,
+        cvm: str,
+        block_number: int,
+        ak_public: TpmtPublic | bytes,
+        attest: bytes,
+        signature: TpmtSignature | bytes,
+    ) -> TxResult:
+        """refreshCvm with the AK's TPMT_PUBLIC and the quote's TPMT_SIGNATURE (converted by
+        :func:`onchain.calldata.refresh_args` to the bare key and signature the contract takes)."""
+        ak_key, raw_signature = refresh_args(ak_public, signature)
+        return self._transact(
+            "refreshCvm", Web3.to_checksum_address(cvm), block_number, ak_key, attest, raw_signature
+        )
+
+    # ----- views ------------------------------------------------------------------------------------
+
+    def verify_evidence(self, golden_id: bytes, expected_extra_data: bytes, evidence: EvidenceCalldata) -> Verdict:
+        return Verdict(*self._call("verifyEvidence", golden_id, expected_extra_data, evidence.as_tuple()))
+
+    def verify_report(
+        self, report: bytes, leaf_id: bytes, golden_id: bytes = ZERO32, runtime_data: bytes = b""
+    ) -> Verdict:
+        return Verdict(*self._call("verifyReport", report, leaf_id, golden_id, runtime_data))
+
+    def is_attested(self, cvm: str) -> bool:
+        return bool(self._call("isAttested", Web3.to_checksum_address(cvm)))
+
+    def is_attested_for(self, cvm: str, golden_id: bytes) -> bool:
+        return bool(self._call("isAttestedFor", Web3.to_checksum_address(cvm), golden_id))
+
+    def attestation_of(self, cvm: str) -> Attestation:
+        return Attestation(*self._call("attestationOf", Web3.to_checksum_address(cvm)))
+
+    def golden_id(self, golden: GoldenMeasurement) -> bytes:
+        """The id the contract computes for ``golden``."""
+        return bytes(self._call("goldenId", golden_struct(golden)))
+
+    def golden_of(self, golden_id: bytes) -> GoldenInfo:
+        return GoldenInfo(*self._call("goldenOf", golden_id))
+
+    def certificate_of(self, cert_id: bytes) -> CertificateInfo:
+        kind, *rest = self._call("certificateOf", cert_id)
+        return CertificateInfo(CertKind(kind), *rest)
+
+    def root_product(self, key_hash: bytes) -> int:
+        return int(self._call("rootProduct", key_hash))
+
+    def quote_extra_data(self, cvm: str, block_number: int) -> bytes:
+        """The extraData a transaction in the next block expects for a nonce from ``block_number``."""
+        return bytes(self._call("quoteExtraData", Web3.to_checksum_address(cvm), block_number, block="pending"))
+
+
+def registry_abi(
+    registry_artifact: Mapping[str, Any] | None = None, artifacts: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The registry's ABI plus the custom errors of the SnpVerifier it calls, whose reverts it passes on."""
+    registry = registry_artifact or load_artifact("CvmRegistry")
+    verifier = (artifacts or {}).get("SnpVerifier") or load_artifact("SnpVerifier")
+    abi = list(registry["abi"])
+    names = {e.get("name") for e in abi if e.get("type") == "error"}
+    abi += [e for e in verifier["abi"] if e.get("type") == "error" and e.get("name") not in names]
+    return abi
+
+
+def _deploy(
+    w3: Web3, artifact: Mapping[str, Any], args: tuple[Any, ...], sender: str, account: LocalAccount | None,
+    action: str,
+) -> str:
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    result = _send(w3, factory.constructor(*args), sender, account, artifact["abi"], action)
+    address = w3.eth.get_transaction_receipt(result.tx_hash)["contractAddress"]
+    if address is None:
+        raise ChainError(Reason.CHAIN_TX_FAILED, f"{action} produced no contract")
+    return str(address)
+
+
+def _send(w3: Web3, call: Any, sender: str, account: LocalAccount | None, abi: Any, action: str) -> TxResult:
+    """Estimate (surfacing any revert as a typed error), send with a margin, wait, check the receipt."""
+    try:
+        # Estimated against the pending block, the one the transaction will be mined in (a nonce from the
+        # latest block is readable there with blockhash, not in the latest block itself).
+        estimate = int(call.estimate_gas({"from": sender}, block_identifier="pending"))
+    except Exception as exc:  # noqa: BLE001
+        raise chain_error(exc, abi, action=action) from None
+    gas = min(int(estimate * GAS_MARGIN) + 10_000, TX_GAS_CAP)
+    try:
+        if account is None:
+            tx_hash = call.transact({"from": sender, "gas": gas})
+        else:
+            tx = call.build_transaction(
+                {"from": sender, "gas": gas, "nonce": w3.eth.get_transaction_count(sender, "pending")}
+            )
+            tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+    except Exception as exc:  # noqa: BLE001
+        raise chain_error(exc, abi, action=action) from None
+    if receipt["status"] != 1:
+        raise ChainError(Reason.CHAIN_TX_FAILED, f"{action} reverted in block {receipt['blockNumber']}",
+                         tx_hash=receipt["transactionHash"].hex())
+    return TxResult(
+        tx_hash=receipt["transactionHash"].hex(),
+        block_number=int(receipt["blockNumber"]),
+        gas_used=int(receipt["gasUsed"]),
+        logs=tuple(receipt["logs"]),
+    )
