@@ -199,6 +199,13 @@ class RegistryClient:
         encoded = self.contract.encode_abi(fn, args=list(args))
         return bytes.fromhex(encoded[2:])
 
+    def refresh_calldata(
+        self, cvm: str, block_number: int, ak_public: TpmtPublic | bytes, attest: bytes, signature: TpmtSignature | bytes
+    ) -> bytes:
+        """Call data of :meth:`refresh_cvm` (TPM structures in, the bare key and signature out)."""
+        ak_key, raw_signature = refresh_args(ak_public, signature)
+        return self.calldata("refreshCvm", Web3.to_checksum_address(cvm), block_number, ak_key, attest, raw_signature)
+
     def decode_revert(self, data: bytes) -> ChainError:
         """The typed error for revert data of this registry."""
         return decode_revert(data, self.abi)
