@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from agent.main import main
 from agent.swtpm import consecutive_free_ports
+from offchain.errors import CvmAttestError, Reason
 from tests.support.swtpm import Swtpm
 
 CVM_AGENT = Path(sys.executable).parent / "cvm-agent"
@@ -77,3 +78,22 @@ def test_weak_token_file(swtpm: Swtpm, tmp_path: Path) -> None:
     code, reason = _start("--platform", "sim", "--tpm", swtpm.tcti, "--state-dir", str(tmp_path),
                           "--token-file", str(tmp_path / "token"), *_listeners())
     assert (code, reason) == (2, "input.invalid")
+
+
+def test_listening_socket_lets_asyncio_disable_nagle() -> None:
+    """asyncio sets TCP_NODELAY on accepted connections only when the listener's proto is TCP;
+    without it every keep-alive response waited ~40 ms for a delayed ACK (benchmarks/agent.py)."""
+    from agent.config import Listen
+    from agent.main import bind
+
+    sock = bind(Listen("127.0.0.1", 0))
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(CvmAttestError) as exc:
+            bind(Listen("127.0.0.1", taken.getsockname()[1]))
+    assert exc.value.reason is Reason.PLATFORM_UNAVAILABLE
