@@ -10,6 +10,7 @@ import pytest
 
 from agent.config import AkKind
 from agent.service import Agent
+from offchain.devamd import DevAmdChain
 from tests.support.agent import WORKLOAD, agent_config, generate_sim_chain, write_tree
 from tests.support.swtpm import Swtpm, running_swtpm, swtpm_or_skip
 
@@ -17,6 +18,12 @@ from tests.support.swtpm import Swtpm, running_swtpm, swtpm_or_skip
 @pytest.fixture(scope="session")
 def sim_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_sim_chain(tmp_path_factory.mktemp("sim-chain"))
+
+
+@pytest.fixture(scope="session")
+def chain(sim_chain: Path) -> DevAmdChain:
+    """The development chain itself (the simulated firmware's signer)."""
+    return DevAmdChain.load(sim_chain)
 
 
 @pytest.fixture

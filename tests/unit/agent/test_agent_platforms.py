@@ -45,11 +45,6 @@ AK_PUBLIC = bytes.fromhex("0001000b00050072") + bytes(40)  # only hashed here, n
 MEASUREMENT = bytes(range(48))
 
 
-@pytest.fixture(scope="module")
-def chain(sim_chain: Path) -> DevAmdChain:
-    return DevAmdChain.load(sim_chain)
-
-
 def _verify_signed_by(report: SnpReport, chain: DevAmdChain) -> None:
     # Pin the time inside the development certificates' validity (they start when generated).
     now = chain.leaf.not_valid_before_utc + dt.timedelta(days=1)
