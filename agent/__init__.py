@@ -1,0 +1,8 @@
+"""cvm-agent: the in-CVM sidecar (docs/agent.md).
+
+``agent.main`` (the ``cvm-agent`` command) starts an :class:`agent.service.Agent`: the TPM and its
+attestation key (``agent.tpm``), the SEV-SNP report source (``agent.platforms``: snp, azure, sim),
+the measured workload and its updates (``agent.workload``, ``agent.archive``), the CVM's Ethereum
+key (``agent.ethkey``), served by two FastAPI applications (``agent.app``). ``agent.swtpm`` starts
+a software TPM for development, tests and the demo. The agent never imports ``onchain``.
+"""

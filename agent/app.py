@@ -202,7 +202,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        reason = {404: Reason.HTTP_NOT_FOUND, 405: Reason.HTTP_METHOD_NOT_ALLOWED}.get(exc.status_code, Reason.INPUT_INVALID)
+        by_status = {404: Reason.HTTP_NOT_FOUND, 405: Reason.HTTP_METHOD_NOT_ALLOWED}
+        reason = by_status.get(exc.status_code, Reason.INPUT_INVALID)
         return error_response(RequestError(reason, str(exc.detail)), exc.status_code)
 
     @app.exception_handler(Exception)
@@ -347,7 +348,9 @@ external_only = APIRouter(tags=["external only"])
 def _bearer(request: Request) -> None:
     token: bytes | None = request.app.state.update_token
     if token is None:
-        raise RequestError(Reason.WORKLOAD_UPDATE_DISABLED, "updates are disabled: the agent was started without --token-file")
+        raise RequestError(
+            Reason.WORKLOAD_UPDATE_DISABLED, "updates are disabled: the agent was started without --token-file"
+        )
     header = request.headers.get("authorization")
     if not header:
         raise RequestError(Reason.AUTH_REQUIRED, "an 'Authorization: Bearer <token>' header is required")

@@ -308,7 +308,9 @@ def image_digests(tarball: Path) -> list[ImageDigest]:
         exc.detail = f"{IMAGES_DIR}/{tarball.name}: {exc.detail}"
         raise
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        raise _invalid(f"{IMAGES_DIR}/{tarball.name} is not a readable tar archive: {exc}", tarball=tarball.name) from None
+        raise _invalid(
+            f"{IMAGES_DIR}/{tarball.name} is not a readable tar archive: {exc}", tarball=tarball.name
+        ) from None
     for name, _ in found:
         if not name or any(ch.isspace() for ch in name):
             raise _invalid(f"{IMAGES_DIR}/{tarball.name}: image name {name!r} is empty or has spaces")

@@ -161,7 +161,9 @@ class Agent:
         """
         registry_bytes = parse_address(registry)
         extra = onchain_extra_data(chain_id, registry_bytes, self.key.address_bytes, block_hash)
-        nonce = OnchainNonce(chain_id=chain_id, registry=registry_bytes, block_number=block_number, block_hash=block_hash)
+        nonce = OnchainNonce(
+            chain_id=chain_id, registry=registry_bytes, block_number=block_number, block_hash=block_hash
+        )
         return self._bundle(extra, nonce)
 
     def golden_measurement(self) -> GoldenMeasurement:

@@ -142,7 +142,9 @@ class Runner:
                 argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PlatformError(Reason.WORKLOAD_RUNNER_FAILED, f"{argv[0]} could not run: {exc}", command=argv) from None
+            raise PlatformError(
+                Reason.WORKLOAD_RUNNER_FAILED, f"{argv[0]} could not run: {exc}", command=argv
+            ) from None
         if done.returncode != 0:
             tail = (done.stderr or done.stdout)[-_OUTPUT_TAIL:].decode(errors="replace")
             raise PlatformError(

@@ -91,7 +91,9 @@ class CertTable:
         for guid, start, length in entries:
             if start < header_end or start + length > len(data):
                 raise ParseError(
-                    Reason.INPUT_INVALID, f"certificate {guid} at {start}+{length} lies outside the table", guid=str(guid)
+                    Reason.INPUT_INVALID,
+                    f"certificate {guid} at {start}+{length} lies outside the table",
+                    guid=str(guid),
                 )
             out.append(CertTableEntry(guid, data[start : start + length]))
         return cls(tuple(out))
@@ -279,7 +281,8 @@ class SnpPlatform(AttestationPlatform):
         else:
             raise PlatformError(
                 Reason.PLATFORM_UNAVAILABLE,
-                f"no SEV-SNP guest interface: neither {tsm.root} (configfs-tsm; is configfs mounted?) nor {device.path}",
+                f"no SEV-SNP guest interface: neither {tsm.root} (configfs-tsm; is configfs mounted?)"
+                f" nor {device.path}",
             )
 
     def attest(self, ak_public: bytes) -> PlatformEvidence:
@@ -294,7 +297,9 @@ class SnpPlatform(AttestationPlatform):
             certificates = CertTable.from_bytes(table).certificates()
         except CvmAttestError as exc:
             raise PlatformError(
-                Reason.PLATFORM_UNAVAILABLE, f"the firmware's answer does not parse: {exc.detail}", cause=exc.reason.value
+                Reason.PLATFORM_UNAVAILABLE,
+                f"the firmware's answer does not parse: {exc.detail}",
+                cause=exc.reason.value,
             ) from None
         if report.report_data != report_data:
             raise PlatformError(Reason.PLATFORM_UNAVAILABLE, "the firmware's report carries other REPORT_DATA")

@@ -10,6 +10,7 @@ import ipaddress
 import ssl
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from offchain.abi.workload import WorkloadEvent, diff_events, replay
+from offchain.devamd import DevAmdChain
 from tests.support.agent_process import TOKEN, AgentProcess, cvm_cli, start_agent
 from tests.support.agent import WORKLOAD, make_zip, tree_digest
 from tests.support.swtpm import Swtpm, running_swtpm, tpm2_tool
@@ -25,6 +27,17 @@ from tests.support.swtpm import Swtpm, running_swtpm, tpm2_tool
 pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/zip"}
+
+
+def _at(agent: AgentProcess) -> list[str]:
+    """``--at`` inside the development chain's validity: it starts when the agent generated it, so
+    "now" could fall before it on a clock that steps backwards."""
+    start = DevAmdChain.load(agent.state_dir / "sim").leaf.not_valid_before_utc
+    return ["--at", (start + dt.timedelta(hours=1)).isoformat()]
+
+
+def _verify(agent: AgentProcess, evidence: Path, nonce: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    return cvm_cli("verify", "evidence", str(evidence), "--nonce", nonce, *_at(agent), *extra)
 
 
 def _evidence(agent: AgentProcess, nonce: str, path: Path) -> Path:
@@ -37,13 +50,13 @@ def _evidence(agent: AgentProcess, nonce: str, path: Path) -> Path:
 def test_evidence_verifies_with_the_dev_root_only(agent: AgentProcess, tmp_path: Path) -> None:
     evidence = _evidence(agent, "a1b2c3", tmp_path / "evidence.json")
     dev_root = str(agent.state_dir / "sim" / "ark.pem")
-    code, verdict = cvm_cli("verify", "evidence", str(evidence), "--nonce", "a1b2c3", "--dev-root", dev_root)
+    code, verdict = _verify(agent, evidence, "a1b2c3", "--dev-root", dev_root)
     assert (code, verdict["ok"], verdict["product"], verdict["signer"]) == (0, True, "genoa", "vcek")
     # Nothing trusts the simulated root unless told to.
-    code, verdict = cvm_cli("verify", "evidence", str(evidence), "--nonce", "a1b2c3")
+    code, verdict = _verify(agent, evidence, "a1b2c3")
     assert (code, verdict["reason"]) == (1, "snp.chain.root_not_pinned")
     # Another nonce is another quote.
-    code, verdict = cvm_cli("verify", "evidence", str(evidence), "--nonce", "a1b2c4", "--dev-root", dev_root)
+    code, verdict = _verify(agent, evidence, "a1b2c4", "--dev-root", dev_root)
     assert (code, verdict["reason"]) == (1, "tpm.quote.nonce_mismatch")
 
 
@@ -52,7 +65,7 @@ def test_golden_measurement_from_the_agent_accepts_its_evidence(agent: AgentProc
     assert status == 200
     (tmp_path / "golden.json").write_bytes(golden)
     evidence = _evidence(agent, "00", tmp_path / "evidence.json")
-    code, verdict = cvm_cli("verify", "evidence", str(evidence), "--nonce", "00", "--golden",
+    code, verdict = _verify(agent, evidence, "00", "--golden",
                             str(tmp_path / "golden.json"), "--dev-root", str(agent.state_dir / "sim" / "ark.pem"))
     assert (code, verdict["ok"], verdict["reason"]) == (0, True, None)
 
@@ -105,9 +118,9 @@ def test_update_changes_pcr23_and_the_old_golden_names_what_changed(swtpm: Swtpm
         assert agent.runner_log.read_text().splitlines() == [str(agent.workload_dir)] * 2
 
         evidence = _evidence(agent, "beef", tmp_path / "evidence.json")
-        code, verdict = cvm_cli("verify", "evidence", str(evidence), "--nonce", "beef", "--dev-root", dev_root)
+        code, verdict = _verify(agent, evidence, "beef", "--dev-root", dev_root)
         assert code == 0  # genuine evidence ...
-        code, verdict = cvm_cli("verify", "evidence", str(evidence), "--nonce", "beef", "--dev-root", dev_root,
+        code, verdict = _verify(agent, evidence, "beef", "--dev-root", dev_root,
                                 "--golden", str(tmp_path / "old-golden.json"))
         assert code == 1  # ... but not the workload the old golden measurement describes
         violations = {(v["reason"], v["field"]): v for v in verdict["violations"]}
@@ -175,7 +188,7 @@ def test_external_listener_with_tls_and_ecc_ak(swtpm: Swtpm, tmp_path: Path) -> 
         status, evidence, raw = agent.request("GET", "/collaterals/0a0b", context=context)
         assert status == 200 and evidence["platform"] == "sim"
         (tmp_path / "evidence.json").write_bytes(raw)
-        code, verdict = cvm_cli("verify", "evidence", str(tmp_path / "evidence.json"), "--nonce", "0a0b",
+        code, verdict = _verify(agent, tmp_path / "evidence.json", "0a0b",
                                 "--dev-root", str(agent.state_dir / "sim" / "ark.pem"))
         assert (code, verdict["ok"]) == (0, True)
         agent.scheme = "http"

@@ -72,7 +72,9 @@ def test_collaterals_on_both_listeners(request: pytest.FixtureRequest, listener:
 
 
 @pytest.mark.parametrize(
-    "nonce", ["0", "zz", "0x00", "00" * 65, "00 11", "%00"], ids=["odd", "not-hex", "prefixed", "65-bytes", "space", "nul"]
+    "nonce",
+    ["0", "zz", "0x00", "00" * 65, "00 11", "%00"],
+    ids=["odd", "not-hex", "prefixed", "65-bytes", "space", "nul"],
 )
 def test_bad_nonce_is_422(external: TestClient, nonce: str) -> None:
     _error(external.get(f"/collaterals/{nonce}"), 422, "input.invalid")

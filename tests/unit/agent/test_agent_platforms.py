@@ -48,7 +48,8 @@ MEASUREMENT = bytes(range(48))
 def _verify_signed_by(report: SnpReport, chain: DevAmdChain) -> None:
     # Pin the time inside the development certificates' validity (they start when generated).
     now = chain.leaf.not_valid_before_utc + dt.timedelta(days=1)
-    verified = verify_chain(chain.leaf, chain.ask, chain.ark, roots=TrustRoots.empty().with_dev_root(chain.ark), now=now)
+    roots = TrustRoots.empty().with_dev_root(chain.ark)
+    verified = verify_chain(chain.leaf, chain.ask, chain.ark, roots=roots, now=now)
     verify_report(report, verified)
 
 
