@@ -177,6 +177,10 @@ def only_query(*allowed: str) -> Callable[[Request], None]:
     return check
 
 
+def _is_decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def _hex_bytes(text: str) -> bytes:
     return bytes.fromhex(text[2:] if text.startswith("0x") else text)
 
@@ -386,7 +390,7 @@ def _bearer(request: Request) -> None:
 async def update_workload(request: Request, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
     limit = agent.config.limits.max_upload_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _is_decimal(declared) and int(declared) > limit:
         raise RequestError(Reason.WORKLOAD_ARCHIVE_TOO_LARGE, f"the upload is larger than {limit} bytes")
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=agent.config.state_dir) as spool:
         size = 0

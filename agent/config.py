@@ -40,6 +40,11 @@ DEFAULT_SEV_GUEST = Path("/dev/sev-guest")
 TCTI_NAMES = ("device", "swtpm", "mssim")
 
 
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts characters like "²" that ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 class PlatformName(str, enum.Enum):
     """Where the SNP report comes from (agent.platforms)."""
 
@@ -86,7 +91,7 @@ class Listen:
     @classmethod
     def parse(cls, text: str) -> Listen:
         host, sep, port_text = text.rpartition(":")
-        if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        if not sep or not _is_decimal(port_text) or not 0 <= int(port_text) <= 65535:
             raise ParseError(Reason.INPUT_INVALID, f"listener must be HOST:PORT, got {text!r}")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         try:
@@ -118,7 +123,7 @@ def parse_pcrs(text: str) -> tuple[int, ...]:
         if not part:
             continue
         low, sep, high = part.partition("-")
-        if not low.isdigit() or (sep and not high.isdigit()):
+        if not _is_decimal(low) or (sep and not _is_decimal(high)):
             raise ParseError(Reason.INPUT_INVALID, f"--pcrs: {part!r} is not N or N-M")
         first, last = int(low), int(high) if sep else int(low)
         if not 0 <= first <= last <= 23:

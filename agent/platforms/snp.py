@@ -123,7 +123,7 @@ def _read_attr(entry: Path, name: str, limit: int) -> bytes:
 
 def _generation(entry: Path) -> int:
     text = _read_attr(entry, "generation", 64).decode("ascii", "replace").strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise PlatformError(Reason.PLATFORM_UNAVAILABLE, f"configfs-tsm generation {text!r} is not a number")
     return int(text)
 

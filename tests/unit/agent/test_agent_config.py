@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.config import (
     DEFAULT_PCRS,
@@ -116,3 +119,24 @@ def test_config_rejects(changes: dict[str, object]) -> None:
     with pytest.raises(CvmAttestError) as exc:
         _config(**changes)
     assert exc.value.reason is Reason.INPUT_INVALID
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_parsers_give_only_typed_errors(text: str) -> None:
+    for parse in (Tcti.parse, Listen.parse, parse_pcrs, parse_measurement):
+        try:
+            parse(text)
+        except CvmAttestError as exc:
+            assert exc.reason is Reason.INPUT_INVALID
+
+
+def test_agent_never_imports_onchain() -> None:
+    """CONVENTIONS.md: ``agent`` does not import ``onchain`` (it may import ``offchain``)."""
+    root = Path(__file__).resolve().parents[3] / "agent"
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "onchain" or n.startswith("onchain.") for n in names), path
