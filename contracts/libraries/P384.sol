@@ -1,22 +1,66 @@
 // SPDX-License-Identifier: Apache-2.0
-// cvm-attest: ECDSA P-384 (secp384r1) signature verification for the EVM, without the modexp-based bignum arithmetic.
+// cvm-attest: ECDSA P-384 (secp384r1) signature verification for the EVM on native 256-bit words.
 pragma solidity ^0.8.24;
 
 /**
  * @title P384
- * @notice ECDSA signature verification over NIST P-384 (secp384r1, FIPS 186-5 / SEC 2) for SHA-384
- * digests (SEC 1 v2 section 4.1.4): what AMD SEV-SNP firmware signs attestation reports with.
- * Field arithmetic runs on native 256-bit words (two words per 384-bit element), not on the modexp
- * precompile; the precompile is used only for the few inversions.
+ * @notice ECDSA signature verification over NIST P-384 (secp384r1; FIPS 186-5, SEC 2 v2 section 3.2.4)
+ * for SHA-384 digests (SEC 1 v2 section 4.1.4): what AMD SEV-SNP firmware signs attestation reports
+ * with (VCEK/VLEK keys, AMD SEV-SNP ABI spec section 7.3 and Table 22).
+ *
+ * Two ways to verify:
+ * - {verify}: everything from the public key, about 3 million gas.
+ * - {precompute} once per key (a 6,144-byte table of multiples of Q, about 4 million gas), then
+ *   {verifyPrecomputed} for every signature under that key, about 1.3 million gas. A registry that
+ *   caches a VCEK/VLEK once and checks many reports against it should store the table (e.g. as the
+ *   code of a data contract) next to the key.
+ *
+ * Verdicts: both return false for an invalid signature, including r or s outside [1, n - 1]; they
+ * revert with {P384InvalidLength} when an input is not 48 bytes and with {P384InvalidPublicKey} when
+ * the public key is not a point of the curve (coordinates >= p, off the curve; the point at infinity
+ * has no affine coordinates and is off the curve). {verifyPrecomputed} reverts with
+ * {P384InvalidTable} when the table has the wrong length.
+ *
+ * IMPORTANT: {verifyPrecomputed} trusts its table: it must be the unmodified output of {precompute}
+ * for the key the caller means (kept where only the caller can write it). A table for another key
+ * verifies that key's signatures.
+ *
+ * NOTE: uses the CLZ opcode (EIP-7939) and MCOPY (EIP-5656): Osaka or later.
+ *
+ * Design (see docs/p384.md for the measurements):
+ * - Field elements mod p = 2^384 - 2^128 - 2^96 + 2^32 - 1 are two words (hi < 2^128, lo), kept
+ *   below 2^384 but not necessarily below p. A product is three words computed with `mul` and
+ *   `mulmod(a, b, 2^256 - 1)` (a 512-bit product from its residues mod 2^256 and 2^256 - 1), then
+ *   reduced with 2^384 = 2^128 + 2^96 - 2^32 + 1 (mod p) in three folds.
+ * - Points are Jacobian (X, Y, Z) ~ (X/Z^2, Y/Z^3); doubling is dbl-2001-b for a = -3 (3M + 5S),
+ *   addition of an affine table point is madd-2004-hmv (8M + 3S) with the equal/opposite/infinity
+ *   cases handled.
+ * - u1 G + u2 Q with interleaved width-5 NAFs (Straus-Shamir): G is split as G_j = 2^(48 j) G,
+ *   j = 0..7, whose odd multiples 1..15 are constants here, so u1 costs no doublings of its own.
+ *   {verify} builds the odd multiples of Q (affine, one inversion) and runs 385 doublings;
+ *   {precompute} does the same for every Q_j = 2^(48 j) Q, and {verifyPrecomputed} runs 48.
+ * - Inversions (s^-1 mod n, the batch inversion of table Z coordinates) and the two reductions
+ *   mod n use the modexp precompile (0x05): five calls, about 26,000 gas in all.
  */
 library P384 {
     /// @notice A 48-byte big-endian input (digest, r, s or a coordinate) had another length.
     /// @param length the length received
     error P384InvalidLength(uint256 length);
-    /// @notice The public key is not a P-384 point: a coordinate is not below p, or (x, y) is off the curve.
+
+    /// @notice The public key is not a point of P-384: a coordinate is not below p, or (x, y) is off
+    /// the curve (which includes the all-zero encoding of the point at infinity).
     error P384InvalidPublicKey();
 
-    bytes private constant G_TABLE =
+    /// @notice A precomputed table is not {TABLE_LENGTH} bytes long.
+    /// @param length the length received
+    error P384InvalidTable(uint256 length);
+
+    /// @notice Length of a {precompute} table: 8 sub-tables (Q_j = 2^(48 j) Q, j = 0..7) of the odd
+    /// multiples 1 Q_j, 3 Q_j, ..., 15 Q_j, each point as x || y (48-byte big-endian each).
+    uint256 internal constant TABLE_LENGTH = 6144;
+
+    /// @notice The same layout for G: G_TABLES[768 j + 96 i ...] = (2 i + 1) 2^(48 j) G.
+    bytes internal constant G_TABLES =
         hex"aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a385502f25dbf55296c3a545e3872760ab73617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c00a60b1ce1d7e819d7a431d7c90ea0e5f"
         hex"077a41d4606ffa1464793c7e5fdc7d98cb9d3910202dcd06bea4f240d3566da6b408bbae5026580d02d7e5c70500c831c995f7ca0b0c42837d0bbe9602a9fc998520b41c85115aa5f7684c0edc111eacc24abd6be4b5d298b65f28600a2f1df1"
         hex"11de24a2c251c777573cac5ea025e467f208e51dbff98fc54f6661cbe56583b037882f4a1ca297e60abcdbc3836d84bc8fa696c77440f92d0f5837e90a00e7c5284b447754d5dee88c986533b6901aeb3177686d0ae8fb33184414abe6c1713a"
@@ -25,47 +69,119 @@ library P384 {
         hex"099056e27da7b998da1eeec2904816c57fe935ed5837c37456c9fd14892d3f8c4749b66e3afb81d626356f3b55b4ddd82e4c0c234e30ab96688505544ac5e0396fc4eed8dfc363fd43ff93f41b52a3255466d51263aaff357d5dba8138c5e0bb"
         hex"a567ba97b67aea5bafdaf5002ffcc6ab9632bff9f01f873f6267bcd1f0f11c139ee5f441abd99f1baaf1ca1e3b5cbce7de1b38b3989f3318644e4147af164ecc5185595046932ec086329be057857d66776bcb8272218a7d6423a12736f429cc"
         hex"b3d13fc8b32b01058cc15c11d813525522a94156fff01c205b21f9f7da7c4e9ca849557a10b6383b4b88701a9606860b152919e7df9162a61b049b2536164b1beebac4a11d749af484d1114373dfbfd9838d24f8b284af50985d588d33f7bd62"
-        hex"4099952208b4889600a5ebbcb13e1a32692befb0733b41e6dcc614e42e5805f817012a991af1f486caf3a9add9ffcc035ecf94777833059839474594af603598163ad3f8008ad0cd9b797d277f2388b304da4d2faa9680ecfa650ef5e23b09a0"
-        hex"8d481dab912bc8ab16858a211d750b77e07dbecca86cd9b012390b430467aabf59c8651060801c0e9599e68713f5d41ba1592ff0121460857be99f2a60669050b2291b68a1039aa0594b32fd7adc0e8c11ffba5608004e646995b07e75e52245"
-        hex"27935df4e25c6f47c7817121057d46e1606290985f8283f5f9936136bf42cdb746a37313df88fd64626b4c175eb77422380a1a3b4898d4cd9ab1a3798d1e3524a4f2d4aec079c6b7585d9c4e6c615b532b6f8d9838ef0c139d5606eb10c69f84"
-        hex"3cb647a5df014c23e741a4a8000d5eb822c0102fd4293a78a68749c30c7f9aa484a900a91f7c4ab51e555ebc684aac8128300479a8f88dd04966f85ebdc18cb46103c7b0218bc8377afbf0557ead636809be21f6414b9be279b65fea0d5a2b14"
-        hex"e4c6d5cb9183a6709ee9eb526794676207c4d76fab5ce0a3555746bd28fda97431a8a58b3dcb2ca446f41be83716be9aa37245523aa57845c0027f165dd74ca95942e18d15922f206280b8afe5d6a5a209a957bbac49722cffaf54d7e6aac897"
-        hex"9c5fa2c13f418e623c316d5a82c8b70508e3acaa2b4a8d3a4acb49c0d7ba04e220761bc15898e1b06b4eedfa23e2e546f641de0cb075851a5afe81503cb7bf6194fdf1b7da9e59556f015651bd9218e30ef2c4b2213f519b529fb56479f48752"
-        hex"f1bc35f9656c6eead7b75810ce554ee56e0af4f41cbcde50fa46d04f4d4dfca2ad69e407f57b1e27977bb83b1eb1a3732458497a559bcdccf733c547c0f2b3dc8d7aec776d94fc70531f70960a30e8383ffe8f5147848a0e53e0d05ef28faf29"
-        hex"f2e6f06f0ea533e804fcfa12c087d446c73e3336394c98c59d3993124d374e62061fa485bd1b8a650c8361dba9eb28b98f86e464c200bc46f9e442612fcffbd14a041a8651780d313fb0b9ac114251cd3e8802c6d2fc9ebf3152f5ba7852680c"
-        hex"38dbd58238c21bbca92758f2773bb6c955492715879f54bdaf246b3f70bec90d631eaed97add3fe2aefd7fec482c802a828c26694df8188912a77e148373d30feff54a716511f5f17b86f2aba9bd9527d3145ea7abbf4370599a066726d333bb"
-        hex"77c12dceca498ff99b9863d46535a5abc3675bf4f728f3ac55a0270e5859145dc998b7fd7b3813ca29e4ae10ae1410eaeee351bc34276d3ad302f0d0bd10269e396e7fb8964f430400487a48cee2b22cc20c5f0bbef2267335747e089cbeef77"
-        hex"1221b1e1be96dfe8fdb4300af2deaadcd850ac1e45c8fcb941c36c0122a10654e56ba2d9cafcb4482a07272d05de389d50b225fa8a5ed8381ad8460e2e216618059953dd8965d97db233124188d17ebb5f4f2a9231bf6723533ffb21939dd273"
-        hex"9bc6b654362621678224c2dcc11702de31c65d0bd2d3642c35b72c15f264347c4983e9bc8a47b24d15ac797ea8f8fedb4482f093849864ec7147eed091efb368dba18218185770c722e5893043a248bf6ad799aed585d888c0979304abbcfcd4"
-        hex"2ce37b2917ad0d5c411a5ed920a88b095185d456b279a18410d10234b609b8c7077b05ca6a94f76d10f3f39e87c76293bf27e3e07ba0ebb9dabde6f484adc04fbab5b7b88f8035478208f6db859227bb4dda48b4fa5d1dfdcf8a7d7be2a7607e"
-        hex"9c3adb9111fe252ca5a2ff485cf5a64f4de52ef9689a5eb5aba8ddfa4745a605aa49a4148fbebc6780dddc249a26a33d83e8d95f813af4db50b9f80b22b4829a69dcb8452f0576634c69c4c0108a6a32dbae5b8175af7420344000dc47355061"
-        hex"6ce3bf11431d1d9c3bce43bec4f4609eadd9c644fd8393e3258449c2e28cd17cb03d491de84ea016a5b68a56bbfef50fc3325e274b23604e7c76075539542abd918800e37b4e4aa858d74fe2bc8777e08105da32421e5cfe36dde9917c570471"
-        hex"1273f595eaba5df1a06f4ca5fa30e0bcc870bf64c76762c0e2a9530742a384f121e9e8ccc22e6b2cd5254db0689a30fe62737fc8fe0818cba0db552ca682b49fa1afe32ae0ca83c213cce2421581486ca7147a032edfc8b0cbdaf9963d58f4ce"
-        hex"a6c36459d1243ff7f504f32fc1211afd7486cc53003ed182dd74d976a49117348828f5b191d03d1c9da43e8e5a0e8cf258279fcdf96c71d91cebd105c28a71d00bd72553fa3365b422899f57821ad25b38a1bc0bc57b89f62e6ddb768c63b40a"
-        hex"8bc6057da46fdafba86d2c9e23c2f5bc0b4a2a1247e8f2cc7126ed3b510b0341a618a8cc08d1b992ffe06fbae0068fb0fea19f27f6881a60fbf2a22fd1f1985d777fe7595994ae0d42fed20299ce970554c6d084dd6077f56cb597b8e22c2ce9"
-        hex"a0e5cd10144167c592288353932cf40888e935bdd5f169ba8f41cbe07c3e20b6ff2ca2a90bdc08ac90903c9d776e9fa3120de79718d154feaa542f5c1e7ce4bed6396c943a16024ee7dbf0ae17f7fd0a0c9dcbea9d4197aafc5c555ade9e587e"
-        hex"a059cd75571b3507307d064e7750ab08f36d925a4f0112f5f22f519eeae1eb0130d0a0e2e2ee7c873bb25771ff2b4f8540f6ae62c5a75f70026d8cebfcdfc32efc311351556408ff0fa0147d878235aaa880c76b8849bcd5aec87aa569c8d6cc"
-        hex"8654ddc7eb10d5a84f1cec9879cabece6c3eb8b272461fc778baa6599653227907fd3823a2b10416709d6a38b6ecb8bd3127066c11092e88830567af763ec9d0742599e648fd7ea47d1d13d1aa1c7e4088d6dbd5abb99b51b867bea8e3578549"
-        hex"cc42cb6ad9f7161a4296f482176d1b0191e7691569202b98a2b93e41e5a75d8abbf7b15b29f59772ba77d70f99fe20b0bbd6bb6bad8516d391646e65069fa685ea4223f449e3895ec23168cdfb54deb9182916746338781dda74d5345e24d63f"
-        hex"0a12151e620a81a2870b7900c1c476895f729644b4fa011fa92542dbf5872edcb5e5a6d1fb4071db5c24cc10bda2cc75857c802960eaebb7e15002475bc0a80c4479d4c75bb1d9f1cf6593451a9a069884fb986767fb8c48a13e157ec5a3e83c"
-        hex"b32e89eb942aab112cae508f5164ca6cac334769de358b333c968cfbb83c8f7b941560583def5431afd574f7e008f8afb1e3ae7166d9710324e2bf69603ffd5ba770fc48b73edc0679cddd7a0499009535daedff59e74a1ac81abe0944e11e2c";
+        hex"f19c3f9b433eb6a3804100caa7f6297ecbd8aa258512e48ab6971da1cc7fdedf3917d3a0900807059112e340f47168acae61a171f610090c4a1e9b515d38904565d24d485a620149af40b68bee4928be1b7078cb39d2cf6c45e0b1762d8b523f"
+        hex"bf9368b925fae31cf2448b127d32cf1b3689c3d1e3b256a2542d3323db939ccaca6bc2cbe55c977d0f3e5c4bf4b400ed4a189df6555cb586bb2c01775abc0eb0028c85b9d6c16ad06afc3aee5528ddce1233cf5bbed3e60a6b122aa0abf2364f"
+        hex"ea2df0a94afd9e5acd2b14fbee807afa76d384b1c9ead7c0529d1ac9c9f90773cf17f6c68dc45beb39ecbe963960af31803ab56f5a8e9b939e7d6b8928f1932e20ea3211444eaa61ebbf2f585090ea6de47b0034fea706f3c6e8d771458beed4"
+        hex"0c7bbc44ee291c28c061d5661f1936d82a0e4a5d271e947244c0d818b18e6d24b3c6f5dba74f058f2f0a8ecfff28f921a3cefe096d30e0c0a2f87b23dcba1b55b6df04e22be18c6e8e942912f5d2952a923760f3f4eb442a270a1a416a3faced"
+        hex"e3bd4620ef0f6be64f6f80e48794f92ea3d22984648ce7338b4c8339b82a2970120b2bd7a7fd875c7961575bbbeac961ee1ec3fc6a6f1f92feb7d2b4b946a3a05ed99a660af4d7e5c2ad537bf75ba3582b36871ecef03a506e07cec59e348b14"
+        hex"f99d67414b0dc7a9921013d4956a5d8a20f8185cde7ac461c78b59379e4966553dd5d457ac531057e9da84f3f5c9bb9b931e142fd52b4f648fe8128052d58251e55504e6512ea7772a2ef8991d175eaab3e32d48702d6e107937c8cb1bf4d6a9"
+        hex"5f0bf8af7371bec4936453e312a250ff887b9f309289dbf9ac39f5e7225f48e31251688344d473c204185909bba422d55067fb37f88e180e45c3de323dd7b5e5bc763b32ebdd52ec23d3b4a5bf4b7ff153ce50eef620bef2bbb11b179a135af8"
+        hex"c1d4a8fe06fc6fe1744d6156f7b67b48713ad735e24804da745022bc497a241c7643494f87dc6495ea0546bf702337fb1d67ea906ef27014da53272286511c15bde7edf134237b66a099dba9af6fcbc5fb21a9e05fb7e58e9e6f01a9e976120f"
+        hex"f532389a060cbd1bd6e98b0d37ca7abc4360390918141b1a4b58808b3f8686a92c3e0c91558717db39c1b328d8ee21c9b9d2852cc3b38e696f04caa2de3a82babd22cfb2a2124163bc40ce5abe64360331ea31b1085a4e9a7a7e183923d86ecd"
+        hex"0418585a723ee7d764b3f91021d69d606e1a959e6b7bdefe8a91cb7cb5b8f7c2cc703c487f58dd3a7ccea65f9fbf5de5f190be7e57543114741b85ff12ddb1024e83ce078a0f010c56ad8f91e4bd2494aa90698a0d83371c6a7e5c7c5b797de2"
+        hex"1a770f8f129fd4665b9467e66292f5a9f60b9d3b1338db1e629ed4e73084bc48d18151ffe2208a39925cbf46b820cc41daabebf43cc4c2357993c5fd468318af4efef311286a9c70ab88d4875dbc3fd7a0ab0a861ea8c1339861f6017845743c"
+        hex"c1e6e5e4fafebc0476962f417dd7366b93f0298eb4e18052a3c6dbaea15207d55aa2b359e02c66779a5b763bcad68884f89cf775716aa814eeceec43981400f35f70404b287efc3545e38fe0f8d84364c29ff9a8c58f3797adaf35a2b7cf818c"
+        hex"3a4efdea733bb4344dd104e88b4ee9701263dc6e16361f04c1057efa78d58b7e5d36c4451df5d737e3035e8bb73046bd7b380b0c906e8df1744013ffeec7fdb79744cf5ecdb043a9814bc4b707e01ec5f9f8363b61f44c47e196405e771ccad7"
+        hex"e3d3b27d0d8690be32389c110af8a3de3ef248fec1feab425bc04a032beeb8c654e727e856e552992530775618a2ae9119cb80b00c8c4aafcf84aa5dbb3e880f403879dab5a0fe7a94e65eb71297a5aa2b9802ea3beef187757dc8e9ec6b2aab"
+        hex"df181e550b10e502fbb78089d82faac61c05f2c33065dc57442690869f0429fbdcff73bd59a78c6ce3e631f2a0e7d1eb476fd1648f533d5a72e757608cd734a3bc741abe7a6026d59c954a5fe792b218f4eda4c30187561ea1922ca7ff3ad464"
+        hex"ec5178a186bd702ac17bc40d1b7ea9fdc6749ddc6f0db54b7f2fef396c065fdd790cf3d3e04187654157898036e489313afac506992051b26c83ee80cba1ea69281a7d2491b32ee96e252d7261f65d049239f5d181deca0d22895800e6276d0d"
+        hex"4e5a9dfe6ac2c3ef049f9294aaf0c000d214b583badc49fb712e1253ee0d124b89bba01d262810506f5e0f5d2805e596526f1b07f6acf1717bdd7fa6306b571281a2b6587a5e5a25b5a0603d0051e0574b8f321bced6e714965622c691013e25"
+        hex"d39a39b13c5aa103f01289847d6c4eb8a07e761e035524861695676d2226ccdcf30983f32570b6be13092201ae948731d73f96b7bd8775bc5b9a533103671a216bb8b902c7d9918cad856519fb19cc06de6c0e326c6124d584286c0657da5c7a"
+        hex"463eb450181f57a6990c855172668e0367f4e43938287c10919de6f94ae2ee504e24749c8351d281c9179a6a373703f58d6a583ae9d240868591518f3c7c293931f2982352fd0fd22f4c4a4030206e8f6a4df41c701382bfc7114244601ef99c"
+        hex"7510bc90f63066830a092effed99dabfe86766cffc0450877a319d45bfc3586e1abfec315a962d2406e4c121a9f924f27a9b375e10bd862a50bc30fcf51881a7db0c21cdde1bd5e09a4c2bc761a6ab80792380f741a9877a3ec97dcefd4c2c1f"
+        hex"5806cc28535238783e6a79987c947d9e8fe8260e0979a8293ba2e9fa4412d3723e0715a0deca67140a7351f5c6cd8bac639e6c230e7c381bde7f173aab1457fc0cd405d5fd954e5a95312fd1a48f137f1ecd609525c7607fb12e478df2ee2036"
+        hex"cc3d6b63b38257bd24f1b980428d3691881db1fced8e40377d6a4034d3fb2bb5317e975218153a8a3df75c83eae1bc968a3de7ccf450f88f0c0ec4d3188771c8421e79fc16df99952e70f310e90e1de28c82813ccd1a86187e7d2dfa49fd6d4b"
+        hex"36b74e37cd6a93caafa267c6a8919f64602ef0b8d9612510ddbb71fd7a7c5f953a68b954239ec185152875291461c7dcd70dd8d2ab382ffff0724f3c6dd0a91c863c9f322aea0987764033b9dafd2c34e60832f164beb33d410977b1f1ba47a2"
+        hex"d710f8d06d567a069bfbcb026a7811b8c4550eee1e4734e2b59426b4719848a8ec6b5f3b4ed5823092c29c40bd28d60b7c157bf3d2e4fc93140ef4175574621c82cb0bbad0eb2139923c92f57f2b2fb095d654853b4f2c9b2e08631749eebe60"
+        hex"c19e0b4c800119c440f7f9e706421279b42a31af8a3e297ddb2987894d10ddeaba065458a4f52d78a628b09aaa03bd5316f3fdbf0356b301e5a0191d1f5b77f6577a30eae3567af9c1c7cad135f6ebf2af68aa6de639d858822d0fc5e6c88c41"
+        hex"1a509ee26fabc337f820ca874cdf382a623be1091e0922c4412788de72320efe88525311345523a8c6d13d9055de60e29a8d3d400bcca1dcb9484b480e0efa1caf3d0a9e581798b747cfb5b11f77605fadded6ea7c7fa6fb2123b6403da53b9d"
+        hex"4a8217c8e8cc4419738eb43dd2f845cc5ec8010e2c6a277499a04bbf5d54eef2b2ec62213b5e93cbc5405556f13d61f791306dbdcbc986256c9fc6a53eda619d7a68a8ed13267b0493a8ffa5aa6ee304e2a5656ca3a04352365707829026fbd5"
+        hex"ddde438ae7fe418c5fd943bdd58e4b2d0d57f75a8775011000098538b5829b862f7c46cd22f78e204eb8364d4f3bf0bb87ce6a49d7917ea90efe506d140f34f1734ed3a684d64d337088c49da6f2dacdcf32925b999add1feee61463e6173c57"
+        hex"d4ac6ca5588b5558c94be86415ef4658d9a47617893a764b7341f958af1b2721773174ade385be745834d4f7db6c1be099324d723d21f15ad9af8db89ff512698605b3039ebfcca764150312f4d875035649d764e40dd43da68932ed604e818e"
+        hex"3d19f7b68598ea1c283c8171ab5f0adfb20d327ab44da1d64e78c9326d4775c74646c2572e6ad902d10ca702a86b8e143b584e20861bf7acf66c491b525a584b3bca0e58cedad4786c32eef25e1dba663498e52a4087d5aec6278782a55e2f41"
+        hex"0721e722e78b42300c0c95778fb3a10ad3be245cf876e128ef46906881ee09aeb905c03e035e69ab5426c15584bf0f5ab43425d7792071bcd37ccb7b6f07dc618f6958667324af4057263b126fdbcaa14e0df12a2adb450e89029149d9f6804a"
+        hex"57aa537d68956272256c2ece57e772e9f78c1e3b322dbc5504206e68132d5b6274bbf4ae28be38f9a6efa42d1912f701fd99d661ed42e9826ebc3f9e0c6be476978c9578e72880c783b1d3b1358784c986b1e009aadd2baa6958fd4e026e09d0"
+        hex"c6b405288edffa7fdbc082aba71bfebcf03811a5455c1c820f54907fa76f70c9464a92d055db2392b3de52c7a213e83b5c88fb72c6c4eafbb78ca0ff03519fa164acc0d1640707c9888e190753eec12112b29e9a4c00333ac07bb07de3636016"
+        hex"701d14f863902d8d8451baa5fee3fd004a6820feb1bbdcc6c7a859b7067d6b1c436aabebb37c91fabdd4b2038bf77bb6cb7b67b559b549d24600c6c21c6c642969bb3a8b0ed785cb55b2baf154119890c1441e920670431cf47c0f3bc68211fd"
+        hex"d3fb154965ff710ddade55aeedf1dd9461eec524cfe79e95b8d037ed4dd52a912b83506b3c4d95bb1a3d31d679d31448768ae80c5a0d259915b0132fb84f6477fef4ffe3ea792a9500f1daf9d8921a1b4b00cc3a0506bff478701e420f26d7b2"
+        hex"7e31368290f31a6784149035b15d2945515cfcfe8f9298496325b6c498ffaba52cd9ecbe4e98e6af20527222e898cbccef81bc42db2481918b4d6bc6c284875ca48c501fd4b854634ed79afa842dd57399a0bb57d0d5a059148c8386713398bb"
+        hex"97b0175fcbc8b0b8008cf2c24618b9deb0f2735734e738cd54774f9a017a78b3eeb4781133fd82750f8ccb8c02beec1596b15a2615b223f32816e1512dd9f0b93bff97b805b91be8866e7322922ad7345d3b1f03b7b32eac8bbeb8faea989a65"
+        hex"c441be752438b790763d4fbb35d925e615895e313478a8ed878ddde3d49844a9ddd33e697e6610605aacaf3ba9ebd96542c294de3f391bd16e1baa825ea8bd9558b3595882966305ac79e6321aab6ffb03e7c6f1bcef63dbd8141ca0a03c20cb"
+        hex"9c49d432ecbc886e7a42f5c426b16ba41f5b7bacb7110f8864ed6cd133add13f248e3c50675f5c14994cbb202d0f89d0dbae4f2a5666a4534fa0053dbfe74c3e54fb1dbb8ec78f656af7f10b14a1f7435ab90db2a7cd9570a389fac08142cdd2"
+        hex"06fbc73a3a78311ec06dca7ab189df3787765cee6b1268cacf9db9909fdd9dfb8ebdd1276f815dcab4878504f5538bd2d8a3bcbdde9ae50743f454d3153b21e179f99441299e2629352d8ba49991830416a9a1a287e2a7c7e15508e671cfba00"
+        hex"b2d1055817cbaa12211905035f4972d7097da395a23096863d8b29dbd08848c2f33a450ad156f761e4bfc2c04905ca71354cd872c3c6cbd2237c0dba3cfd056bf82be8f52e6236c09b475d744ecf1a68e87ab07c6924666fddcebb55753ee324"
+        hex"8472b9637604fae7e0182345b2d31bf7616051990850907d546404d46de55f63b19a9fbb285863969695f73575e58cef251467f2c874129442a0b0d6cbb0f7b70fa7cfd617e9d6ccd631e4e97add939f45fb72b75299efe192c2138749b28e0d"
+        hex"a94cb07b417acc6efcad1de573b122e4990bec9131753e2ff5d115bc2320c788007da251424f5265f3cbed25c2dd943aa76546d4bbf4dcb3db109846397562beedb60b9b08be72803ca7a5717969fb8840fa5182878078db2223f73ab9516d33"
+        hex"186d6834241ab8990fde8f0660e6eb6d24d587bc7625eaf9c2c94d2df7a9cdbea8f5a88bc6b8da27f772079d7a92e0550a9fba17106c9a0bff88fde20e9d18061d6dccbb347ef924fa81c6ae65151eb4f033a2b4efcea4812293e645ae4c265e"
+        hex"4d19c787f303289549ed5a2d289d3a4f7b9a656ef246a586ffe0eb17b46f837d16d6f9144b7ed1e2bfc7abb7b38615426211c6a9781496ce6eb37cc388abc5863835eaffea2b7840538c49bbd3bf86521b30784fb609c245719dd3daab66bccc"
+        hex"529ff0dae8c3b11103f1310f1c5ac1dc6a75bf6fe51d885512fff68f36479d0b627608bdc70f9e783df7bb21a4833e4fb8cf21e81c3368aed3454a0197d3bb0d5b6b16eef7e99005e42c6d006cbfd1623a5f3041639168fb293ca7a2559c8274"
+        hex"f09eba03bffe562379b53d41796aa45e05fa1f25e3f8f6bd90f218d0ad840206ffc8c0bd88ef060f9684c93050295856fb144a63acf26debacfc3e6417e75674e3a43baac3c0b6bd96562bcac831e4f2386af0363c837fa0a99b769b661e6664"
+        hex"eb1833c955e8ab1e100c17c6fb0baff00ec6779b81dc4e605fcdca2f8f5e4ef6f799f9034694df91c9bbbca8f470af50b75b527d4468de4f48bf00e6324ffba5840e2c3c6d523f6869a38e7c8658bbd57c8f1779865e9128b2e79219e73796d0"
+        hex"f23c10b4637ee9430231423bc46da385aee309abd12c0f3a8a1646fe51a3599f6e668ac4932b516d35b2e4383f385d2bc425de168de7ac781e8c72ad267bb3fdee94bf701f2d8179af084771daad7d1d9ed447e3d45f6553c0bc215d22248e00"
+        hex"92ba26a4d1335fbe4cac2455242a6fe4a3b2bd18684c6514ec5d8b89adcedda53c16c20eed232d4a42a4d006d20b2e506882255959b0725bdc239d81bc6268ffec9b221971a55c70acb2dee8b5bfb62763dc6efa890424019061f71617100b52"
+        hex"bf4af30bd1f0a3e69a5d936633c056b1656aa87dc37cb95bd23fba2d4de1df0c89638528a789df53da52e57f00ad744d6ceb6b5509d2eef3de88dbd7d3745d7f2d07dbc728293c5367b886af29469ab47ed2ff2568eb0b656ab012fef98152da"
+        hex"5c8a0ab598eb8f0780d32ce6458c1a60c0983027ea00fae147e73c8a162352fd4f3a0f55f9b84c603ea12cfebd0a33bf2047d9a33c8f067360f441db5432ec9233fdca2892664d7e81d8e136a35059f1e8cc6419c22fbbd7abbcb2b143e90d42"
+        hex"fee97f8d093088dbc4a715f1ef6f6f269efcac9394d56c433c37feb80633b54f95ed6c89eaf2f4377a71d521c5eeb7e9f99922c2f70be98d7ca1d13976709c8491f9e864c9a60db7f4135d37eb79db5fc2341d631562db643c598ca2edb4ca5f"
+        hex"7630684b31d58a0a3d2ccd21c0fcaee6627f82d16c44b94c711e42c852ed49f17731f0d574090d9815227568db988583b63de39a79de709a4b84b935101330257f3ca2ec85d6e232c2104507d9efef3f27359faaeef0646304983ecae32c0caf"
+        hex"2fd6078ab0e5f1e402f6d306af0682bea38de3c365bfd8d70800c45ba6c0df4f3bcfd80ca55a60cfc71ca2af5a30424a6e9a4981545c49b0886ed619b9cb8ed1ffeb709c6d2c6878984622b2c3051d473fa62af0057ba8273292cbe997448486"
+        hex"32ae00254723a4ada16e034baddf35a2ccc29ead30a574f076120dc2508100acfdefb51a313900efd01606a730e8a72b5dd313e31c42f1cdd2ab212652fa7fa187b2f57d8706a1b8c46295446e50b7ce00cca40011b06e042a9958671e1ca3db";
 
-    /// @notice True iff (r, s) is a valid signature of the 48-byte SHA-384 `digest` under the key (qx, qy).
-    /// @dev Reverts with {P384InvalidLength} or {P384InvalidPublicKey} on malformed inputs; r or s out of
-    /// [1, n - 1] is an invalid signature (false).
+    uint256 private constant OP_VERIFY = 0;
+    uint256 private constant OP_PRECOMPUTE = 1;
+    uint256 private constant OP_VERIFY_PRECOMPUTED = 2;
+
+    /**
+     * @notice True iff (r, s) is a valid ECDSA signature of the SHA-384 `digest` under the public key
+     * (qx, qy) (SEC 1 v2 section 4.1.4). All five inputs are 48-byte big-endian.
+     * @dev Reverts with {P384InvalidLength} or {P384InvalidPublicKey} on malformed inputs; an invalid
+     * signature (r or s outside [1, n - 1] included) returns false.
+     */
     function verify(bytes memory digest, bytes memory r, bytes memory s, bytes memory qx, bytes memory qy)
         internal
         view
         returns (bool)
     {
-        (uint256 eh, uint256 el) = _load48(digest);
-        (uint256 rh, uint256 rl) = _load48(r);
-        (uint256 sh, uint256 sl) = _load48(s);
-        (uint256 xh, uint256 xl) = _load48(qx);
-        (uint256 yh, uint256 yl) = _load48(qy);
-        return _verify(eh, el, rh, rl, sh, sl, xh, xl, yh, yl);
+        uint256[10] memory w;
+        (w[0], w[1]) = _load48(digest);
+        (w[2], w[3]) = _load48(r);
+        (w[4], w[5]) = _load48(s);
+        (w[6], w[7]) = _load48(qx);
+        (w[8], w[9]) = _load48(qy);
+        return _core(OP_VERIFY, w, "");
     }
 
+    /**
+     * @notice The {TABLE_LENGTH}-byte table of the public key (qx, qy) for {verifyPrecomputed}.
+     * @dev Reverts with {P384InvalidLength} or {P384InvalidPublicKey} when (qx, qy) is not a P-384 point.
+     */
+    function precompute(bytes memory qx, bytes memory qy) internal view returns (bytes memory table) {
+        uint256[10] memory w;
+        (w[6], w[7]) = _load48(qx);
+        (w[8], w[9]) = _load48(qy);
+        table = new bytes(TABLE_LENGTH);
+        _core(OP_PRECOMPUTE, w, table);
+    }
+
+    /**
+     * @notice True iff (r, s) is a valid ECDSA signature of the SHA-384 `digest` under the key whose
+     * {precompute} table is `table`. `digest`, `r` and `s` are 48-byte big-endian.
+     * @dev Reverts with {P384InvalidLength} or {P384InvalidTable} on malformed inputs.
+     * IMPORTANT: `table` must come unmodified from {precompute} for the intended key.
+     */
+    function verifyPrecomputed(bytes memory digest, bytes memory r, bytes memory s, bytes memory table)
+        internal
+        view
+        returns (bool)
+    {
+        if (table.length != TABLE_LENGTH) revert P384InvalidTable(table.length);
+        uint256[10] memory w;
+        (w[0], w[1]) = _load48(digest);
+        (w[2], w[3]) = _load48(r);
+        (w[4], w[5]) = _load48(s);
+        return _core(OP_VERIFY_PRECOMPUTED, w, table);
+    }
+
+    /// @dev A 48-byte big-endian value as (its top 16 bytes, its low 32 bytes).
     function _load48(bytes memory b) private pure returns (uint256 hi, uint256 lo) {
         if (b.length != 48) revert P384InvalidLength(b.length);
         assembly ("memory-safe") {
@@ -74,37 +190,59 @@ library P384 {
         }
     }
 
-    function _verify(
-        uint256 eHi, uint256 eLo, uint256 rHi, uint256 rLo, uint256 sHi, uint256 sLo,
-        uint256 qxHi, uint256 qxLo, uint256 qyHi, uint256 qyLo
-    ) private view returns (bool ok) {
-        bytes memory gTable = G_TABLE;
+    /**
+     * @dev The three operations on one set of Yul functions. `w` holds 48-byte values as (hi, lo)
+     * word pairs: digest e (w[0], w[1]), r (w[2], w[3]), s (w[4], w[5]), qx (w[6], w[7]), qy (w[8], w[9]).
+     * OP_VERIFY: checks the key, builds its odd-multiples table and verifies; OP_PRECOMPUTE: checks the
+     * key and fills `table`; OP_VERIFY_PRECOMPUTED: verifies with `table`.
+     * Memory: scratch beyond the free memory pointer, which is not moved (up to 20 KiB in
+     * OP_PRECOMPUTE, 8 KiB otherwise).
+     */
+    function _core(uint256 op, uint256[10] memory w, bytes memory table) private view returns (bool ok) {
+        bytes memory gTables;
+        if (op != OP_PRECOMPUTE) gTables = G_TABLES;
         bool badKey;
         assembly ("memory-safe") {
-            // ---------------------------------------------------------------- field arithmetic mod p
-            function fmul(x1, x0, y1, y0) -> z1, z0 {
-                z0 := mul(x0, y0)
-                let w1 := mulmod(x0, y0, not(0))
+            // ====================================================================== field mod p
+            // Elements are (h, l) = h 2^256 + l with h < 2^128, any value below 2^384 (not always
+            // below p). Every function below returns that form.
+
+            // a b mod p. Product T = w2 2^512 + w1 2^256 + z0 with, for x = a, y = b:
+            //   a0 b0 = (hi, lo) from lo = mul, hi = (mulmod(., ., 2^256 - 1) - lo) mod (2^256 - 1);
+            //   a1 b0 + a0 b1 (< 2^385) the same way from the sums of both residues; a1 b1 < 2^256.
+            function fmul(a1, a0, b1, b0) -> r1, r0 {
+                let z0 := mul(a0, b0)
+                let w1 := mulmod(a0, b0, not(0))
                 w1 := sub(sub(w1, z0), lt(w1, z0))
-                let xl := add(mul(x1, y0), mul(x0, y1))
-                let w2 := addmod(mulmod(x1, y0, not(0)), mulmod(x0, y1, not(0)), not(0))
-                w2 := add(sub(sub(w2, xl), lt(w2, xl)), mul(x1, y1))
+                let xl := add(mul(a1, b0), mul(a0, b1))
+                let w2 := addmod(mulmod(a1, b0, not(0)), mulmod(a0, b1, not(0)), not(0))
+                w2 := add(sub(sub(w2, xl), lt(w2, xl)), mul(a1, b1))
                 w1 := add(w1, xl)
                 w2 := add(w2, lt(w1, xl))
-                z1, z0 := reduce(z0, w1, w2)
+                r1, r0 := reduce(z0, w1, w2)
             }
-            function fsqr(x1, x0) -> z1, z0 {
-                z0 := mul(x0, x0)
-                let w1 := mulmod(x0, x0, not(0))
+            // a^2 mod p: the cross term 2 a1 a0 as one product (2 a1) a0 < 2^385
+            function fsqr(a1, a0) -> r1, r0 {
+                let z0 := mul(a0, a0)
+                let w1 := mulmod(a0, a0, not(0))
                 w1 := sub(sub(w1, z0), lt(w1, z0))
-                let t := shl(1, x1)
-                let xl := mul(t, x0)
-                let w2 := mulmod(t, x0, not(0))
-                w2 := add(sub(sub(w2, xl), lt(w2, xl)), mul(x1, x1))
+                let t := shl(1, a1)
+                let xl := mul(t, a0)
+                let w2 := mulmod(t, a0, not(0))
+                w2 := add(sub(sub(w2, xl), lt(w2, xl)), mul(a1, a1))
                 w1 := add(w1, xl)
                 w2 := add(w2, lt(w1, xl))
-                z1, z0 := reduce(z0, w1, w2)
+                r1, r0 := reduce(z0, w1, w2)
             }
+            // T = w2 2^512 + w1 2^256 + z0 < 2^768 to (h, l) = T mod p, with c = 2^384 mod p
+            // = 2^128 + 2^96 - 2^32 + 1 (C below) and d = c - 2^128 (D below).
+            // Fold 1: T = H 2^384 + L, H = Hh 2^256 + Hl (Hh = w2 >> 128, Hl = bits 384..639), so
+            //   T = L + Hl c + Hh c 2^256 = L + Hl c + Hh 2^384 + Hh d 2^256
+            //     = L + Hl c + Hh c + Hh d 2^256   (mod p);
+            //   Hl c = q1 2^256 + q0 (q1 < 2^129); the new high word is below 2^225.
+            // Fold 2: its bits from 128 up (< 2^97) times c go into the low word, once more < 2^256.
+            // Fold 3: a last carry can make the high word exactly 2^128; then the low word is below
+            //   2^226 and c is added without overflow.
             function reduce(z0, w1, w2) -> r1, r0 {
                 let hl := or(shl(128, w2), shr(128, w1))
                 let q0 := mul(hl, 0x100000000ffffffffffffffff00000001)
@@ -125,6 +263,7 @@ library P384 {
                 r0 := add(z0, mul(shr(128, w1), 0x100000000ffffffffffffffff00000001))
                 r1 := and(w1, 0xffffffffffffffffffffffffffffffff)
             }
+            // h 2^256 + l with h < 2^132 to the element form: bits from 384 up times c into l, twice
             function fold(h, l) -> r1, r0 {
                 let t := mul(shr(128, h), 0x100000000ffffffffffffffff00000001)
                 r0 := add(l, t)
@@ -132,16 +271,19 @@ library P384 {
                 r0 := add(r0, mul(shr(128, r1), 0x100000000ffffffffffffffff00000001))
                 r1 := and(r1, 0xffffffffffffffffffffffffffffffff)
             }
-            function fadd(x1, x0, y1, y0) -> r1, r0 {
-                r0 := add(x0, y0)
-                r1, r0 := fold(add(add(x1, y1), lt(r0, y0)), r0)
+            function fadd(a1, a0, b1, b0) -> r1, r0 {
+                r0 := add(a0, b0)
+                r1, r0 := fold(add(add(a1, b1), lt(r0, b0)), r0)
             }
-            function fshl(x1, x0, k) -> r1, r0 {
-                r1, r0 := fold(or(shl(k, x1), shr(sub(256, k), x0)), shl(k, x0))
+            // 2^k a for k in 1..3
+            function fshl(a1, a0, k) -> r1, r0 {
+                r1, r0 := fold(or(shl(k, a1), shr(sub(256, k), a0)), shl(k, a0))
             }
-            function fsub(x1, x0, y1, y0) -> r1, r0 {
-                r0 := sub(x0, y0)
-                r1 := sub(sub(x1, y1), lt(x0, y0))
+            // a - b: a negative difference d (> -2^384) becomes d + 2^384 - c = d + p; if that is still
+            // negative (only when b >= p), add p once more
+            function fsub(a1, a0, b1, b0) -> r1, r0 {
+                r0 := sub(a0, b0)
+                r1 := sub(sub(a1, b1), lt(a0, b0))
                 let neg := shr(255, r1)
                 r1 := and(r1, 0xffffffffffffffffffffffffffffffff)
                 let t := mul(neg, 0x100000000ffffffffffffffff00000001)
@@ -151,22 +293,28 @@ library P384 {
                 r1 := and(r1, 0xffffffffffffffffffffffffffffffff)
                 r0 := sub(r0, mul(neg, 0x100000000ffffffffffffffff00000001))
             }
-            // a = 0 mod p for 0 <= a < 2^384: a is 0 or p
-            function fzero(x1, x0) -> z {
-                z := or(iszero(or(x1, x0)), and(eq(x1, 0xffffffffffffffffffffffffffffffff),
-                    eq(x0, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)))
+            // a = 0 (mod p): below 2^384 that is 0 or p
+            function fzero(a1, a0) -> z {
+                z := or(iszero(or(a1, a0)), and(eq(a1, 0xffffffffffffffffffffffffffffffff),
+                    eq(a0, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)))
             }
-            // canonical representative in [0, p)
-            function fcanon(x1, x0) -> r1, r0 {
-                r1 := x1
-                r0 := x0
-                if and(eq(x1, 0xffffffffffffffffffffffffffffffff),
-                       iszero(lt(x0, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff))) {
+            // the representative in [0, p)
+            function fcanon(a1, a0) -> r1, r0 {
+                r1 := a1
+                r0 := a0
+                if and(eq(a1, 0xffffffffffffffffffffffffffffffff),
+                    iszero(lt(a0, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff))) {
                     r1 := 0
-                    r0 := sub(x0, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)
+                    r0 := sub(a0, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)
                 }
             }
-            // ---------------------------------------------------------------- points (Jacobian, a = -3)
+            function lt384(a1, a0, b1, b0) -> c {
+                c := or(lt(a1, b1), and(eq(a1, b1), lt(a0, b0)))
+            }
+            // ====================================================================== points
+            // 2 (X, Y, Z), Jacobian, a = -3 (dbl-2001-b): delta = Z^2, gamma = Y^2, beta = X gamma,
+            // alpha = 3 (X - delta)(X + delta), X3 = alpha^2 - 8 beta, Z3 = 2 Y Z,
+            // Y3 = alpha (4 beta - X3) - 8 gamma^2. Z = 0 (infinity) stays Z3 = 0.
             function pdbl(x1, x0, y1, y0, z1, z0) -> X1, X0, Y1, Y0, Z1, Z0 {
                 let d1, d0 := fsqr(z1, z0)
                 let g1, g0 := fsqr(y1, y0)
@@ -188,30 +336,36 @@ library P384 {
                 g1, g0 := fshl(g1, g0, 3)
                 Y1, Y0 := fsub(Y1, Y0, g1, g0)
             }
-            // P + (ax, ay) with P Jacobian and (ax, ay) affine (madd-2004-hmv), all cases
+            // (X, Y, Z) + (ax, ay), Jacobian plus affine (madd-2004-hmv): U2 = ax Z^2, S2 = ay Z^3,
+            // H = U2 - X, R = S2 - Y, Z3 = Z H, X3 = R^2 - H^3 - 2 X H^2, Y3 = R (X H^2 - X3) - Y H^3.
+            // Infinity plus A is A; H = 0 means the same x: 2A when R = 0, infinity otherwise.
             function padd(x1, x0, y1, y0, z1, z0, ax1, ax0, ay1, ay0) -> X1, X0, Y1, Y0, Z1, Z0 {
                 if fzero(z1, z0) {
-                    X1 := ax1 X0 := ax0 Y1 := ay1 Y0 := ay0 Z1 := 0 Z0 := 1
+                    X1 := ax1
+                    X0 := ax0
+                    Y1 := ay1
+                    Y0 := ay0
+                    Z0 := 1
                     leave
                 }
                 let t1, t0 := fsqr(z1, z0)
                 let u1, u0 := fmul(t1, t0, z1, z0)
                 t1, t0 := fmul(t1, t0, ax1, ax0)
                 u1, u0 := fmul(u1, u0, ay1, ay0)
-                t1, t0 := fsub(t1, t0, x1, x0)       // H
-                u1, u0 := fsub(u1, u0, y1, y0)       // R
+                t1, t0 := fsub(t1, t0, x1, x0)
+                u1, u0 := fsub(u1, u0, y1, y0)
                 if fzero(t1, t0) {
                     if fzero(u1, u0) {
                         X1, X0, Y1, Y0, Z1, Z0 := pdbl(ax1, ax0, ay1, ay0, 0, 1)
                         leave
                     }
-                    X1 := 0 X0 := 0 Y1 := 0 Y0 := 1 Z1 := 0 Z0 := 0
+                    Y0 := 1
                     leave
                 }
                 Z1, Z0 := fmul(z1, z0, t1, t0)
-                let v1, v0 := fsqr(t1, t0)           // H^2
-                let w1, w0 := fmul(v1, v0, t1, t0)   // H^3
-                v1, v0 := fmul(v1, v0, x1, x0)       // X1 H^2
+                let v1, v0 := fsqr(t1, t0)
+                let w1, w0 := fmul(v1, v0, t1, t0)
+                v1, v0 := fmul(v1, v0, x1, x0)
                 X1, X0 := fsqr(u1, u0)
                 X1, X0 := fsub(X1, X0, w1, w0)
                 t1, t0 := fadd(v1, v0, v1, v0)
@@ -221,7 +375,9 @@ library P384 {
                 w1, w0 := fmul(w1, w0, y1, y0)
                 Y1, Y0 := fsub(v1, v0, w1, w0)
             }
-            // load point number |d| >> 1 of a packed affine table (96 bytes per point), negated if d < 0
+            // ====================================================================== tables
+            // A table holds the odd multiples 1, 3, ..., 15 of one point, affine, canonical, packed
+            // as x || y (48 + 48 bytes big-endian): 768 bytes.
             function pload(tab, d) -> ax1, ax0, ay1, ay0 {
                 let neg := slt(d, 0)
                 if neg { d := sub(0, d) }
@@ -231,6 +387,7 @@ library P384 {
                 ay1 := shr(128, mload(add(ptr, 48)))
                 ay0 := mload(add(ptr, 64))
                 if neg {
+                    // p - y
                     let l := 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff
                     ay1 := sub(sub(0xffffffffffffffffffffffffffffffff, ay1), lt(l, ay0))
                     ay0 := sub(l, ay0)
@@ -242,18 +399,101 @@ library P384 {
                 mstore(add(ptr, 48), shl(128, y1))
                 mstore(add(ptr, 64), y0)
             }
-            // ---------------------------------------------------------------- scalars
-            // a^e mod m via the modexp precompile (48-byte operands), scratch at s
+            // Odd multiples of B = (bx, by, bz) as 8 Jacobian points (6 words each) at dst. With
+            // 2B = (X2, Y2, Z2), the isomorphism (x, y) -> (x Z2^2, y Z2^3) onto y^2 = x^3 - 3 Z2^4 x
+            // + b Z2^6 makes 2B the affine (X2, Y2): there B is (bx Z2^2, by Z2^3, bz) and each next
+            // odd multiple is one mixed addition (which does not depend on the curve's a); a point
+            // (X, Y, Z) there is (X, Y, Z Z2) here. The special cases of padd cannot occur:
+            // k B = +-2B for odd k < 16 would need a multiple of B below 18 to vanish (n is prime).
+            function oddMultiples(dst, bx1, bx0, by1, by0, bz1, bz0) {
+                let X1, X0, Y1, Y0, Z1, Z0 := pdbl(bx1, bx0, by1, by0, bz1, bz0)
+                let s1, s0 := fsqr(Z1, Z0)
+                bx1, bx0 := fmul(bx1, bx0, s1, s0)
+                s1, s0 := fmul(s1, s0, Z1, Z0)
+                by1, by0 := fmul(by1, by0, s1, s0)
+                for { let k := 0 } 1 { } {
+                    let p := add(dst, mul(k, 0xc0))
+                    mstore(p, bx1)
+                    mstore(add(p, 0x20), bx0)
+                    mstore(add(p, 0x40), by1)
+                    mstore(add(p, 0x60), by0)
+                    s1, s0 := fmul(bz1, bz0, Z1, Z0)
+                    mstore(add(p, 0x80), s1)
+                    mstore(add(p, 0xa0), s0)
+                    k := add(k, 1)
+                    if eq(k, 8) { break }
+                    bx1, bx0, by1, by0, bz1, bz0 := padd(bx1, bx0, by1, by0, bz1, bz0, X1, X0, Y1, Y0)
+                }
+            }
+            // cnt Jacobian points at src (6 words each, Z != 0) to packed affine points at out, with
+            // one inversion (Montgomery's trick: prefix products of the Z, invert the last, walk back).
+            // Scratch: 64 cnt bytes of prefix products after the points, then 240 bytes for modexp.
+            function normalize(src, cnt, out) {
+                let pre := add(src, mul(cnt, 0xc0))
+                let c1 := 0
+                let c0 := 1
+                for { let k := 0 } lt(k, cnt) { k := add(k, 1) } {
+                    let p := add(src, mul(k, 0xc0))
+                    c1, c0 := fmul(c1, c0, mload(add(p, 0x80)), mload(add(p, 0xa0)))
+                    mstore(add(pre, shl(6, k)), c1)
+                    mstore(add(pre, add(shl(6, k), 0x20)), c0)
+                }
+                // (Z_0 ... Z_{cnt-1})^(p - 2)
+                c1, c0 := powmod(add(pre, shl(6, cnt)), c1, c0, 0xffffffffffffffffffffffffffffffff,
+                    0xfffffffffffffffffffffffffffffffeffffffff0000000000000000fffffffd,
+                    0xffffffffffffffffffffffffffffffff,
+                    0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)
+                for { let k := cnt } k { } {
+                    k := sub(k, 1)
+                    let p := add(src, mul(k, 0xc0))
+                    // c = 1 / (Z_0 ... Z_k); 1 / Z_k = c Z_0 ... Z_{k-1}
+                    let i1 := c1
+                    let i0 := c0
+                    if k {
+                        let q := add(pre, shl(6, sub(k, 1)))
+                        i1, i0 := fmul(c1, c0, mload(q), mload(add(q, 0x20)))
+                        c1, c0 := fmul(c1, c0, mload(add(p, 0x80)), mload(add(p, 0xa0)))
+                    }
+                    let s1, s0 := fsqr(i1, i0)
+                    let ax1, ax0 := fmul(mload(p), mload(add(p, 0x20)), s1, s0)
+                    s1, s0 := fmul(s1, s0, i1, i0)
+                    let ay1, ay0 := fmul(mload(add(p, 0x40)), mload(add(p, 0x60)), s1, s0)
+                    ax1, ax0 := fcanon(ax1, ax0)
+                    ay1, ay0 := fcanon(ay1, ay0)
+                    pstore(add(out, mul(k, 96)), ax1, ax0, ay1, ay0)
+                }
+            }
+            // Tables for Q_j = 2^(48 j) Q, j < count, at out; scratch at jac (count 14 KiB + 240 bytes).
+            function buildTables(out, count, jac, x1, x0, y1, y0) {
+                let z1 := 0
+                let z0 := 1
+                for { let j := 0 } lt(j, count) { j := add(j, 1) } {
+                    if j {
+                        for { let t := 0 } lt(t, 48) { t := add(t, 1) } {
+                            x1, x0, y1, y0, z1, z0 := pdbl(x1, x0, y1, y0, z1, z0)
+                        }
+                    }
+                    oddMultiples(add(jac, mul(j, 0x600)), x1, x0, y1, y0, z1, z0)
+                }
+                normalize(jac, shl(3, count), out)
+            }
+            // ====================================================================== scalars mod n
+            // a^e mod m with the modexp precompile (EIP-198), 48-byte operands; scratch s (240 bytes)
             function powmod(s, a1, a0, e1, e0, m1, m0) -> r1, r0 {
-                mstore(s, 48) mstore(add(s, 0x20), 48) mstore(add(s, 0x40), 48)
-                mstore(add(s, 0x60), shl(128, a1)) mstore(add(s, 0x70), a0)
-                mstore(add(s, 0x90), shl(128, e1)) mstore(add(s, 0xa0), e0)
-                mstore(add(s, 0xc0), shl(128, m1)) mstore(add(s, 0xd0), m0)
+                mstore(s, 48)
+                mstore(add(s, 0x20), 48)
+                mstore(add(s, 0x40), 48)
+                mstore(add(s, 0x60), shl(128, a1))
+                mstore(add(s, 0x70), a0)
+                mstore(add(s, 0x90), shl(128, e1))
+                mstore(add(s, 0xa0), e0)
+                mstore(add(s, 0xc0), shl(128, m1))
+                mstore(add(s, 0xd0), m0)
                 if iszero(staticcall(gas(), 0x05, s, 0xf0, s, 0x30)) { revert(0, 0) }
                 r1 := shr(128, mload(s))
                 r0 := mload(add(s, 0x10))
             }
-            // a * b mod n (a, b < 2^384) via the modexp precompile on the 96-byte product, exponent 1
+            // a b mod n: the 96-byte product to the power 1 mod n; scratch s (241 bytes)
             function mulmodn(s, a1, a0, b1, b0) -> r1, r0 {
                 let z0 := mul(a0, b0)
                 let w1 := mulmod(a0, b0, not(0))
@@ -263,8 +503,12 @@ library P384 {
                 w2 := add(sub(sub(w2, xl), lt(w2, xl)), mul(a1, b1))
                 w1 := add(w1, xl)
                 w2 := add(w2, lt(w1, xl))
-                mstore(s, 96) mstore(add(s, 0x20), 1) mstore(add(s, 0x40), 48)
-                mstore(add(s, 0x60), w2) mstore(add(s, 0x80), w1) mstore(add(s, 0xa0), z0)
+                mstore(s, 96)
+                mstore(add(s, 0x20), 1)
+                mstore(add(s, 0x40), 48)
+                mstore(add(s, 0x60), w2)
+                mstore(add(s, 0x80), w1)
+                mstore(add(s, 0xa0), z0)
                 mstore(add(s, 0xc0), shl(248, 1))
                 mstore(add(s, 0xc1), shl(128, 0xffffffffffffffffffffffffffffffff))
                 mstore(add(s, 0xd1), 0xffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973)
@@ -272,147 +516,156 @@ library P384 {
                 r1 := shr(128, mload(s))
                 r0 := mload(add(s, 0x10))
             }
-            // width-w NAF of k into bytes naf[0..len), returns len
-            function wnaf(naf, k1, k0, w) -> len {
-                let mask := sub(shl(w, 1), 1)
-                let half := shl(sub(w, 1), 1)
-                for { } or(k1, k0) { len := add(len, 1) } {
-                    let d := 0
-                    if and(k0, 1) {
-                        d := and(k0, mask)
-                        switch lt(d, half)
-                        case 1 { k0 := sub(k0, d) }
-                        default {
-                            let t := sub(shl(w, 1), d)
-                            d := sub(d, shl(w, 1))
-                            let n0 := add(k0, t)
-                            k1 := add(k1, lt(n0, k0))
-                            k0 := n0
-                        }
+            // Width-5 NAF of k (Hankerson-Menezes-Vanstone, "Guide to ECC", algorithm 3.35): odd digits
+            // |d| <= 15, at most one nonzero in any 5 consecutive. Digit i goes to byte naf + 16 i
+            // (two's complement); the bytes must be zero already. Returns the number of digits.
+            function wnaf(naf, k1, k0) -> len {
+                let pos := 0
+                for { } or(k1, k0) { } {
+                    if iszero(k0) {
+                        k0 := k1
+                        k1 := 0
+                        pos := add(pos, 256)
+                        continue
                     }
-                    mstore8(add(naf, len), and(d, 0xff))
-                    k0 := or(shr(1, k0), shl(255, k1))
-                    k1 := shr(1, k1)
+                    // skip the trailing zeros: ctz(k0) = 255 - clz(k0 & -k0)
+                    let tz := sub(255, clz(and(k0, sub(0, k0))))
+                    k0 := or(shr(tz, k0), shl(sub(256, tz), k1))
+                    k1 := shr(tz, k1)
+                    pos := add(pos, tz)
+                    let d := and(k0, 31)
+                    switch lt(d, 16)
+                    case 1 { k0 := sub(k0, d) }
+                    default {
+                        // d - 32 < 0: k + (32 - d)
+                        let n0 := add(k0, sub(32, d))
+                        k1 := add(k1, lt(n0, k0))
+                        k0 := n0
+                        d := sub(d, 32)
+                    }
+                    mstore8(add(naf, shl(4, pos)), and(d, 0xff))
+                    len := add(pos, 1)
+                    // k is a multiple of 32 now
+                    k0 := or(shr(5, k0), shl(251, k1))
+                    k1 := shr(5, k1)
+                    pos := add(pos, 5)
                 }
             }
-            // ---------------------------------------------------------------- verification
-            // ranges: 0 < r, s < n; public key coordinates < p
+            // bits 48 j .. 48 j + 47 of k
+            function chunk48(k1, k0, j) -> c {
+                let sh := mul(j, 48)
+                switch lt(sh, 256)
+                case 1 { c := and(or(shr(sh, k0), shl(sub(256, sh), k1)), 0xffffffffffff) }
+                default { c := and(shr(sub(sh, 256), k1), 0xffffffffffff) }
+            }
+            // ====================================================================== the operations
+            let m := mload(0x40)
+            // the public key: coordinates below p and y^2 = x^3 - 3 x + b
+            if iszero(eq(op, 2)) {
+                let x1 := mload(add(w, 0xc0))
+                let x0 := mload(add(w, 0xe0))
+                let y1 := mload(add(w, 0x100))
+                let y0 := mload(add(w, 0x120))
+                badKey := or(
+                    iszero(lt384(x1, x0, 0xffffffffffffffffffffffffffffffff,
+                        0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)),
+                    iszero(lt384(y1, y0, 0xffffffffffffffffffffffffffffffff,
+                        0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)))
+                if iszero(badKey) {
+                    let l1, l0 := fsqr(y1, y0)
+                    let r1, r0 := fsqr(x1, x0)
+                    r1, r0 := fsub(r1, r0, 0, 3)
+                    r1, r0 := fmul(r1, r0, x1, x0)
+                    r1, r0 := fadd(r1, r0, 0xb3312fa7e23ee7e4988e056be3f82d19,
+                        0x181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef)
+                    l1, l0 := fcanon(l1, l0)
+                    r1, r0 := fcanon(r1, r0)
+                    badKey := iszero(and(eq(l1, r1), eq(l0, r0)))
+                }
+                if and(eq(op, 1), iszero(badKey)) {
+                    buildTables(add(table, 0x20), 8, m, x1, x0, y1, y0)
+                    ok := 1
+                }
+            }
+            let rh := mload(add(w, 0x40))
+            let rl := mload(add(w, 0x60))
+            let sh := mload(add(w, 0x80))
+            let sl := mload(add(w, 0xa0))
             let N1 := 0xffffffffffffffffffffffffffffffff
             let N0 := 0xffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973
-            function lt384(a1, a0, b1, b0) -> c { c := or(lt(a1, b1), and(eq(a1, b1), lt(a0, b0))) }
-            badKey := or(iszero(lt384(qxHi, qxLo, 0xffffffffffffffffffffffffffffffff, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)),
-                         iszero(lt384(qyHi, qyLo, 0xffffffffffffffffffffffffffffffff, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)))
-            if iszero(badKey) {
-                // y^2 = x^3 - 3x + b
-                let l1, l0 := fsqr(qyHi, qyLo)
-                let r1, r0 := fsqr(qxHi, qxLo)
-                r1, r0 := fsub(r1, r0, 0, 3)
-                r1, r0 := fmul(r1, r0, qxHi, qxLo)
-                r1, r0 := fadd(r1, r0, 0xb3312fa7e23ee7e4988e056be3f82d19, 0x181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef)
-                l1, l0 := fcanon(l1, l0)
-                r1, r0 := fcanon(r1, r0)
-                badKey := iszero(and(eq(l1, r1), eq(l0, r0)))
-            }
-            let sigOk := and(and(gt(or(rHi, rLo), 0), lt384(rHi, rLo, N1, N0)), and(gt(or(sHi, sLo), 0), lt384(sHi, sLo, N1, N0)))
-            if and(sigOk, iszero(badKey)) {
-                let m := mload(0x40)
+            // a signature needs 0 < r < n and 0 < s < n
+            if and(iszero(or(eq(op, 1), badKey)),
+                and(and(gt(or(rh, rl), 0), lt384(rh, rl, N1, N0)), and(gt(or(sh, sl), 0), lt384(sh, sl, N1, N0)))) {
+                // Sub-tables: slot j < 8 is G_j at gTables, slot 8 + j is Q_j at qt.
+                let gtab := add(gTables, 0x20)
+                let qt := add(table, 0x20)
+                let positions := 49
+                let digits := m
+                if iszero(op) {
+                    // plain verification: Q's table in scratch, a full-length u2
+                    qt := m
+                    digits := add(m, 0x300)
+                    positions := 386
+                }
+                // zeroed digits: byte 16 i + slot for position i
+                let dEnd := add(digits, shl(4, positions))
+                for { let p := digits } lt(p, dEnd) { p := add(p, 0x20) } { mstore(p, 0) }
+                let s := dEnd
+                if iszero(op) {
+                    buildTables(qt, 1, s, mload(add(w, 0xc0)), mload(add(w, 0xe0)),
+                        mload(add(w, 0x100)), mload(add(w, 0x120)))
+                }
                 // u1 = e / s, u2 = r / s (mod n)
-                let w1, w0 := powmod(m, sHi, sLo, N1, sub(N0, 2), N1, N0)
-                let u11, u10 := mulmodn(m, eHi, eLo, w1, w0)
-                let u21, u20 := mulmodn(m, rHi, rLo, w1, w0)
-                // wNAF digits
-                let nafG := m
-                let nafQ := add(m, 0x1a0)
-                for { let i := 0 } lt(i, 0x340) { i := add(i, 0x20) } { mstore(add(m, i), 0) }
-                let lenG := wnaf(nafG, u11, u10, 7)
-                let lenQ := wnaf(nafQ, u21, u20, 5)
-                // Q table: Q, 3Q, ..., 15Q. 2Q = (X2, Y2, Z2) in Jacobian; on the isomorphic curve
-                // E': y^2 = x^3 - 3 Z2^4 x + b Z2^6, (x, y) -> (x Z2^2, y Z2^3), 2Q is the affine point
-                // (X2, Y2), so the odd multiples are mixed additions there; (X', Y', Z') on E' is
-                // (X', Y', Z' Z2) on E.
-                let jac := add(m, 0x340)              // 8 points x 6 words
-                let qt := add(jac, 0x600)             // 8 packed affine points
-                {
-                    let d1, d0, e1, e0, f1, f0 := pdbl(qxHi, qxLo, qyHi, qyLo, 0, 1)
-                    let zz1, zz0 := fsqr(f1, f0)
-                    let px1, px0 := fmul(qxHi, qxLo, zz1, zz0)
-                    zz1, zz0 := fmul(zz1, zz0, f1, f0)
-                    let py1, py0 := fmul(qyHi, qyLo, zz1, zz0)
-                    let pz1 := 0 let pz0 := 1
-                    for { let k := 0 } 1 { } {
-                        let p := add(jac, mul(k, 0xc0))
-                        mstore(p, px1) mstore(add(p, 0x20), px0) mstore(add(p, 0x40), py1)
-                        mstore(add(p, 0x60), py0)
-                        zz1, zz0 := fmul(pz1, pz0, f1, f0)
-                        mstore(add(p, 0x80), zz1) mstore(add(p, 0xa0), zz0)
-                        k := add(k, 1)
-                        if eq(k, 8) { break }
-                        px1, px0, py1, py0, pz1, pz0 := padd(px1, px0, py1, py0, pz1, pz0, d1, d0, e1, e0)
+                let v1, v0 := powmod(s, sh, sl, N1, sub(N0, 2), N1, N0)
+                let u11, u10 := mulmodn(s, mload(w), mload(add(w, 0x20)), v1, v0)
+                let u21, u20 := mulmodn(s, rh, rl, v1, v0)
+                let len := 0
+                for { let j := 0 } lt(j, 8) { j := add(j, 1) } {
+                    let l := wnaf(add(digits, j), 0, chunk48(u11, u10, j))
+                    if gt(l, len) { len := l }
+                    if op {
+                        l := wnaf(add(digits, add(j, 8)), 0, chunk48(u21, u20, j))
+                        if gt(l, len) { len := l }
                     }
                 }
-                // batch inversion of the 8 Z (Montgomery's trick), then affine
-                {
-                    let pre := add(qt, 0x300)         // prefix products, 8 x 2 words
-                    let c1 := mload(add(jac, 0x80)) let c0 := mload(add(jac, 0xa0))
-                    mstore(pre, c1) mstore(add(pre, 0x20), c0)
-                    for { let k := 1 } lt(k, 8) { k := add(k, 1) } {
-                        let p := add(jac, mul(k, 0xc0))
-                        c1, c0 := fmul(c1, c0, mload(add(p, 0x80)), mload(add(p, 0xa0)))
-                        mstore(add(pre, shl(6, k)), c1) mstore(add(pre, add(shl(6, k), 0x20)), c0)
-                    }
-                    c1, c0 := powmod(add(pre, 0x200), c1, c0, 0xffffffffffffffffffffffffffffffff,
-                        0xfffffffffffffffffffffffffffffffeffffffff0000000000000000fffffffd,
-                        0xffffffffffffffffffffffffffffffff,
-                        0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)
-                    for { let k := 7 } 1 { k := sub(k, 1) } {
-                        let p := add(jac, mul(k, 0xc0))
-                        let i1 := c1 let i0 := c0
-                        if k {
-                            i1, i0 := fmul(c1, c0, mload(add(pre, shl(6, sub(k, 1)))), mload(add(pre, add(shl(6, sub(k, 1)), 0x20))))
-                            c1, c0 := fmul(c1, c0, mload(add(p, 0x80)), mload(add(p, 0xa0)))
-                        }
-                        let s1, s0 := fsqr(i1, i0)
-                        let ax1, ax0 := fmul(mload(p), mload(add(p, 0x20)), s1, s0)
-                        s1, s0 := fmul(s1, s0, i1, i0)
-                        let ay1, ay0 := fmul(mload(add(p, 0x40)), mload(add(p, 0x60)), s1, s0)
-                        ax1, ax0 := fcanon(ax1, ax0)
-                        ay1, ay0 := fcanon(ay1, ay0)
-                        pstore(add(qt, mul(k, 96)), ax1, ax0, ay1, ay0)
-                        if iszero(k) { break }
-                    }
+                if iszero(op) {
+                    let l := wnaf(add(digits, 8), u21, u20)
+                    if gt(l, len) { len := l }
                 }
-                // interleaved double-and-add over both wNAF digit strings
-                let gtab := add(gTable, 0x20)
-                let X1 := 0 let X0 := 0 let Y1 := 0 let Y0 := 1 let Z1 := 0 let Z0 := 0
-                let i := lenG
-                if gt(lenQ, i) { i := lenQ }
-                for { } i { } {
+                // R = u1 G + u2 Q: from the top position down, double, then add the table point of
+                // every nonzero digit at this position (bytes of the 16-byte row, found with clz)
+                let X1 := 0
+                let X0 := 0
+                let Y1 := 0
+                let Y0 := 1
+                let Z1 := 0
+                let Z0 := 0
+                for { let i := len } i { } {
                     i := sub(i, 1)
                     X1, X0, Y1, Y0, Z1, Z0 := pdbl(X1, X0, Y1, Y0, Z1, Z0)
-                    let dg := signextend(0, byte(0, mload(add(nafG, i))))
-                    if dg {
-                        let ax1, ax0, ay1, ay0 := pload(gtab, dg)
-                        X1, X0, Y1, Y0, Z1, Z0 := padd(X1, X0, Y1, Y0, Z1, Z0, ax1, ax0, ay1, ay0)
-                    }
-                    let dq := signextend(0, byte(0, mload(add(nafQ, i))))
-                    if dq {
-                        let ax1, ax0, ay1, ay0 := pload(qt, dq)
+                    let row := shr(128, mload(add(digits, shl(4, i))))
+                    for { } row { } {
+                        let slot := shr(3, sub(clz(row), 128))
+                        let d := signextend(0, byte(add(slot, 16), row))
+                        row := and(row, not(shl(shl(3, sub(15, slot)), 0xff)))
+                        let tab := gtab
+                        if gt(slot, 7) { tab := qt }
+                        let ax1, ax0, ay1, ay0 := pload(add(tab, mul(and(slot, 7), 768)), d)
                         X1, X0, Y1, Y0, Z1, Z0 := padd(X1, X0, Y1, Y0, Z1, Z0, ax1, ax0, ay1, ay0)
                     }
                 }
-                // x(R) = X / Z^2 must be r or r + n (when r + n < p), compared as X == x Z^2
+                // x(R) = X / Z^2 is r or, when r + n < p, r + n: compare X with x Z^2
                 if iszero(fzero(Z1, Z0)) {
                     let zz1, zz0 := fsqr(Z1, Z0)
                     X1, X0 := fcanon(X1, X0)
-                    let t1, t0 := fmul(rHi, rLo, zz1, zz0)
+                    let t1, t0 := fmul(rh, rl, zz1, zz0)
                     t1, t0 := fcanon(t1, t0)
                     ok := and(eq(t1, X1), eq(t0, X0))
-                    // r + n < p
-                    let s0 := add(rLo, N0)
-                    let s1 := add(add(rHi, N1), lt(s0, N0))
-                    if and(iszero(ok), lt384(s1, s0, 0xffffffffffffffffffffffffffffffff,
+                    let n0 := add(rl, N0)
+                    let n1 := add(add(rh, N1), lt(n0, N0))
+                    if and(iszero(ok), lt384(n1, n0, 0xffffffffffffffffffffffffffffffff,
                         0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff)) {
-                        t1, t0 := fmul(s1, s0, zz1, zz0)
+                        t1, t0 := fmul(n1, n0, zz1, zz0)
                         t1, t0 := fcanon(t1, t0)
                         ok := and(eq(t1, X1), eq(t0, X0))
                     }

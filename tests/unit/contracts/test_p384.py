@@ -14,6 +14,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -97,9 +98,27 @@ def p384(w3: Web3) -> Any:
     return deploy(w3, compile_contracts(["P384Harness"])["P384Harness"])
 
 
-def _verify(p384: Any, e: int, r: int, s: int, q: tuple[int, int]) -> bool:
-    result: bool = p384.functions.verify(_b48(e), _b48(r), _b48(s), _b48(q[0]), _b48(q[1])).call()
-    return result
+Verifier = Callable[[int, int, int, tuple[int, int]], bool]
+
+
+@pytest.fixture(scope="module", params=["verify", "verifyPrecomputed"])
+def verifier(request: pytest.FixtureRequest, p384: Any) -> Verifier:
+    """Both entry points: P384.verify(e, r, s, qx, qy), and P384.verifyPrecomputed(e, r, s, table)
+    with the table P384.precompute(qx, qy) returned for that key (computed once per key)."""
+    if request.param == "verify":
+
+        def plain(e: int, r: int, s: int, q: tuple[int, int]) -> bool:
+            return bool(p384.functions.verify(_b48(e), _b48(r), _b48(s), _b48(q[0]), _b48(q[1])).call())
+
+        return plain
+    tables: dict[tuple[int, int], bytes] = {}
+
+    def precomputed(e: int, r: int, s: int, q: tuple[int, int]) -> bool:
+        if q not in tables:
+            tables[q] = p384.functions.precompute(_b48(q[0]), _b48(q[1])).call()
+        return bool(p384.functions.verifyPrecomputed(_b48(e), _b48(r), _b48(s), tables[q]).call())
+
+    return precomputed
 
 
 def _sign(secret: int, message: bytes) -> tuple[int, int, int, tuple[int, int]]:
@@ -152,19 +171,19 @@ def _report_signature(report: bytes) -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize("name", _report_dirs())
-def test_real_report_signature_matches_expected(p384: Any, vectors: Path, name: str) -> None:
+def test_real_report_signature_matches_expected(verifier: Verifier, vectors: Path, name: str) -> None:
     expected = json.loads((vectors / "expected.json").read_text())[name]["signature_ok"]
     report = (vectors / name / "report.bin").read_bytes()
     e, r, s = _report_signature(report)
-    assert _verify(p384, e, r, s, _leaf_point(vectors / name)) is expected
+    assert verifier(e, r, s, _leaf_point(vectors / name)) is expected
 
 
 @pytest.mark.parametrize("name", [n for n in _report_dirs() if "negative" not in n])
-def test_real_report_with_one_flipped_bit_is_rejected(p384: Any, vectors: Path, name: str) -> None:
+def test_real_report_with_one_flipped_bit_is_rejected(verifier: Verifier, vectors: Path, name: str) -> None:
     report = bytearray((vectors / name / "report.bin").read_bytes())
     report[0x90] ^= 0x01  # one bit of MEASUREMENT, inside the signed region
     e, r, s = _report_signature(bytes(report))
-    assert _verify(p384, e, r, s, _leaf_point(vectors / name)) is False
+    assert verifier(e, r, s, _leaf_point(vectors / name)) is False
 
 
 def test_key_mismatch_vector_is_the_only_rejected_real_report(vectors: Path) -> None:
@@ -180,9 +199,9 @@ TAMPERS = ["r+1", "s+1", "message", "key", "swap-r-s", "digest-as-r"]
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(secret=st.integers(1, N - 1), message=st.binary(max_size=256), tamper=st.sampled_from(TAMPERS))
-def test_random_signatures_and_their_tampered_twins(p384: Any, secret: int, message: bytes, tamper: str) -> None:
+def test_random_signatures_and_their_tampered_twins(verifier: Verifier, secret: int, message: bytes, tamper: str) -> None:
     e, r, s, q = _sign(secret, message)
-    assert _verify(p384, e, r, s, q) is True
+    assert verifier(e, r, s, q) is True
     if tamper == "r+1":
         r = r + 1 if r + 1 < N else 1
     elif tamper == "s+1":
@@ -195,15 +214,15 @@ def test_random_signatures_and_their_tampered_twins(p384: Any, secret: int, mess
         r, s = s, r
     else:
         r = e % N or 1
-    assert _verify(p384, e, r, s, q) is False
+    assert verifier(e, r, s, q) is False
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(secret=st.integers(1, N - 1), message=st.binary(max_size=64))
-def test_high_s_is_accepted_like_cryptography(p384: Any, secret: int, message: bytes) -> None:
+def test_high_s_is_accepted_like_cryptography(verifier: Verifier, secret: int, message: bytes) -> None:
     # ECDSA verification (SEC 1 4.1.4) accepts s and n - s alike; `cryptography` does too.
     e, r, s, q = _sign(secret, message)
-    assert _verify(p384, e, r, N - s, q) is True
+    assert verifier(e, r, N - s, q) is True
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -213,10 +232,10 @@ def test_high_s_is_accepted_like_cryptography(p384: Any, secret: int, message: b
     s=st.integers(1, N - 1),
     secret=st.integers(1, N - 1),
 )
-def test_random_scalars_are_rejected(p384: Any, e: int, r: int, s: int, secret: int) -> None:
+def test_random_scalars_are_rejected(verifier: Verifier, e: int, r: int, s: int, secret: int) -> None:
     q = _mul(secret, G)
     assert q is not None
-    assert _verify(p384, e, r, s, q) is False
+    assert verifier(e, r, s, q) is False
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,43 +245,43 @@ OUT_OF_RANGE = {"zero": 0, "n": N, "n+1": N + 1, "max": 2**384 - 1}
 
 @pytest.mark.parametrize("value", OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
 @pytest.mark.parametrize("which", ["r", "s"])
-def test_out_of_range_scalar_is_rejected(p384: Any, which: str, value: int) -> None:
+def test_out_of_range_scalar_is_rejected(verifier: Verifier, which: str, value: int) -> None:
     e, r, s, q = _sign(7, b"range")
-    assert _verify(p384, e, r, s, q) is True
+    assert verifier(e, r, s, q) is True
     if which == "r":
         r = value
     else:
         s = value
-    assert _verify(p384, e, r, s, q) is False
+    assert verifier(e, r, s, q) is False
 
 
 @pytest.mark.parametrize("s", [1, N - 1], ids=["s=1", "s=n-1"])
-def test_extreme_s_in_range_verifies_when_forged(p384: Any, s: int) -> None:
+def test_extreme_s_in_range_verifies_when_forged(verifier: Verifier, s: int) -> None:
     r_point = _mul(0xC0FFEE, G)
     assert r_point is not None
     e = 0x1234
     r, s, q = _forge(r_point, e, s)
-    assert _verify(p384, e, r, s, q) is True
-    assert _verify(p384, e + 1, r, s, q) is False
+    assert verifier(e, r, s, q) is True
+    assert verifier(e + 1, r, s, q) is False
 
 
-def test_r_equal_n_minus_1_verifies_when_forged(p384: Any) -> None:
+def test_r_equal_n_minus_1_verifies_when_forged(verifier: Verifier) -> None:
     r_point = _lift_x(N - 1)  # a point with x = n - 1 exists, so r = n - 1
     assert r_point is not None
     e, s = 0xABCDEF, 0x5151
     r, s, q = _forge(r_point, e, s)
     assert r == N - 1
-    assert _verify(p384, e, r, s, q) is True
-    assert _verify(p384, e, r, s + 1, q) is False
+    assert verifier(e, r, s, q) is True
+    assert verifier(e, r, s + 1, q) is False
 
 
-def test_r_equal_1_is_in_range_but_unreachable(p384: Any) -> None:
+def test_r_equal_1_is_in_range_but_unreachable(verifier: Verifier) -> None:
     # r = 1 needs x(R) in {1, n + 1}; neither is the x of a P-384 point, so no key verifies it, and the
     # library answers false rather than reverting.
     assert _lift_x(1) is None and _lift_x(N + 1) is None
     e, _, s, q = _sign(19, b"r=1")
-    assert _verify(p384, e, 1, s, q) is False
-    assert _verify(p384, e, _, s, q) is True
+    assert verifier(e, 1, s, q) is False
+    assert verifier(e, _, s, q) is True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -277,36 +296,36 @@ def _small_x_point() -> tuple[int, int]:
         x += 1
 
 
-def test_x_of_r_between_n_and_p_verifies(p384: Any) -> None:
+def test_x_of_r_between_n_and_p_verifies(verifier: Verifier) -> None:
     r_point = _small_x_point()
     e, s = 0xFEED, 0xBEEF
     r, s, q = _forge(r_point, e, s)
     assert r == r_point[0] - N
-    assert _verify(p384, e, r, s, q) is True
+    assert verifier(e, r, s, q) is True
     # Twin: the same R with r = x mod n replaced by another small value.
-    assert _verify(p384, e, r + 1, s, q) is False
+    assert verifier(e, r + 1, s, q) is False
 
 
-def test_accumulator_equal_to_table_point_takes_the_doubling_branch(p384: Any) -> None:
+def test_accumulator_equal_to_table_point_takes_the_doubling_branch(verifier: Verifier) -> None:
     # Q = G and u1 = u2 = 1 (e = r = s): the loop adds G to G, so R = 2G.
     two_g = _add(G, G)
     assert two_g is not None
     r = two_g[0] % N
-    assert _verify(p384, r, r, r, G) is True
-    assert _verify(p384, r, r, r + 1, G) is False
+    assert verifier(r, r, r, G) is True
+    assert verifier(r, r, r + 1, G) is False
 
 
-def test_sum_at_infinity_is_rejected(p384: Any) -> None:
+def test_sum_at_infinity_is_rejected(verifier: Verifier) -> None:
     # Q = -G and u1 = u2 (e = r): R = u1 G - u1 G is the point at infinity, which has no x.
     minus_g = _neg(G)
     for r, s in [(5, 5), (0x1234567, 3)]:
-        assert _verify(p384, r, r, s, minus_g) is False
+        assert verifier(r, r, s, minus_g) is False
     # Twin: with the same key, R = (u1 - u2) G = k G for e = k s + r, a real point, verifies.
     k, s = 0xBADC0DE, 0x77
     r_point = _mul(k, G)
     assert r_point is not None
     r = r_point[0] % N
-    assert _verify(p384, (k * s + r) % N, r, s, minus_g) is True
+    assert verifier((k * s + r) % N, r, s, minus_g) is True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -324,12 +343,13 @@ BAD_KEYS = {
 @pytest.mark.parametrize("make", BAD_KEYS.values(), ids=BAD_KEYS.keys())
 def test_malformed_public_key_reverts(p384: Any, make: Any) -> None:
     e, r, s, q = _sign(11, b"key")
-    assert _verify(p384, e, r, s, q) is True
+    args = [_b48(e), _b48(r), _b48(s), _b48(q[0]), _b48(q[1])]
+    assert p384.functions.verify(*args).call() is True
+    assert len(p384.functions.precompute(args[3], args[4]).call()) == TABLE_LENGTH
     bad = make(q)
-    name, _ = reverts_with(
-        p384, lambda: p384.functions.verify(_b48(e), _b48(r), _b48(s), _b48(bad[0]), _b48(bad[1])).call()
-    )
-    assert name == "P384InvalidPublicKey"
+    args[3:] = [_b48(bad[0]), _b48(bad[1])]
+    assert reverts_with(p384, lambda: p384.functions.verify(*args).call())[0] == "P384InvalidPublicKey"
+    assert reverts_with(p384, lambda: p384.functions.precompute(args[3], args[4]).call())[0] == "P384InvalidPublicKey"
 
 
 @pytest.mark.parametrize("slot", range(5), ids=["digest", "r", "s", "qx", "qy"])
@@ -337,16 +357,79 @@ def test_malformed_public_key_reverts(p384: Any, make: Any) -> None:
 def test_wrong_length_reverts(p384: Any, slot: int, length: int) -> None:
     e, r, s, q = _sign(13, b"len")
     args = [_b48(e), _b48(r), _b48(s), _b48(q[0]), _b48(q[1])]
+    table = p384.functions.precompute(args[3], args[4]).call()
     assert p384.functions.verify(*args).call() is True
+    assert p384.functions.verifyPrecomputed(*args[:3], table).call() is True
     args[slot] = bytes(length)
-    name, params = reverts_with(p384, lambda: p384.functions.verify(*args).call())
-    assert (name, params) == ("P384InvalidLength", (length,))
+    expected = ("P384InvalidLength", (length,))
+    assert reverts_with(p384, lambda: p384.functions.verify(*args).call()) == expected
+    if slot < 3:
+        assert reverts_with(p384, lambda: p384.functions.verifyPrecomputed(*args[:3], table).call()) == expected
+    else:
+        assert reverts_with(p384, lambda: p384.functions.precompute(args[3], args[4]).call()) == expected
 
 
 def test_verification_fits_in_one_transaction(p384: Any, w3: Web3) -> None:
     # The registry verifies inside a transaction; EIP-7825 caps one at 16,777,216 gas (anvil enforces it).
     e, r, s, q = _sign(17, b"tx")
-    call = p384.functions.verify(_b48(e), _b48(r), _b48(s), _b48(q[0]), _b48(q[1]))
-    receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": w3.eth.accounts[0], "gas": TX_GAS_CAP}))
-    assert receipt["status"] == 1
-    assert receipt["gasUsed"] < TX_GAS_CAP
+    table = p384.functions.precompute(_b48(q[0]), _b48(q[1])).call()
+    calls = [
+        p384.functions.verify(_b48(e), _b48(r), _b48(s), _b48(q[0]), _b48(q[1])),
+        p384.functions.precompute(_b48(q[0]), _b48(q[1])),
+        p384.functions.verifyPrecomputed(_b48(e), _b48(r), _b48(s), table),
+    ]
+    for call in calls:
+        receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": w3.eth.accounts[0], "gas": TX_GAS_CAP}))
+        assert receipt["status"] == 1
+        assert receipt["gasUsed"] < TX_GAS_CAP
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables: G_TABLES and precompute(Q) hold (2 i + 1) 2^(48 j) P at byte 768 j + 96 i, as x || y.
+TABLE_LENGTH = 6144
+
+
+def _reference_table(base: tuple[int, int]) -> bytes:
+    out = b""
+    point: Point = base
+    for _ in range(8):
+        assert point is not None
+        double = _add(point, point)
+        odd: Point = point
+        for _ in range(8):
+            assert odd is not None
+            out += _b48(odd[0]) + _b48(odd[1])
+            odd = _add(odd, double)
+        point = _mul(2**48, point)
+    return out
+
+
+def test_g_tables_are_the_documented_multiples(p384: Any) -> None:
+    assert p384.functions.gTables().call() == _reference_table(G)
+
+
+@pytest.mark.parametrize("secret", [1, 2, 0xDEADBEEF, N - 1])
+def test_precompute_matches_the_reference(p384: Any, secret: int) -> None:
+    q = _mul(secret, G)
+    assert q is not None
+    table = p384.functions.precompute(_b48(q[0]), _b48(q[1])).call()
+    assert table == _reference_table(q)
+
+
+def test_table_of_another_key_does_not_verify(p384: Any) -> None:
+    e, r, s, q = _sign(23, b"table")
+    _, _, _, other = _sign(29, b"table")
+    own = p384.functions.precompute(_b48(q[0]), _b48(q[1])).call()
+    foreign = p384.functions.precompute(_b48(other[0]), _b48(other[1])).call()
+    assert p384.functions.verifyPrecomputed(_b48(e), _b48(r), _b48(s), own).call() is True
+    assert p384.functions.verifyPrecomputed(_b48(e), _b48(r), _b48(s), foreign).call() is False
+
+
+@pytest.mark.parametrize("length", [0, TABLE_LENGTH - 1, TABLE_LENGTH + 1, 2 * TABLE_LENGTH])
+def test_wrong_table_length_reverts(p384: Any, length: int) -> None:
+    e, r, s, q = _sign(31, b"table")
+    table = p384.functions.precompute(_b48(q[0]), _b48(q[1])).call()
+    assert p384.functions.verifyPrecomputed(_b48(e), _b48(r), _b48(s), table).call() is True
+    bad = (table * 2)[:length]
+    name, params = reverts_with(p384, lambda: p384.functions.verifyPrecomputed(_b48(e), _b48(r), _b48(s), bad).call())
+    assert (name, params) == ("P384InvalidTable", (length,))
