@@ -10,15 +10,14 @@ signature equation only needs R = u1 G + u2 Q, so choosing R first and solving f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import warnings
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -26,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from web3 import Web3
 
+from offchain.abi.snp_report import SnpReport
+from offchain.trust.certs import parse_certificate
 from tests.conftest import vectors_root
 from tests.support.evm import TX_GAS_CAP, compile_contracts, deploy, reverts_with
 
@@ -130,10 +131,9 @@ def _sign(secret: int, message: bytes) -> tuple[int, int, int, tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Real evidence: every SEV-SNP report (bare and Azure) against the key of its own VCEK/VLEK.
-REPORT_SIGNED = slice(0x000, 0x2A0)  # AMD SEV-SNP ABI, Table 22 (ATTESTATION_REPORT): signed bytes
-SIG_R = slice(0x2A0, 0x2A0 + 72)  # ECDSA P-384 R, little-endian, 72 bytes (low 48 significant)
-SIG_S = slice(0x2E8, 0x2E8 + 72)  # ECDSA P-384 S, little-endian
+# Real evidence: every SEV-SNP report (bare and Azure) against the key of its own VCEK/VLEK. The report
+# is parsed by offchain.abi (signed bytes 0x000..0x29F, little-endian R and S) and the leaf by
+# offchain.trust, so the offsets live in one place.
 LEAF_NAMES = ("vcek.der", "vcek.pem", "vlek.der", "vlek.pem")
 
 
@@ -148,26 +148,17 @@ def _report_dirs() -> list[str]:
 
 
 def _leaf_point(directory: Path) -> tuple[int, int]:
-    for name in LEAF_NAMES:
-        path = directory / name
-        if path.is_file():
-            data = path.read_bytes()
-            with warnings.catch_warnings():
-                # Every real VCEK/VLEK has serial number 0, which `cryptography` warns about.
-                warnings.simplefilter("ignore")
-                cert = (
-                    x509.load_pem_x509_certificate(data) if name.endswith(".pem") else x509.load_der_x509_certificate(data)
-                )
-            key = cert.public_key()
-            assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1"
-            numbers = key.public_numbers()
-            return numbers.x, numbers.y
-    raise AssertionError(f"no leaf certificate in {directory}")
+    path = next(directory / name for name in LEAF_NAMES if (directory / name).is_file())
+    key = parse_certificate(path.read_bytes()).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1"
+    numbers = key.public_numbers()
+    return numbers.x, numbers.y
 
 
-def _report_signature(report: bytes) -> tuple[int, int, int]:
-    digest = int.from_bytes(hashlib.sha384(report[REPORT_SIGNED]).digest(), "big")
-    return digest, int.from_bytes(report[SIG_R], "little"), int.from_bytes(report[SIG_S], "little")
+def _report_signature(data: bytes) -> tuple[int, int, int]:
+    report = SnpReport.from_bytes(data)
+    digest = int.from_bytes(hashlib.sha384(report.signed_bytes()).digest(), "big")
+    return digest, report.signature_r, report.signature_s
 
 
 @pytest.mark.parametrize("name", _report_dirs())
@@ -180,9 +171,9 @@ def test_real_report_signature_matches_expected(verifier: Verifier, vectors: Pat
 
 @pytest.mark.parametrize("name", [n for n in _report_dirs() if "negative" not in n])
 def test_real_report_with_one_flipped_bit_is_rejected(verifier: Verifier, vectors: Path, name: str) -> None:
-    report = bytearray((vectors / name / "report.bin").read_bytes())
-    report[0x90] ^= 0x01  # one bit of MEASUREMENT, inside the signed region
-    e, r, s = _report_signature(bytes(report))
+    report = SnpReport.from_bytes((vectors / name / "report.bin").read_bytes())
+    flipped = bytes([report.measurement[0] ^ 0x01]) + report.measurement[1:]  # one bit, inside the signed bytes
+    e, r, s = _report_signature(dataclasses.replace(report, measurement=flipped).to_bytes())
     assert verifier(e, r, s, _leaf_point(vectors / name)) is False
 
 
