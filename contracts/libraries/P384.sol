@@ -141,13 +141,14 @@ library P384 {
         view
         returns (bool)
     {
-        uint256[10] memory w;
+        uint256[11] memory w;
         (w[0], w[1]) = _load48(digest);
         (w[2], w[3]) = _load48(r);
         (w[4], w[5]) = _load48(s);
         (w[6], w[7]) = _load48(qx);
         (w[8], w[9]) = _load48(qy);
-        return _core(OP_VERIFY, w, "");
+        w[10] = OP_VERIFY;
+        return _core(w, "");
     }
 
     /**
@@ -155,11 +156,12 @@ library P384 {
      * @dev Reverts with {P384InvalidLength} or {P384InvalidPublicKey} when (qx, qy) is not a P-384 point.
      */
     function precompute(bytes memory qx, bytes memory qy) internal view returns (bytes memory table) {
-        uint256[10] memory w;
+        uint256[11] memory w;
         (w[6], w[7]) = _load48(qx);
         (w[8], w[9]) = _load48(qy);
         table = new bytes(TABLE_LENGTH);
-        _core(OP_PRECOMPUTE, w, table);
+        w[10] = OP_PRECOMPUTE;
+        _core(w, table);
     }
 
     /**
@@ -174,11 +176,12 @@ library P384 {
         returns (bool)
     {
         if (table.length != TABLE_LENGTH) revert P384InvalidTable(table.length);
-        uint256[10] memory w;
+        uint256[11] memory w;
         (w[0], w[1]) = _load48(digest);
         (w[2], w[3]) = _load48(r);
         (w[4], w[5]) = _load48(s);
-        return _core(OP_VERIFY_PRECOMPUTED, w, table);
+        w[10] = OP_VERIFY_PRECOMPUTED;
+        return _core(w, table);
     }
 
     /// @dev A 48-byte big-endian value as (its top 16 bytes, its low 32 bytes).
@@ -198,7 +201,10 @@ library P384 {
      * Memory: scratch beyond the free memory pointer, which is not moved (up to 20 KiB in
      * OP_PRECOMPUTE, 8 KiB otherwise).
      */
-    function _core(uint256 op, uint256[10] memory w, bytes memory table) private view returns (bool ok) {
+    function _core(uint256[11] memory w, bytes memory table) private view returns (bool ok) {
+        // the operation travels in memory, not as an argument: the optimizer would otherwise copy this
+        // function once per operation (with the 6 KiB of G tables in each copy)
+        uint256 op = w[10];
         bytes memory gTables;
         if (op != OP_PRECOMPUTE) gTables = G_TABLES;
         bool badKey;
