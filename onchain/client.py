@@ -153,13 +153,23 @@ class RegistryClient:
         artifacts: Mapping[str, dict[str, Any]] | None = None,
     ) -> Self:
         """Deploy a registry owned by ``owner`` (default: the deploying account) that uses the SnpVerifier at
-        ``verifier``, or a new one deployed first. ``artifacts`` (by contract name) default to the shipped ones."""
+        ``verifier``, or a new one (with its P384Verifier) deployed first. ``artifacts`` (by contract name) default
+        to the shipped ones."""
         found = dict(artifacts or {})
         registry_artifact = found.get("CvmRegistry") or load_artifact("CvmRegistry")
         from_ = account.address if account is not None else sender or w3.eth.accounts[0]
         if verifier is None:
-            verifier_artifact = found.get("SnpVerifier") or load_artifact("SnpVerifier")
-            verifier = _deploy(w3, verifier_artifact, (), from_, account, "deploy SnpVerifier")
+            p384 = _deploy(
+                w3, found.get("P384Verifier") or load_artifact("P384Verifier"), (), from_, account, "deploy P384Verifier"
+            )
+            verifier = _deploy(
+                w3,
+                found.get("SnpVerifier") or load_artifact("SnpVerifier"),
+                (Web3.to_checksum_address(p384),),
+                from_,
+                account,
+                "deploy SnpVerifier",
+            )
         address = _deploy(
             w3,
             registry_artifact,
@@ -316,12 +326,16 @@ class RegistryClient:
 def registry_abi(
     registry_artifact: Mapping[str, Any] | None = None, artifacts: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
-    """The registry's ABI plus the custom errors of the SnpVerifier it calls, whose reverts it passes on."""
+    """The registry's ABI plus the custom errors of the verifiers it calls, whose reverts it passes on."""
     registry = registry_artifact or load_artifact("CvmRegistry")
-    verifier = (artifacts or {}).get("SnpVerifier") or load_artifact("SnpVerifier")
     abi = list(registry["abi"])
     names = {e.get("name") for e in abi if e.get("type") == "error"}
-    abi += [e for e in verifier["abi"] if e.get("type") == "error" and e.get("name") not in names]
+    for name in ("SnpVerifier", "P384Verifier"):
+        verifier = (artifacts or {}).get(name) or load_artifact(name)
+        for entry in verifier["abi"]:
+            if entry.get("type") == "error" and entry.get("name") not in names:
+                abi.append(entry)
+                names.add(entry["name"])
     return abi
 
 

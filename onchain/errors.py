@@ -42,6 +42,7 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryCertificateExpired": Reason.CHAIN_EXPIRED,
     "RegistryCertificateNotYetValid": Reason.CHAIN_NOT_YET_VALID,
     "RegistryNotALeaf": Reason.REGISTRY_NOT_A_LEAF,
+    "RegistryTableNotStored": Reason.CHAIN_TX_FAILED,
     # ICvmRegistry: the SEV-SNP report
     "RegistryReportSignatureInvalid": Reason.SNP_SIGNATURE_INVALID,
     "RegistryTcbMismatch": Reason.SNP_TCB_MISMATCH,
@@ -78,6 +79,13 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryCvmNotRegistered": Reason.REGISTRY_CVM_NOT_REGISTERED,
     "RegistryAttestationExpired": Reason.REGISTRY_ATTESTATION_EXPIRED,
     "RegistryPcrsChanged": Reason.REGISTRY_PCRS_CHANGED,
+    # P384 / P384Verifier (a leaf key must be a P-384 point; tables are the registry's own)
+    "P384InvalidLength": Reason.CERT_MALFORMED,
+    "P384InvalidPublicKey": Reason.CERT_MALFORMED,
+    "P384InvalidTable": Reason.CHAIN_TX_FAILED,
+    "P384VerifierTableMissing": Reason.CHAIN_TX_FAILED,
+    # Sha384 (slices are the verifier's own: a report's signed bytes, a certificate's TBS)
+    "Sha384OutOfBounds": Reason.INPUT_INVALID,
     # CvmGated
     "CvmGatedNotAttested": Reason.REGISTRY_NOT_ATTESTED,
     "CvmGatedZeroRegistry": Reason.INPUT_INVALID,

@@ -173,7 +173,7 @@ interface ICvmRegistry {
 
     /// @dev The golden measurement is malformed or unacceptable.
     /// @param field 1 measurement length, 2 binding, 3 vmpl, 4 products, 5 signers, 6 debugAllowed (refused),
-    /// 7 pcrMask (PCR above 23), 8 pcrValues (count differs from pcrMask), 9 lifetime (zero, or 2^48 s or more).
+    /// 7 pcrMask (PCR above 23), 8 pcrValues (count differs from pcrMask), 9 lifetime (zero, or 2^32 s or more).
     error RegistryGoldenInvalid(uint8 field);
     /// @dev A golden measurement with this id was already published (revocation is final).
     error RegistryGoldenExists(bytes32 id);
@@ -209,6 +209,8 @@ interface ICvmRegistry {
     error RegistryCertificateNotYetValid(bytes32 id, uint64 notBefore);
     /// @dev The id given as the report's signer is not a VCEK or VLEK.
     error RegistryNotALeaf(bytes32 id);
+    /// @dev Deploying a leaf key's P-384 table (as contract code) failed: not enough gas left.
+    error RegistryTableNotStored();
 
     // ----- errors: the SEV-SNP report ---------------------------------------------------------------------------
 

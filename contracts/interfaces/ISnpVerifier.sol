@@ -75,11 +75,24 @@ interface ISnpVerifier {
         returns (Certificate memory);
 
     /**
-     * @dev Parses `report`, decodes its TCB with `product`'s layout (1 Milan, 2 Genoa, 4 Turin), hashes the first
-     * `hwIdLength` bytes of CHIP_ID and verifies its signature with the P-384 point `leafKey` (x || y).
+     * @dev The P-384 precomputation table of a VCEK/VLEK key (x || y), {P384-precompute}: about 4 million gas, once
+     * per key, so that every report under that key verifies in about 1.4 million ({verifyReport} with the table).
      */
-    function verifyReport(bytes calldata report, uint8 product, bytes calldata leafKey, uint256 hwIdLength)
-        external
-        view
-        returns (Report memory);
+    function precomputeKey(bytes calldata leafKey) external view returns (bytes memory table);
+
+    /**
+     * @dev Parses `report`, decodes its TCB with `product`'s layout (1 Milan, 2 Genoa, 4 Turin), hashes the first
+     * `hwIdLength` bytes of CHIP_ID and verifies its signature with the P-384 point `leafKey` (x || y), using the
+     * {precomputeKey} table stored as the code of `table` (after one leading zero byte) when `table` is not zero.
+     *
+     * IMPORTANT: a table verifies signatures of the key it was computed for; pass only a table made from `leafKey`
+     * and stored where no one else can write (the registry deploys it when it caches the key).
+     */
+    function verifyReport(
+        bytes calldata report,
+        uint8 product,
+        bytes calldata leafKey,
+        uint256 hwIdLength,
+        address table
+    ) external view returns (Report memory);
 }
