@@ -9,9 +9,9 @@ pragma solidity ^0.8.24;
  * with (VCEK/VLEK keys, AMD SEV-SNP ABI spec section 7.3 and Table 22).
  *
  * Two ways to verify:
- * - {verify}: everything from the public key, about 3 million gas.
- * - {precompute} once per key (a 6,144-byte table of multiples of Q, about 4 million gas), then
- *   {verifyPrecomputed} for every signature under that key, about 1.3 million gas. A registry that
+ * - {verify}: everything from the public key, about 3.35 million gas.
+ * - {precompute} once per key (a 6,144-byte table of multiples of Q, about 2.7 million gas), then
+ *   {verifyPrecomputed} for every signature under that key, about 1.38 million gas. A registry that
  *   caches a VCEK/VLEK once and checks many reports against it should store the table (e.g. as the
  *   code of a data contract) next to the key.
  *
@@ -31,7 +31,8 @@ pragma solidity ^0.8.24;
  * - Field elements mod p = 2^384 - 2^128 - 2^96 + 2^32 - 1 are two words (hi < 2^128, lo), kept
  *   below 2^384 but not necessarily below p. A product is three words computed with `mul` and
  *   `mulmod(a, b, 2^256 - 1)` (a 512-bit product from its residues mod 2^256 and 2^256 - 1), then
- *   reduced with 2^384 = 2^128 + 2^96 - 2^32 + 1 (mod p) in three folds.
+ *   reduced with the Solinas form of p: 2^512 = 2^256 + 2^224 - 2^160 + 2^128 and
+ *   2^384 = 2^128 + 2^96 - 2^32 + 1 (mod p), without branches.
  * - Points are Jacobian (X, Y, Z) ~ (X/Z^2, Y/Z^3); doubling is dbl-2001-b for a = -3 (3M + 5S),
  *   addition of an affine table point is madd-2004-hmv (8M + 3S) with the equal/opposite/infinity
  *   cases handled.
@@ -39,8 +40,9 @@ pragma solidity ^0.8.24;
  *   j = 0..7, whose odd multiples 1..15 are constants here, so u1 costs no doublings of its own.
  *   {verify} builds the odd multiples of Q (affine, one inversion) and runs 385 doublings;
  *   {precompute} does the same for every Q_j = 2^(48 j) Q, and {verifyPrecomputed} runs 48.
- * - Inversions (s^-1 mod n, the batch inversion of table Z coordinates) and the two reductions
- *   mod n use the modexp precompile (0x05): five calls, about 26,000 gas in all.
+ * - The inversions (s^-1 mod n; the batch inversion of the table's Z coordinates in {verify} and
+ *   {precompute}) and the two products mod n use the modexp precompile (0x05): about 36,800 gas
+ *   per inversion under EIP-7883 and 627 per product.
  */
 library P384 {
     /// @notice A 48-byte big-endian input (digest, r, s or a coordinate) had another length.
@@ -213,9 +215,11 @@ library P384 {
             // Elements are (h, l) = h 2^256 + l with h < 2^128, any value below 2^384 (not always
             // below p). Every function below returns that form.
 
-            // a b mod p. Product T = w2 2^512 + w1 2^256 + z0 with, for x = a, y = b:
-            //   a0 b0 = (hi, lo) from lo = mul, hi = (mulmod(., ., 2^256 - 1) - lo) mod (2^256 - 1);
-            //   a1 b0 + a0 b1 (< 2^385) the same way from the sums of both residues; a1 b1 < 2^256.
+            // a b mod p. The 768-bit product T = w2 2^512 + w1 2^256 + z0 is built from 512-bit partial
+            // products: v < 2^512 is fixed by lo = v mod 2^256 (mul, add) and v mod (2^256 - 1) (mulmod,
+            // addmod); its high word is (v mod (2^256 - 1) - lo) mod (2^256 - 1), and
+            // -lo = not(lo) mod 2^256 - 1. a0 b0 gives (w1, z0), a1 b0 + a0 b1 < 2^385 gives (w2, xl),
+            // a1 b1 < 2^256 adds to w2; xl joins w1 with its carry.
             function fmul(a1, a0, b1, b0) -> r1, r0 {
                 let xl := add(mul(a1, b0), mul(a0, b1))
                 let w2 := add(addmod(addmod(mulmod(a1, b0, not(0)), mulmod(a0, b1, not(0)), not(0)), not(xl), not(0)),
@@ -233,15 +237,14 @@ library P384 {
                 let w1 := add(addmod(mulmod(a0, a0, not(0)), not(z0), not(0)), xl)
                 r1, r0 := reduce(z0, w1, add(w2, lt(w1, xl)))
             }
-            // T = w2 2^512 + w1 2^256 + z0 < 2^768 to (h, l) = T mod p, with c = 2^384 mod p
-            // = 2^128 + 2^96 - 2^32 + 1 (C below) and d = c - 2^128 (D below).
-            // Fold 1: T = H 2^384 + L, H = Hh 2^256 + Hl (Hh = w2 >> 128, Hl = bits 384..639), so
-            //   T = L + Hl c + Hh c 2^256 = L + Hl c + Hh 2^384 + Hh d 2^256
-            //     = L + Hl c + Hh c + Hh d 2^256   (mod p);
-            //   Hl c = q1 2^256 + q0 (q1 < 2^129); the new high word is below 2^225.
-            // Fold 2: its bits from 128 up (< 2^97) times c go into the low word, once more < 2^256.
-            // Fold 3: a last carry can make the high word exactly 2^128; then the low word is below
-            //   2^226 and c is added without overflow.
+            // T = w2 2^512 + w1 2^256 + z0 < 2^768 to an element, with the Solinas form of p:
+            // - 2^512 = 2^256 + f (mod p), f = 2^224 - 2^160 + 2^128: T = (w1 + w2) 2^256 + z0 + w2 f, where
+            //   w2 f = g1 2^256 + g0 (g1 < 2^224); the sums leave k 2^512 + w1 2^256 + z0 with k <= 2.
+            // - From bit 384 up that is H = k 2^128 + (w1 >> 128) < 2^130, and 2^384 = c (mod p),
+            //   c = 2^128 + d, d = 2^96 - 2^32 + 1: H c = H 2^128 + H d, where H 2^128 is k 2^256 plus w1
+            //   with its low 128 bits cleared. The high word becomes (w1 mod 2^128) + k + carries,
+            //   at most 2^128 + 3.
+            // - A last fold adds c for bit 384 (the high word is then at most 4).
             function reduce(z0, w1, w2) -> r1, r0 {
                 let g0 := mul(w2, 0xffffffffffffffff0000000100000000000000000000000000000000)
                 let g1 := addmod(mulmod(w2, 0xffffffffffffffff0000000100000000000000000000000000000000, not(0)),
@@ -315,104 +318,25 @@ library P384 {
             // alpha = 3 (X - delta)(X + delta), X3 = alpha^2 - 8 beta, Z3 = 2 Y Z,
             // Y3 = alpha (4 beta - X3) - 8 gamma^2. Z = 0 (infinity) stays Z3 = 0.
             function pdbl(x1, x0, y1, y0, z1, z0) -> X1, X0, Y1, Y0, Z1, Z0 {
-                let m_1, m_2 := fsqr(z1, z0)
-                let m_3, m_4 := fsqr(y1, y0)
-                let m_5, m_6 := fmul(x1, x0, m_3, m_4)
-                let r_7 := sub(x0, m_2)
-                let r_8 := sub(sub(x1, m_1), lt(x0, m_2))
-                let t_9 := shr(255, r_8)
-                r_8 := and(r_8, 0xffffffffffffffffffffffffffffffff)
-                let t_10 := mul(t_9, 0x100000000ffffffffffffffff00000001)
-                r_8 := sub(r_8, lt(r_7, t_10))
-                r_7 := sub(r_7, t_10)
-                t_9 := shr(255, r_8)
-                r_8 := and(r_8, 0xffffffffffffffffffffffffffffffff)
-                r_7 := sub(r_7, mul(t_9, 0x100000000ffffffffffffffff00000001))
-                let t_11 := add(x0, m_2)
-                let t_12 := add(add(x1, m_1), lt(t_11, m_2))
-                let t_13 := mul(shr(128, t_12), 0x100000000ffffffffffffffff00000001)
-                let r_14 := add(t_11, t_13)
-                let r_15 := add(and(t_12, 0xffffffffffffffffffffffffffffffff), lt(r_14, t_13))
-                r_14 := add(r_14, mul(shr(128, r_15), 0x100000000ffffffffffffffff00000001))
-                r_15 := and(r_15, 0xffffffffffffffffffffffffffffffff)
-                let m_16, m_17 := fmul(r_8, r_7, r_15, r_14)
-                let t_18 := add(m_17, m_17)
-                let t_19 := add(add(m_16, m_16), lt(t_18, m_17))
-                let t_20 := mul(shr(128, t_19), 0x100000000ffffffffffffffff00000001)
-                let r_21 := add(t_18, t_20)
-                let r_22 := add(and(t_19, 0xffffffffffffffffffffffffffffffff), lt(r_21, t_20))
-                r_21 := add(r_21, mul(shr(128, r_22), 0x100000000ffffffffffffffff00000001))
-                r_22 := and(r_22, 0xffffffffffffffffffffffffffffffff)
-                let t_23 := add(m_17, r_21)
-                let t_24 := add(add(m_16, r_22), lt(t_23, r_21))
-                let t_25 := mul(shr(128, t_24), 0x100000000ffffffffffffffff00000001)
-                let r_26 := add(t_23, t_25)
-                let r_27 := add(and(t_24, 0xffffffffffffffffffffffffffffffff), lt(r_26, t_25))
-                r_26 := add(r_26, mul(shr(128, r_27), 0x100000000ffffffffffffffff00000001))
-                r_27 := and(r_27, 0xffffffffffffffffffffffffffffffff)
-                let m_28, m_29 := fmul(y1, y0, z1, z0)
-                let t_30 := add(m_29, m_29)
-                let t_31 := add(add(m_28, m_28), lt(t_30, m_29))
-                let t_32 := mul(shr(128, t_31), 0x100000000ffffffffffffffff00000001)
-                let r_33 := add(t_30, t_32)
-                let r_34 := add(and(t_31, 0xffffffffffffffffffffffffffffffff), lt(r_33, t_32))
-                r_33 := add(r_33, mul(shr(128, r_34), 0x100000000ffffffffffffffff00000001))
-                r_34 := and(r_34, 0xffffffffffffffffffffffffffffffff)
-                let t_35 := or(shl(2, m_5), shr(254, m_6))
-                let t_36 := shl(2, m_6)
-                let t_37 := mul(shr(128, t_35), 0x100000000ffffffffffffffff00000001)
-                let r_38 := add(t_36, t_37)
-                let r_39 := add(and(t_35, 0xffffffffffffffffffffffffffffffff), lt(r_38, t_37))
-                r_38 := add(r_38, mul(shr(128, r_39), 0x100000000ffffffffffffffff00000001))
-                r_39 := and(r_39, 0xffffffffffffffffffffffffffffffff)
-                let m_40, m_41 := fsqr(r_27, r_26)
-                let t_42 := add(r_38, r_38)
-                let t_43 := add(add(r_39, r_39), lt(t_42, r_38))
-                let t_44 := mul(shr(128, t_43), 0x100000000ffffffffffffffff00000001)
-                let r_45 := add(t_42, t_44)
-                let r_46 := add(and(t_43, 0xffffffffffffffffffffffffffffffff), lt(r_45, t_44))
-                r_45 := add(r_45, mul(shr(128, r_46), 0x100000000ffffffffffffffff00000001))
-                r_46 := and(r_46, 0xffffffffffffffffffffffffffffffff)
-                let r_47 := sub(m_41, r_45)
-                let r_48 := sub(sub(m_40, r_46), lt(m_41, r_45))
-                let t_49 := shr(255, r_48)
-                r_48 := and(r_48, 0xffffffffffffffffffffffffffffffff)
-                let t_50 := mul(t_49, 0x100000000ffffffffffffffff00000001)
-                r_48 := sub(r_48, lt(r_47, t_50))
-                r_47 := sub(r_47, t_50)
-                t_49 := shr(255, r_48)
-                r_48 := and(r_48, 0xffffffffffffffffffffffffffffffff)
-                r_47 := sub(r_47, mul(t_49, 0x100000000ffffffffffffffff00000001))
-                let r_51 := sub(r_38, r_47)
-                let r_52 := sub(sub(r_39, r_48), lt(r_38, r_47))
-                let t_53 := shr(255, r_52)
-                r_52 := and(r_52, 0xffffffffffffffffffffffffffffffff)
-                let t_54 := mul(t_53, 0x100000000ffffffffffffffff00000001)
-                r_52 := sub(r_52, lt(r_51, t_54))
-                r_51 := sub(r_51, t_54)
-                t_53 := shr(255, r_52)
-                r_52 := and(r_52, 0xffffffffffffffffffffffffffffffff)
-                r_51 := sub(r_51, mul(t_53, 0x100000000ffffffffffffffff00000001))
-                let m_55, m_56 := fmul(r_27, r_26, r_52, r_51)
-                let m_57, m_58 := fsqr(m_3, m_4)
-                let t_59 := or(shl(3, m_57), shr(253, m_58))
-                let t_60 := shl(3, m_58)
-                let t_61 := mul(shr(128, t_59), 0x100000000ffffffffffffffff00000001)
-                let r_62 := add(t_60, t_61)
-                let r_63 := add(and(t_59, 0xffffffffffffffffffffffffffffffff), lt(r_62, t_61))
-                r_62 := add(r_62, mul(shr(128, r_63), 0x100000000ffffffffffffffff00000001))
-                r_63 := and(r_63, 0xffffffffffffffffffffffffffffffff)
-                let r_64 := sub(m_56, r_62)
-                let r_65 := sub(sub(m_55, r_63), lt(m_56, r_62))
-                let t_66 := shr(255, r_65)
-                r_65 := and(r_65, 0xffffffffffffffffffffffffffffffff)
-                let t_67 := mul(t_66, 0x100000000ffffffffffffffff00000001)
-                r_65 := sub(r_65, lt(r_64, t_67))
-                r_64 := sub(r_64, t_67)
-                t_66 := shr(255, r_65)
-                r_65 := and(r_65, 0xffffffffffffffffffffffffffffffff)
-                r_64 := sub(r_64, mul(t_66, 0x100000000ffffffffffffffff00000001))
-                X1 := r_48 X0 := r_47 Y1 := r_65 Y0 := r_64 Z1 := r_34 Z0 := r_33
+                let d1, d0 := fsqr(z1, z0)
+                let g1, g0 := fsqr(y1, y0)
+                let b1, b0 := fmul(x1, x0, g1, g0)
+                let t1, t0 := fsub(x1, x0, d1, d0)
+                d1, d0 := fadd(x1, x0, d1, d0)
+                let a1, a0 := fmul(t1, t0, d1, d0)
+                t1, t0 := fshl(a1, a0, 1)
+                a1, a0 := fadd(a1, a0, t1, t0)
+                Z1, Z0 := fmul(y1, y0, z1, z0)
+                Z1, Z0 := fshl(Z1, Z0, 1)
+                b1, b0 := fshl(b1, b0, 2)
+                X1, X0 := fsqr(a1, a0)
+                t1, t0 := fshl(b1, b0, 1)
+                X1, X0 := fsub(X1, X0, t1, t0)
+                b1, b0 := fsub(b1, b0, X1, X0)
+                Y1, Y0 := fmul(a1, a0, b1, b0)
+                g1, g0 := fsqr(g1, g0)
+                g1, g0 := fshl(g1, g0, 3)
+                Y1, Y0 := fsub(Y1, Y0, g1, g0)
             }
             // (X, Y, Z) + (ax, ay), Jacobian plus affine (madd-2004-hmv): U2 = ax Z^2, S2 = ay Z^3,
             // H = U2 - X, R = S2 - Y, Z3 = Z H, X3 = R^2 - H^3 - 2 X H^2, Y3 = R (X H^2 - X3) - Y H^3.
@@ -446,7 +370,7 @@ library P384 {
                 v1, v0 := fmul(v1, v0, x1, x0)
                 X1, X0 := fsqr(u1, u0)
                 X1, X0 := fsub(X1, X0, w1, w0)
-                t1, t0 := fadd(v1, v0, v1, v0)
+                t1, t0 := fshl(v1, v0, 1)
                 X1, X0 := fsub(X1, X0, t1, t0)
                 v1, v0 := fsub(v1, v0, X1, X0)
                 v1, v0 := fmul(v1, v0, u1, u0)
