@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from web3 import Web3
+from web3.exceptions import ContractCustomError
 
 from offchain.abi.snp_report import SnpReport
 from offchain.trust.certs import parse_certificate
@@ -190,7 +191,9 @@ TAMPERS = ["r+1", "s+1", "message", "key", "swap-r-s", "digest-as-r"]
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(secret=st.integers(1, N - 1), message=st.binary(max_size=256), tamper=st.sampled_from(TAMPERS))
-def test_random_signatures_and_their_tampered_twins(verifier: Verifier, secret: int, message: bytes, tamper: str) -> None:
+def test_random_signatures_and_their_tampered_twins(
+    verifier: Verifier, secret: int, message: bytes, tamper: str
+) -> None:
     e, r, s, q = _sign(secret, message)
     assert verifier(e, r, s, q) is True
     if tamper == "r+1":
@@ -424,3 +427,33 @@ def test_wrong_table_length_reverts(p384: Any, length: int) -> None:
     bad = (table * 2)[:length]
     name, params = reverts_with(p384, lambda: p384.functions.verifyPrecomputed(_b48(e), _b48(r), _b48(s), bad).call())
     assert (name, params) == ("P384InvalidTable", (length,))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Random bytes: a verdict or one of the library's own errors, never a panic or an empty revert.
+def _outcome(p384: Any, call: Callable[[], Any]) -> str:
+    try:
+        return f"returned {bool(call())}"
+    except ContractCustomError:
+        return reverts_with(p384, call)[0]
+
+
+_FIELD = st.one_of(st.binary(min_size=48, max_size=48), st.binary(max_size=100))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.tuples(_FIELD, _FIELD, _FIELD, _FIELD, _FIELD))
+def test_random_inputs_give_a_verdict_or_a_typed_error(p384: Any, args: tuple[bytes, ...]) -> None:
+    outcome = _outcome(p384, lambda: p384.functions.verify(*args).call())
+    assert outcome in {"returned False", "P384InvalidLength", "P384InvalidPublicKey"}, outcome
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    args=st.tuples(_FIELD, _FIELD, _FIELD),
+    table=st.one_of(st.binary(max_size=200), st.binary(min_size=6144, max_size=6144)),
+)
+def test_random_tables_give_a_verdict_or_a_typed_error(p384: Any, args: tuple[bytes, ...], table: bytes) -> None:
+    # A table that precompute did not produce is a caller bug; the library still answers or reverts typed.
+    outcome = _outcome(p384, lambda: p384.functions.verifyPrecomputed(*args, table).call())
+    assert outcome in {"returned False", "P384InvalidLength", "P384InvalidTable"}, outcome
