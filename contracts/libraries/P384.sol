@@ -201,8 +201,8 @@ library P384 {
      * word pairs: digest e (w[0], w[1]), r (w[2], w[3]), s (w[4], w[5]), qx (w[6], w[7]), qy (w[8], w[9]).
      * OP_VERIFY: checks the key, builds its odd-multiples table and verifies; OP_PRECOMPUTE: checks the
      * key and fills `table`; OP_VERIFY_PRECOMPUTED: verifies with `table`.
-     * Memory: scratch beyond the free memory pointer, which is not moved (up to 20 KiB in
-     * OP_PRECOMPUTE, 8 KiB otherwise).
+     * Memory: scratch beyond the free memory pointer, which is not moved: about 17 KiB in
+     * OP_PRECOMPUTE, 10 KiB in OP_VERIFY, 1 KiB in OP_VERIFY_PRECOMPUTED.
      */
     function _core(uint256[11] memory w, bytes memory table) private view returns (bool ok) {
         // the operation travels in memory, not as an argument: the optimizer would otherwise copy this
