@@ -671,7 +671,7 @@ library P384 {
                         X1, X0, Y1, Y0, Z1, Z0 := padd(X1, X0, Y1, Y0, Z1, Z0, ax1, ax0, ay1, ay0)
                     }
                 }
-                // x(R) = X / Z^2 is r or, when r + n < p, r + n: compare X with x Z^2
+                // x(R) = X / Z^2 is r or, when r + n < p, r + n: compare X with r Z^2 (and (r + n) Z^2)
                 if iszero(fzero(Z1, Z0)) {
                     let zz1, zz0 := fsqr(Z1, Z0)
                     X1, X0 := fcanon(X1, X0)
