@@ -73,8 +73,8 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         bytes32[] pcrValues;
     }
 
-    /// @dev A cached certificate. `publicKey` is the RSA modulus (ARK, ASK, ASVK) or the P-384 point x || y (VCEK,
-    /// VLEK); the SPLs and hwID are a leaf's; the validity is intersected with the issuer's.
+    /// @dev A cached certificate. `publicKey`/`exponent` are an ARK's, ASK's or ASVK's RSA key; a VCEK/VLEK keeps its
+    /// P-384 key as a precomputed `table` instead, and its SPLs and hwID. The validity is intersected with the issuer's.
     struct CachedCert {
         CertKind kind;
         bool revoked;
@@ -394,8 +394,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         if (block.timestamp < leaf.notBefore) revert RegistryCertificateNotYetValid(leafId, leaf.notBefore);
         if (block.timestamp > leaf.notAfter) revert RegistryCertificateExpired(leafId, leaf.notAfter);
         uint8 product = leaf.product;
-        ISnpVerifier.Report memory r =
-            snpVerifier.verifyReport(report, product, leaf.publicKey, leaf.hwIdLength, leaf.table);
+        ISnpVerifier.Report memory r = snpVerifier.verifyReport(report, product, leaf.hwIdLength, leaf.table);
         uint8 signer = kind == CertKind.Vcek ? VCEK : VLEK;
         if ((r.signingKey == 0 ? VCEK : VLEK) != signer) revert RegistrySignerMismatch();
         if (signer == VCEK) {
@@ -566,6 +565,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         if (parentKind == CertKind.Ark) {
             if (!c.isRsa) revert RegistryWrongIssuer(issuer);
             cert.kind = c.isAsvk ? CertKind.Asvk : CertKind.Ask;
+            cert.publicKey = c.publicKey;
             cert.exponent = c.exponent;
         } else {
             if (c.isRsa || c.isAsvk) revert RegistryWrongIssuer(issuer);
@@ -581,9 +581,9 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
                 cert.hwIdLength = uint8(c.hwId.length);
                 cert.hwIdHash = keccak256(c.hwId);
             }
+            // A leaf's key is kept only as its P-384 table: all a report check needs.
             cert.table = _storeTable(snpVerifier.precomputeKey(c.publicKey));
         }
-        cert.publicKey = c.publicKey;
         cert.product = parent.product;
         cert.issuer = issuer;
         cert.subjectHash = c.subjectHash;

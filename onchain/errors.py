@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak
+from eth_abi.abi import decode as abi_decode
+from eth_utils.crypto import keccak
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
 
 from offchain.errors import ChainError, Reason
@@ -79,6 +79,14 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryCvmNotRegistered": Reason.REGISTRY_CVM_NOT_REGISTERED,
     "RegistryAttestationExpired": Reason.REGISTRY_ATTESTATION_EXPIRED,
     "RegistryPcrsChanged": Reason.REGISTRY_PCRS_CHANGED,
+    # SnpReport (offchain/abi/snp_report.py raises the same reasons in the same order)
+    "SnpReportLength": Reason.SNP_REPORT_LENGTH,
+    "SnpReportVersion": Reason.SNP_REPORT_VERSION,
+    "SnpReportReserved": Reason.SNP_REPORT_RESERVED,
+    "SnpReportSignatureAlgo": Reason.SNP_REPORT_SIG_ALGO,
+    "SnpReportSigningKey": Reason.SNP_REPORT_MALFORMED,
+    "SnpReportTcbReserved": Reason.SNP_REPORT_RESERVED,
+    "SnpReportUnknownProduct": Reason.SNP_PRODUCT_UNKNOWN,
     # P384 / P384Verifier (a leaf key must be a P-384 point; tables are the registry's own)
     "P384InvalidLength": Reason.CERT_MALFORMED,
     "P384InvalidPublicKey": Reason.CERT_MALFORMED,

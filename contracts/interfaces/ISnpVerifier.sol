@@ -82,17 +82,14 @@ interface ISnpVerifier {
 
     /**
      * @dev Parses `report`, decodes its TCB with `product`'s layout (1 Milan, 2 Genoa, 4 Turin), hashes the first
-     * `hwIdLength` bytes of CHIP_ID and verifies its signature with the P-384 point `leafKey` (x || y), using the
-     * {precomputeKey} table stored as the code of `table` (after one leading zero byte) when `table` is not zero.
+     * `hwIdLength` bytes of CHIP_ID and verifies its signature with the leaf key whose {precomputeKey} table is stored
+     * as the code of `table` (after one leading zero byte).
      *
-     * IMPORTANT: a table verifies signatures of the key it was computed for; pass only a table made from `leafKey`
-     * and stored where no one else can write (the registry deploys it when it caches the key).
+     * IMPORTANT: a table verifies signatures of the key it was computed for: pass only a table the caller made from
+     * the key it means and stored where no one else can write (the registry deploys it when it caches the key).
      */
-    function verifyReport(
-        bytes calldata report,
-        uint8 product,
-        bytes calldata leafKey,
-        uint256 hwIdLength,
-        address table
-    ) external view returns (Report memory);
+    function verifyReport(bytes calldata report, uint8 product, uint256 hwIdLength, address table)
+        external
+        view
+        returns (Report memory);
 }
