@@ -333,9 +333,19 @@ library P384 {
                 c := or(lt(a1, b1), and(eq(a1, b1), lt(a0, b0)))
             }
             // ====================================================================== points
-            // 2 (X, Y, Z), Jacobian, a = -3 (dbl-2001-b): delta = Z^2, gamma = Y^2, beta = X gamma,
-            // alpha = 3 (X - delta)(X + delta), X3 = alpha^2 - 8 beta, Z3 = 2 Y Z,
-            // Y3 = alpha (4 beta - X3) - 8 gamma^2. Z = 0 (infinity) stays Z3 = 0.
+            // a / 2: (a + p) / 2 when a is odd (a + p < 2^385, so the result stays below 2^384)
+            function fhalf(a1, a0) -> r1, r0 {
+                let odd := and(a0, 1)
+                r0 := add(a0, mul(odd, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff))
+                r1 := add(add(a1, mul(odd, 0xffffffffffffffffffffffffffffffff)), lt(r0, a0))
+                r0 := or(shr(1, r0), shl(255, r1))
+                r1 := shr(1, r1)
+            }
+            // 2 (X, Y, Z), Jacobian, a = -3: dbl-2001-b (delta = Z^2, gamma = Y^2, beta = X gamma,
+            // alpha = 3 (X - delta)(X + delta), X3 = alpha^2 - 8 beta, Y3 = alpha (4 beta - X3) - 8 gamma^2,
+            // Z3 = 2 Y Z) returned as the equal Jacobian point (X3 / 4, Y3 / 8, Z3 / 2), which needs
+            // no multiplications by 2, 4 or 8: with A = alpha / 2, X3 / 4 = A^2 - 2 beta,
+            // Y3 / 8 = A (beta - X3 / 4) - gamma^2, Z3 / 2 = Y Z. Z = 0 (infinity) stays Z3 = 0.
             function pdbl(x1, x0, y1, y0, z1, z0) -> X1, X0, Y1, Y0, Z1, Z0 {
                 let d1, d0 := fsqr(z1, z0)
                 let g1, g0 := fsqr(y1, y0)
@@ -343,18 +353,15 @@ library P384 {
                 let t1, t0 := fsub(x1, x0, d1, d0)
                 d1, d0 := fadd(x1, x0, d1, d0)
                 let a1, a0 := fmul(t1, t0, d1, d0)
-                t1, t0 := fshl(a1, a0, 1)
+                t1, t0 := fhalf(a1, a0)
                 a1, a0 := fadd(a1, a0, t1, t0)
                 Z1, Z0 := fmul(y1, y0, z1, z0)
-                Z1, Z0 := fshl(Z1, Z0, 1)
-                b1, b0 := fshl(b1, b0, 2)
                 X1, X0 := fsqr(a1, a0)
                 t1, t0 := fshl(b1, b0, 1)
                 X1, X0 := fsub(X1, X0, t1, t0)
                 b1, b0 := fsub(b1, b0, X1, X0)
                 Y1, Y0 := fmul(a1, a0, b1, b0)
                 g1, g0 := fsqr(g1, g0)
-                g1, g0 := fshl(g1, g0, 3)
                 Y1, Y0 := fsub(Y1, Y0, g1, g0)
             }
             // (X, Y, Z) + (ax, ay), Jacobian plus affine (madd-2004-hmv): U2 = ax Z^2, S2 = ay Z^3,
