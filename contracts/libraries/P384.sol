@@ -333,13 +333,15 @@ library P384 {
                 c := or(lt(a1, b1), and(eq(a1, b1), lt(a0, b0)))
             }
             // ====================================================================== points
-            // a / 2: (a + p) / 2 when a is odd (a + p < 2^385, so the result stays below 2^384)
-            function fhalf(a1, a0) -> r1, r0 {
+            // 3 a / 2 = a + a / 2, with a / 2 = (a + p) / 2 when a is odd (a + p < 2^385, so a / 2 is
+            // below 2^384)
+            function f3half(a1, a0) -> r1, r0 {
                 let odd := and(a0, 1)
                 r0 := add(a0, mul(odd, 0xfffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff))
                 r1 := add(add(a1, mul(odd, 0xffffffffffffffffffffffffffffffff)), lt(r0, a0))
                 r0 := or(shr(1, r0), shl(255, r1))
-                r1 := shr(1, r1)
+                r0 := add(r0, a0)
+                r1, r0 := fold(add(add(shr(1, r1), a1), lt(r0, a0)), r0)
             }
             // 2 (X, Y, Z), Jacobian, a = -3: dbl-2001-b (delta = Z^2, gamma = Y^2, beta = X gamma,
             // alpha = 3 (X - delta)(X + delta), X3 = alpha^2 - 8 beta, Y3 = alpha (4 beta - X3) - 8 gamma^2,
@@ -353,8 +355,7 @@ library P384 {
                 let t1, t0 := fsub(x1, x0, d1, d0)
                 d1, d0 := fadd(x1, x0, d1, d0)
                 let a1, a0 := fmul(t1, t0, d1, d0)
-                t1, t0 := fhalf(a1, a0)
-                a1, a0 := fadd(a1, a0, t1, t0)
+                a1, a0 := f3half(a1, a0)
                 Z1, Z0 := fmul(y1, y0, z1, z0)
                 X1, X0 := fsqr(a1, a0)
                 t1, t0 := fshl(b1, b0, 1)
