@@ -86,7 +86,8 @@ library X509Lite {
         bytes cspId;
     }
 
-    // DER tags (X.690 8.1.2) and the object identifiers used, as content octets.
+    // DER tags (X.690 8.1.2), and the object identifiers used: content octets left-aligned, their count in the
+    // last byte.
     uint256 private constant SEQUENCE = 0x30;
     uint256 private constant SET = 0x31;
     uint256 private constant INTEGER = 0x02;
@@ -99,14 +100,14 @@ library X509Lite {
     uint256 private constant UTC_TIME = 0x17;
     uint256 private constant GENERALIZED_TIME = 0x18;
 
-    bytes private constant OID_RSASSA_PSS = hex"2a864886f70d01010a"; // 1.2.840.113549.1.1.10
-    bytes private constant OID_MGF1 = hex"2a864886f70d010108"; // 1.2.840.113549.1.1.8
-    bytes private constant OID_SHA384 = hex"608648016503040202"; // 2.16.840.1.101.3.4.2.2
-    bytes private constant OID_RSA_ENCRYPTION = hex"2a864886f70d010101"; // 1.2.840.113549.1.1.1
-    bytes private constant OID_EC_PUBLIC_KEY = hex"2a8648ce3d0201"; // 1.2.840.10045.2.1
-    bytes private constant OID_SECP384R1 = hex"2b81040022"; // 1.3.132.0.34
-    bytes private constant OID_COMMON_NAME = hex"550403"; // 2.5.4.3
-    bytes private constant OID_AMD_PREFIX = hex"2b060104019c7801"; // 1.3.6.1.4.1.3704.1
+    bytes32 private constant OID_RSASSA_PSS = 0x2a864886f70d01010a0000000000000000000000000000000000000000000009; // 1.2.840.113549.1.1.10
+    bytes32 private constant OID_MGF1 = 0x2a864886f70d0101080000000000000000000000000000000000000000000009; // 1.2.840.113549.1.1.8
+    bytes32 private constant OID_SHA384 = 0x6086480165030402020000000000000000000000000000000000000000000009; // 2.16.840.1.101.3.4.2.2
+    bytes32 private constant OID_RSA_ENCRYPTION = 0x2a864886f70d0101010000000000000000000000000000000000000000000009; // 1.2.840.113549.1.1.1
+    bytes32 private constant OID_EC_PUBLIC_KEY = 0x2a8648ce3d020100000000000000000000000000000000000000000000000007; // 1.2.840.10045.2.1
+    bytes32 private constant OID_SECP384R1 = 0x2b81040022000000000000000000000000000000000000000000000000000005; // 1.3.132.0.34
+    bytes32 private constant OID_COMMON_NAME = 0x5504030000000000000000000000000000000000000000000000000000000003; // 2.5.4.3
+    bytes32 private constant OID_AMD_PREFIX = 0x2b060104019c7801000000000000000000000000000000000000000000000008; // 1.3.6.1.4.1.3704.1
 
     uint256 private constant SALT_LENGTH = 48;
     uint256 private constant P384_COORDINATE = 48;
@@ -231,10 +232,15 @@ library X509Lite {
     function _amdId(bytes memory der, uint256 oid, uint256 oidEnd) private pure returns (uint256) {
         uint256 len = oidEnd - oid;
         if ((len != 9 && len != 10) || !_equals(der, oid, oid + 8, OID_AMD_PREFIX)) return 0;
-        uint256 arc = _byteAt(der, oid + 8);
+        uint256 arc;
+        uint256 subArc;
+        assembly ("memory-safe") {
+            let w := mload(add(add(der, 0x20), add(oid, 8)))
+            arc := byte(0, w)
+            subArc := byte(1, w) // only looked at when len == 10
+        }
         if (len == 9) return (arc == 1 || arc == 2 || arc == 4 || arc == 5) ? arc : 0;
-        uint256 sub = _byteAt(der, oid + 9);
-        return (arc == 3 && sub >= 1 && sub <= 9) ? 30 + sub : 0;
+        return (arc == 3 && subArc >= 1 && subArc <= 9) ? 30 + subArc : 0;
     }
 
     /// @dev Decodes the value [value, valueEnd) of AMD extension `id` into `ext`.
@@ -301,9 +307,15 @@ library X509Lite {
     function _unsigned(bytes memory der, uint256 at, uint256 content, uint256 end) private pure returns (uint256 v) {
         uint256 len = end - content;
         if (len == 0) revert X509AmdExtensionMalformed(at);
-        uint256 first = _byteAt(der, content);
+        uint256 first;
+        uint256 second;
+        assembly ("memory-safe") {
+            let w := mload(add(add(der, 0x20), content))
+            first := byte(0, w)
+            second := byte(1, w) // only looked at when len > 1
+        }
         if (first & 0x80 != 0) revert X509AmdExtensionMalformed(at); // negative
-        if (len > 1 && first == 0 && _byteAt(der, content + 1) < 0x80) revert X509AmdExtensionMalformed(at);
+        if (len > 1 && first == 0 && second < 0x80) revert X509AmdExtensionMalformed(at);
         if (len > 33 || (len == 33 && first != 0)) revert X509AmdExtensionMalformed(at);
         if (len == 33) {
             content += 1;
@@ -595,9 +607,15 @@ library X509Lite {
         }
     }
 
-    /// @dev Whether der[start:end] equals `expected`.
-    function _equals(bytes memory der, uint256 start, uint256 end, bytes memory expected) private pure returns (bool) {
-        return end - start == expected.length && _hash(der, start, end) == keccak256(expected);
+    /// @dev Whether der[start:end] equals the OID content octets packed in `expected` (see the constants).
+    function _equals(bytes memory der, uint256 start, uint256 end, bytes32 expected) private pure returns (bool same) {
+        assembly ("memory-safe") {
+            let len := and(expected, 0xff)
+            if eq(sub(end, start), len) {
+                let mask := not(shr(shl(3, len), not(0)))
+                same := eq(and(mload(add(add(der, 0x20), start)), mask), and(expected, mask))
+            }
+        }
     }
 
     function _hash(bytes memory der, uint256 start, uint256 end) private pure returns (bytes32 h) {
