@@ -9,9 +9,9 @@ pragma solidity ^0.8.24;
  * with (VCEK/VLEK keys, AMD SEV-SNP ABI spec section 7.3 and Table 22).
  *
  * Two ways to verify:
- * - {verify}: everything from the public key, about 3.2 million gas.
- * - {precompute} once per key (a 6,144-byte table of multiples of Q, about 2.6 million gas), then
- *   {verifyPrecomputed} for every signature under that key, about 1.29 million gas. A registry that
+ * - {verify}: everything from the public key, about 3.0 million gas.
+ * - {precompute} once per key (a 6,144-byte table of multiples of Q, about 2.4 million gas), then
+ *   {verifyPrecomputed} for every signature under that key, about 1.26 million gas. A registry that
  *   caches a VCEK/VLEK once and checks many reports against it should store the table (e.g. as the
  *   code of a data contract) next to the key.
  *
@@ -33,7 +33,8 @@ pragma solidity ^0.8.24;
  *   `mulmod(a, b, 2^256 - 1)` (a 512-bit product from its residues mod 2^256 and 2^256 - 1), then
  *   reduced with the Solinas form of p: 2^512 = 2^256 + 2^224 - 2^160 + 2^128 and
  *   2^384 = 2^128 + 2^96 - 2^32 + 1 (mod p), without branches.
- * - Points are Jacobian (X, Y, Z) ~ (X/Z^2, Y/Z^3); doubling is dbl-2001-b for a = -3 (3M + 5S),
+ * - Points are Jacobian (X, Y, Z) ~ (X/Z^2, Y/Z^3); doubling is dbl-2001-b for a = -3 returned as
+ *   (X3/4, Y3/8, Z3/2) (4M + 4S, no multiplications by 2, 4, 8),
  *   addition of an affine table point is madd-2004-hmv (8M + 3S) with the equal/opposite/infinity
  *   cases handled.
  * - u1 G + u2 Q with interleaved width-5 NAFs (Straus-Shamir): G is split as G_j = 2^(48 j) G,

@@ -410,6 +410,19 @@ def test_precompute_matches_the_reference(p384: Any, secret: int) -> None:
     assert table == _reference_table(q)
 
 
+@pytest.mark.parametrize("x", [0, 2, 3, P - 1])
+@pytest.mark.parametrize("negate", [False, True])
+def test_precompute_of_small_and_minus_one_x_matches_the_reference(p384: Any, x: int, negate: bool) -> None:
+    """The doubling halves 3 (X - Z^2)(X + Z^2): for x = -1 that product is 0 (a horizontal tangent),
+    for x = 0, 2, 3 it is a small or negative value of either parity; every table doubles Q first."""
+    q = _lift_x(x)
+    assert q is not None
+    if negate:
+        q = _neg(q)
+    table = p384.functions.precompute(_b48(q[0]), _b48(q[1])).call()
+    assert table == _reference_table(q)
+
+
 def test_table_of_another_key_does_not_verify(p384: Any) -> None:
     e, r, s, q = _sign(23, b"table")
     _, _, _, other = _sign(29, b"table")
