@@ -234,3 +234,20 @@ def test_stale_artifacts_are_detected(tmp_path: Path) -> None:
     assert build.stale(tmp_path, files) == ["A.json", "Old.json"]
     assert build.write(tmp_path, files) == ["A.json", "Old.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["A.json", "B.json"]
+
+
+def test_artifacts_are_deterministic_and_staleness_is_seen(scratch: Path, tmp_path: Path) -> None:
+    build = _load_build_script()
+    (scratch / "Owned.sol").write_text(OWNED.replace("VALUE", "42"))
+    shipped = {"Owned": (scratch / "Owned.sol").relative_to(ROOT).as_posix()}
+    files = build.render(shipped)
+    assert build.render(shipped) == files  # byte-identical rebuild
+    document = json.loads(files["Owned.json"])
+    assert document["contractName"] == "Owned" and document["bytecode"].startswith("0x60")
+    assert document["compiler"]["settings"]["evmVersion"] == "osaka"
+    build.write(tmp_path, files)
+    assert build.stale(tmp_path, files) == []
+    (scratch / "Owned.sol").write_text(OWNED.replace("VALUE", "43"))
+    assert build.stale(tmp_path, build.render(shipped)) == ["Owned.json"]
+    with pytest.raises(SystemExit):
+        build.render({"NoSuchContract": shipped["Owned"]})
