@@ -128,9 +128,12 @@ class AnvilProcess:
         for _ in range(_START_ATTEMPTS):
             port = free_port()
             with tempfile.TemporaryFile() as errors:
-                process = subprocess.Popen(
-                    self.command(port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
-                )
+                try:
+                    process = subprocess.Popen(
+                        self.command(port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
+                    )
+                except OSError as exc:
+                    raise ChainError(Reason.CHAIN_RPC_UNAVAILABLE, f"anvil could not be run: {exc}") from None
                 if self._wait_ready(process, port):
                     self._process, self.port = process, port
                     return self

@@ -13,12 +13,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from packaging.version import Version
 from solcx import wrapper as solcx_wrapper
 from web3 import Web3
 
+from offchain.errors import ChainError, Reason
 from tests.support.evm import (
     ROOT,
     SOLC,
@@ -251,3 +253,40 @@ def test_artifacts_are_deterministic_and_staleness_is_seen(scratch: Path, tmp_pa
     assert build.stale(tmp_path, build.render(shipped)) == ["Owned.json"]
     with pytest.raises(SystemExit):
         build.render({"NoSuchContract": shipped["Owned"]})
+
+
+def test_anvil_options_hardfork_timestamp_state(scratch: Path) -> None:
+    p256 = {"to": "0x" + "00" * 18 + "0100", "data": P256_VECTOR}
+    # Prague, the twin of the Osaka default: no P256VERIFY precompile (the call returns nothing).
+    with AnvilProcess(hardfork="prague", timestamp=1_700_000_000) as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        assert w3.eth.call(p256) == b""
+        assert w3.eth.get_block(0)["timestamp"] == 1_700_000_000
+    state = scratch / "state.json"
+    artifact = compile_contracts([_owned(scratch)])["Owned"]
+    with AnvilProcess(state=state) as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        address = deploy(w3, artifact).address
+    assert state.is_file()
+    with AnvilProcess(state=state) as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        assert w3.eth.contract(address=address, abi=artifact["abi"]).functions.answer().call() == 42
+
+
+def _owned(scratch: Path) -> Path:
+    path = scratch / "Owned.sol"
+    path.write_text(OWNED.replace("VALUE", "42"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"executable": "/nonexistent/anvil"}, {"extra_args": ("--no-such-flag",)}],
+    ids=["missing-binary", "bad-flag"],
+)
+def test_anvil_that_cannot_start_is_a_typed_error(kwargs: dict[str, Any]) -> None:
+    process = AnvilProcess(**kwargs)
+    with pytest.raises(ChainError) as exc:
+        process.start()
+    assert exc.value.reason is Reason.CHAIN_RPC_UNAVAILABLE
+    assert not process.running
