@@ -9,7 +9,7 @@ pragma solidity ^0.8.24;
  * padded as in section 5.1.2 and the result truncated to its first 384 bits (section 6.5). AMD SEV-SNP
  * reports are signed over SHA-384 (ECDSA P-384) and AMD certificates with RSASSA-PSS over SHA-384.
  *
- * Gas: about 24,200 per 128-byte block (benchmarks/gas_libraries.py, `sha384_per_block`).
+ * Gas: about 24,400 per 128-byte block (benchmarks/gas_libraries.py, `sha384_per_block`).
  *
  * How (SHA-512 works on 64-bit words; each one lives in the low 64 bits of an EVM word):
  *
@@ -24,8 +24,8 @@ pragma solidity ^0.8.24;
  *   one EVM word: W[t] and W[t+1] need W[t-2] and W[t-1] (sigma1), W[t-7] and W[t-6], W[t-15] and
  *   W[t-14] (sigma0), W[t-16] and W[t-15], each pair one `mload` (see the memory layout).
  * - The schedule also stores K[t] + W[t] (K, section 4.2.3, from a table written once per hash), so a
- *   round adds one loaded word. Rounds run 40 per loop iteration; instead of moving the eight working
- *   variables each round, their names rotate (40 is a multiple of 8, so every name is back in place).
+ *   round adds one loaded word. Rounds run 16 per loop iteration; instead of moving the eight working
+ *   variables each round, their names rotate (16 is a multiple of 8, so every name is back in place).
  *
  * Memory layout, past the free memory pointer (used while hashing, never allocated):
  *
@@ -241,8 +241,8 @@ library Sha384 {
                 // the sentinel slot: the loop needs no separate bound.
                 let m := xor(b, c)
                 let v := kw
-                for {} iszero(byte(16, mload(v))) { v := add(v, 640) } {
-                    // round 40i+0
+                for {} iszero(byte(16, mload(v))) { v := add(v, 256) } {
+                    // round 16i+0
                     x := mul(e, 0x10000000000000001)
                     x := add(add(add(h, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(g, and(e, xor(f, g)))), mload(v))
                     d := and(add(d, x), 0xffffffffffffffff)
@@ -250,7 +250,7 @@ library Sha384 {
                     q := xor(a, b)
                     h := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(b, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+1
+                    // round 16i+1
                     x := mul(d, 0x10000000000000001)
                     x := add(add(add(g, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(f, and(d, xor(e, f)))), mload(add(v, 16)))
                     c := and(add(c, x), 0xffffffffffffffff)
@@ -258,7 +258,7 @@ library Sha384 {
                     q := xor(h, a)
                     g := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(a, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+2
+                    // round 16i+2
                     x := mul(c, 0x10000000000000001)
                     x := add(add(add(f, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(e, and(c, xor(d, e)))), mload(add(v, 32)))
                     b := and(add(b, x), 0xffffffffffffffff)
@@ -266,7 +266,7 @@ library Sha384 {
                     q := xor(g, h)
                     f := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(h, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+3
+                    // round 16i+3
                     x := mul(b, 0x10000000000000001)
                     x := add(add(add(e, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(d, and(b, xor(c, d)))), mload(add(v, 48)))
                     a := and(add(a, x), 0xffffffffffffffff)
@@ -274,7 +274,7 @@ library Sha384 {
                     q := xor(f, g)
                     e := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(g, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+4
+                    // round 16i+4
                     x := mul(a, 0x10000000000000001)
                     x := add(add(add(d, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(c, and(a, xor(b, c)))), mload(add(v, 64)))
                     h := and(add(h, x), 0xffffffffffffffff)
@@ -282,7 +282,7 @@ library Sha384 {
                     q := xor(e, f)
                     d := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(f, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+5
+                    // round 16i+5
                     x := mul(h, 0x10000000000000001)
                     x := add(add(add(c, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(b, and(h, xor(a, b)))), mload(add(v, 80)))
                     g := and(add(g, x), 0xffffffffffffffff)
@@ -290,7 +290,7 @@ library Sha384 {
                     q := xor(d, e)
                     c := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(e, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+6
+                    // round 16i+6
                     x := mul(g, 0x10000000000000001)
                     x := add(add(add(b, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(a, and(g, xor(h, a)))), mload(add(v, 96)))
                     f := and(add(f, x), 0xffffffffffffffff)
@@ -298,7 +298,7 @@ library Sha384 {
                     q := xor(c, d)
                     b := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(d, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+7
+                    // round 16i+7
                     x := mul(f, 0x10000000000000001)
                     x := add(add(add(a, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(h, and(f, xor(g, h)))), mload(add(v, 112)))
                     e := and(add(e, x), 0xffffffffffffffff)
@@ -306,7 +306,7 @@ library Sha384 {
                     q := xor(b, c)
                     a := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(c, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+8
+                    // round 16i+8
                     x := mul(e, 0x10000000000000001)
                     x := add(add(add(h, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(g, and(e, xor(f, g)))), mload(add(v, 128)))
                     d := and(add(d, x), 0xffffffffffffffff)
@@ -314,7 +314,7 @@ library Sha384 {
                     q := xor(a, b)
                     h := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(b, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+9
+                    // round 16i+9
                     x := mul(d, 0x10000000000000001)
                     x := add(add(add(g, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(f, and(d, xor(e, f)))), mload(add(v, 144)))
                     c := and(add(c, x), 0xffffffffffffffff)
@@ -322,7 +322,7 @@ library Sha384 {
                     q := xor(h, a)
                     g := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(a, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+10
+                    // round 16i+10
                     x := mul(c, 0x10000000000000001)
                     x := add(add(add(f, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(e, and(c, xor(d, e)))), mload(add(v, 160)))
                     b := and(add(b, x), 0xffffffffffffffff)
@@ -330,7 +330,7 @@ library Sha384 {
                     q := xor(g, h)
                     f := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(h, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+11
+                    // round 16i+11
                     x := mul(b, 0x10000000000000001)
                     x := add(add(add(e, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(d, and(b, xor(c, d)))), mload(add(v, 176)))
                     a := and(add(a, x), 0xffffffffffffffff)
@@ -338,7 +338,7 @@ library Sha384 {
                     q := xor(f, g)
                     e := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(g, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+12
+                    // round 16i+12
                     x := mul(a, 0x10000000000000001)
                     x := add(add(add(d, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(c, and(a, xor(b, c)))), mload(add(v, 192)))
                     h := and(add(h, x), 0xffffffffffffffff)
@@ -346,7 +346,7 @@ library Sha384 {
                     q := xor(e, f)
                     d := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(f, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+13
+                    // round 16i+13
                     x := mul(h, 0x10000000000000001)
                     x := add(add(add(c, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(b, and(h, xor(a, b)))), mload(add(v, 208)))
                     g := and(add(g, x), 0xffffffffffffffff)
@@ -354,7 +354,7 @@ library Sha384 {
                     q := xor(d, e)
                     c := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(e, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+14
+                    // round 16i+14
                     x := mul(g, 0x10000000000000001)
                     x := add(add(add(b, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(a, and(g, xor(h, a)))), mload(add(v, 224)))
                     f := and(add(f, x), 0xffffffffffffffff)
@@ -362,201 +362,9 @@ library Sha384 {
                     q := xor(c, d)
                     b := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(d, and(q, m)))), 0xffffffffffffffff)
                     m := q
-                    // round 40i+15
+                    // round 16i+15
                     x := mul(f, 0x10000000000000001)
                     x := add(add(add(a, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(h, and(f, xor(g, h)))), mload(add(v, 240)))
-                    e := and(add(e, x), 0xffffffffffffffff)
-                    y := mul(b, 0x10000000000000001)
-                    q := xor(b, c)
-                    a := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(c, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+16
-                    x := mul(e, 0x10000000000000001)
-                    x := add(add(add(h, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(g, and(e, xor(f, g)))), mload(add(v, 256)))
-                    d := and(add(d, x), 0xffffffffffffffff)
-                    y := mul(a, 0x10000000000000001)
-                    q := xor(a, b)
-                    h := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(b, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+17
-                    x := mul(d, 0x10000000000000001)
-                    x := add(add(add(g, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(f, and(d, xor(e, f)))), mload(add(v, 272)))
-                    c := and(add(c, x), 0xffffffffffffffff)
-                    y := mul(h, 0x10000000000000001)
-                    q := xor(h, a)
-                    g := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(a, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+18
-                    x := mul(c, 0x10000000000000001)
-                    x := add(add(add(f, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(e, and(c, xor(d, e)))), mload(add(v, 288)))
-                    b := and(add(b, x), 0xffffffffffffffff)
-                    y := mul(g, 0x10000000000000001)
-                    q := xor(g, h)
-                    f := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(h, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+19
-                    x := mul(b, 0x10000000000000001)
-                    x := add(add(add(e, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(d, and(b, xor(c, d)))), mload(add(v, 304)))
-                    a := and(add(a, x), 0xffffffffffffffff)
-                    y := mul(f, 0x10000000000000001)
-                    q := xor(f, g)
-                    e := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(g, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+20
-                    x := mul(a, 0x10000000000000001)
-                    x := add(add(add(d, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(c, and(a, xor(b, c)))), mload(add(v, 320)))
-                    h := and(add(h, x), 0xffffffffffffffff)
-                    y := mul(e, 0x10000000000000001)
-                    q := xor(e, f)
-                    d := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(f, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+21
-                    x := mul(h, 0x10000000000000001)
-                    x := add(add(add(c, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(b, and(h, xor(a, b)))), mload(add(v, 336)))
-                    g := and(add(g, x), 0xffffffffffffffff)
-                    y := mul(d, 0x10000000000000001)
-                    q := xor(d, e)
-                    c := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(e, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+22
-                    x := mul(g, 0x10000000000000001)
-                    x := add(add(add(b, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(a, and(g, xor(h, a)))), mload(add(v, 352)))
-                    f := and(add(f, x), 0xffffffffffffffff)
-                    y := mul(c, 0x10000000000000001)
-                    q := xor(c, d)
-                    b := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(d, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+23
-                    x := mul(f, 0x10000000000000001)
-                    x := add(add(add(a, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(h, and(f, xor(g, h)))), mload(add(v, 368)))
-                    e := and(add(e, x), 0xffffffffffffffff)
-                    y := mul(b, 0x10000000000000001)
-                    q := xor(b, c)
-                    a := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(c, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+24
-                    x := mul(e, 0x10000000000000001)
-                    x := add(add(add(h, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(g, and(e, xor(f, g)))), mload(add(v, 384)))
-                    d := and(add(d, x), 0xffffffffffffffff)
-                    y := mul(a, 0x10000000000000001)
-                    q := xor(a, b)
-                    h := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(b, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+25
-                    x := mul(d, 0x10000000000000001)
-                    x := add(add(add(g, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(f, and(d, xor(e, f)))), mload(add(v, 400)))
-                    c := and(add(c, x), 0xffffffffffffffff)
-                    y := mul(h, 0x10000000000000001)
-                    q := xor(h, a)
-                    g := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(a, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+26
-                    x := mul(c, 0x10000000000000001)
-                    x := add(add(add(f, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(e, and(c, xor(d, e)))), mload(add(v, 416)))
-                    b := and(add(b, x), 0xffffffffffffffff)
-                    y := mul(g, 0x10000000000000001)
-                    q := xor(g, h)
-                    f := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(h, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+27
-                    x := mul(b, 0x10000000000000001)
-                    x := add(add(add(e, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(d, and(b, xor(c, d)))), mload(add(v, 432)))
-                    a := and(add(a, x), 0xffffffffffffffff)
-                    y := mul(f, 0x10000000000000001)
-                    q := xor(f, g)
-                    e := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(g, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+28
-                    x := mul(a, 0x10000000000000001)
-                    x := add(add(add(d, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(c, and(a, xor(b, c)))), mload(add(v, 448)))
-                    h := and(add(h, x), 0xffffffffffffffff)
-                    y := mul(e, 0x10000000000000001)
-                    q := xor(e, f)
-                    d := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(f, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+29
-                    x := mul(h, 0x10000000000000001)
-                    x := add(add(add(c, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(b, and(h, xor(a, b)))), mload(add(v, 464)))
-                    g := and(add(g, x), 0xffffffffffffffff)
-                    y := mul(d, 0x10000000000000001)
-                    q := xor(d, e)
-                    c := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(e, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+30
-                    x := mul(g, 0x10000000000000001)
-                    x := add(add(add(b, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(a, and(g, xor(h, a)))), mload(add(v, 480)))
-                    f := and(add(f, x), 0xffffffffffffffff)
-                    y := mul(c, 0x10000000000000001)
-                    q := xor(c, d)
-                    b := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(d, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+31
-                    x := mul(f, 0x10000000000000001)
-                    x := add(add(add(a, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(h, and(f, xor(g, h)))), mload(add(v, 496)))
-                    e := and(add(e, x), 0xffffffffffffffff)
-                    y := mul(b, 0x10000000000000001)
-                    q := xor(b, c)
-                    a := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(c, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+32
-                    x := mul(e, 0x10000000000000001)
-                    x := add(add(add(h, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(g, and(e, xor(f, g)))), mload(add(v, 512)))
-                    d := and(add(d, x), 0xffffffffffffffff)
-                    y := mul(a, 0x10000000000000001)
-                    q := xor(a, b)
-                    h := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(b, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+33
-                    x := mul(d, 0x10000000000000001)
-                    x := add(add(add(g, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(f, and(d, xor(e, f)))), mload(add(v, 528)))
-                    c := and(add(c, x), 0xffffffffffffffff)
-                    y := mul(h, 0x10000000000000001)
-                    q := xor(h, a)
-                    g := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(a, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+34
-                    x := mul(c, 0x10000000000000001)
-                    x := add(add(add(f, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(e, and(c, xor(d, e)))), mload(add(v, 544)))
-                    b := and(add(b, x), 0xffffffffffffffff)
-                    y := mul(g, 0x10000000000000001)
-                    q := xor(g, h)
-                    f := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(h, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+35
-                    x := mul(b, 0x10000000000000001)
-                    x := add(add(add(e, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(d, and(b, xor(c, d)))), mload(add(v, 560)))
-                    a := and(add(a, x), 0xffffffffffffffff)
-                    y := mul(f, 0x10000000000000001)
-                    q := xor(f, g)
-                    e := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(g, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+36
-                    x := mul(a, 0x10000000000000001)
-                    x := add(add(add(d, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(c, and(a, xor(b, c)))), mload(add(v, 576)))
-                    h := and(add(h, x), 0xffffffffffffffff)
-                    y := mul(e, 0x10000000000000001)
-                    q := xor(e, f)
-                    d := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(f, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+37
-                    x := mul(h, 0x10000000000000001)
-                    x := add(add(add(c, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(b, and(h, xor(a, b)))), mload(add(v, 592)))
-                    g := and(add(g, x), 0xffffffffffffffff)
-                    y := mul(d, 0x10000000000000001)
-                    q := xor(d, e)
-                    c := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(e, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+38
-                    x := mul(g, 0x10000000000000001)
-                    x := add(add(add(b, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(a, and(g, xor(h, a)))), mload(add(v, 608)))
-                    f := and(add(f, x), 0xffffffffffffffff)
-                    y := mul(c, 0x10000000000000001)
-                    q := xor(c, d)
-                    b := and(add(x, add(shr(28, xor(y, xor(shr(6, y), shr(11, y)))), xor(d, and(q, m)))), 0xffffffffffffffff)
-                    m := q
-                    // round 40i+39
-                    x := mul(f, 0x10000000000000001)
-                    x := add(add(add(a, shr(14, xor(x, xor(shr(4, x), shr(27, x))))), xor(h, and(f, xor(g, h)))), mload(add(v, 624)))
                     e := and(add(e, x), 0xffffffffffffffff)
                     y := mul(b, 0x10000000000000001)
                     q := xor(b, c)
