@@ -5,6 +5,7 @@ pragma solidity ^0.8.24;
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {ICvmRegistry} from "./interfaces/ICvmRegistry.sol";
+import {IEcdsaVerifier} from "./interfaces/IEcdsaVerifier.sol";
 import {ISnpVerifier} from "./interfaces/ISnpVerifier.sol";
 import {AzureBinding} from "./libraries/AzureBinding.sol";
 import {TpmQuote} from "./libraries/TpmQuote.sol";
@@ -116,6 +117,9 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
 
     /// @dev The stateless SEV-SNP verifier this registry trusts (fixed at construction).
     ISnpVerifier public immutable snpVerifier;
+    /// @dev Its elliptic-curve verifier, which also checks P-256 AK signatures (OpenZeppelin's P256 with its Solidity
+    /// fallback does not fit in this contract under EIP-170).
+    IEcdsaVerifier public immutable ecdsaVerifier;
 
     mapping(bytes32 keyHash => uint8 product) private _rootProduct;
     mapping(bytes32 id => CachedCert) private _certs;
@@ -128,6 +132,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     constructor(address initialOwner, ISnpVerifier verifier) Ownable(initialOwner) {
         if (address(verifier) == address(0)) revert RegistryZeroAddress();
         snpVerifier = verifier;
+        ecdsaVerifier = verifier.ecdsa();
     }
 
     // ----- owner ------------------------------------------------------------------------------------------------
@@ -263,7 +268,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
             revert RegistryPcrsChanged();
         }
         bytes32 extraData = _freshExtraData(cvm, blockNumber, lastBlock);
-        if (!TpmQuote.verifyRaw(sha256(attest), akKey, signature)) revert RegistryQuoteSignatureInvalid();
+        if (!TpmQuote.verifyRawWith(sha256(attest), akKey, signature, _p256)) revert RegistryQuoteSignatureInvalid();
         if (!isWord || quoted != extraData) revert RegistryQuoteNonceMismatch();
         expiry = uint40(block.timestamp + lifetime);
         _writeSlot3(a, quoteKey, expiry, uint40(blockNumber), lifetime);
@@ -437,7 +442,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         returns (TpmQuote.Quote memory q)
     {
         q = TpmQuote.parseQuote(ev.attest);
-        if (!TpmQuote.verify(sha256(ev.attest), ak, TpmQuote.parseSignature(ev.signature))) {
+        if (!TpmQuote.verifyWith(sha256(ev.attest), ak, TpmQuote.parseSignature(ev.signature), _p256)) {
             revert RegistryQuoteSignatureInvalid();
         }
         if (keccak256(q.extraData) != keccak256(expectedExtraData)) revert RegistryQuoteNonceMismatch();
@@ -489,6 +494,11 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     }
 
     // ----- helpers ----------------------------------------------------------------------------------------------
+
+    /// @dev P-256 ECDSA through {ecdsaVerifier} (for {TpmQuote-verifyWith}; `s` is already low).
+    function _p256(bytes32 digest, bytes32 r, bytes32 s, bytes32 x, bytes32 y) private view returns (bool) {
+        return ecdsaVerifier.verifyP256(digest, r, s, x, y);
+    }
 
     /// @dev The extraData for a nonce from block `blockNumber`: the block must be one of the last 256 and newer
     /// than `lastBlock`, the last accepted for this CVM.

@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any, Self
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 
@@ -32,6 +33,9 @@ from offchain.errors import ChainError, Reason
 from offchain.policy.golden import GoldenMeasurement
 from onchain.calldata import EvidenceCalldata, golden_struct, product_code, refresh_args
 from onchain.errors import chain_error, decode_revert
+
+#: The contracts behind the registry whose custom errors its reverts may carry.
+VERIFIERS = ("SnpVerifier", "EcdsaVerifier", "CertificateVerifier")
 
 #: EIP-7825: the most gas one transaction may use.
 TX_GAS_CAP = 16_777_216
@@ -153,23 +157,26 @@ class RegistryClient:
         artifacts: Mapping[str, dict[str, Any]] | None = None,
     ) -> Self:
         """Deploy a registry owned by ``owner`` (default: the deploying account) that uses the SnpVerifier at
-        ``verifier``, or a new one (with its P384Verifier) deployed first. ``artifacts`` (by contract name) default
-        to the shipped ones."""
+        ``verifier``, or a new one deployed first with its EcdsaVerifier and CertificateVerifier. ``artifacts`` (by
+        contract name) default to the shipped ones."""
         found = dict(artifacts or {})
-        registry_artifact = found.get("CvmRegistry") or load_artifact("CvmRegistry")
+
+        def artifact(name: str) -> Mapping[str, Any]:
+            return found.get(name) or load_artifact(name)
+
         from_ = account.address if account is not None else sender or w3.eth.accounts[0]
         if verifier is None:
-            p384 = _deploy(
-                w3, found.get("P384Verifier") or load_artifact("P384Verifier"), (), from_, account, "deploy P384Verifier"
-            )
+            ecdsa = _deploy(w3, artifact("EcdsaVerifier"), (), from_, account, "deploy EcdsaVerifier")
+            certs = _deploy(w3, artifact("CertificateVerifier"), (), from_, account, "deploy CertificateVerifier")
             verifier = _deploy(
                 w3,
-                found.get("SnpVerifier") or load_artifact("SnpVerifier"),
-                (Web3.to_checksum_address(p384),),
+                artifact("SnpVerifier"),
+                (Web3.to_checksum_address(ecdsa), Web3.to_checksum_address(certs)),
                 from_,
                 account,
                 "deploy SnpVerifier",
             )
+        registry_artifact = artifact("CvmRegistry")
         address = _deploy(
             w3,
             registry_artifact,
@@ -330,7 +337,7 @@ def registry_abi(
     registry = registry_artifact or load_artifact("CvmRegistry")
     abi = list(registry["abi"])
     names = {e.get("name") for e in abi if e.get("type") == "error"}
-    for name in ("SnpVerifier", "P384Verifier"):
+    for name in VERIFIERS:
         verifier = (artifacts or {}).get(name) or load_artifact(name)
         for entry in verifier["abi"]:
             if entry.get("type") == "error" and entry.get("name") not in names:
@@ -345,7 +352,7 @@ def _deploy(
 ) -> str:
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     result = _send(w3, factory.constructor(*args), sender, account, artifact["abi"], action)
-    address = w3.eth.get_transaction_receipt(result.tx_hash)["contractAddress"]
+    address = w3.eth.get_transaction_receipt(HexStr(result.tx_hash))["contractAddress"]
     if address is None:
         raise ChainError(Reason.CHAIN_TX_FAILED, f"{action} produced no contract")
     return str(address)
@@ -365,7 +372,7 @@ def _send(w3: Web3, call: Any, sender: str, account: LocalAccount | None, abi: A
             tx_hash = call.transact({"from": sender, "gas": gas})
         else:
             tx = call.build_transaction(
-                {"from": sender, "gas": gas, "nonce": w3.eth.get_transaction_count(sender, "pending")}
+                {"from": sender, "gas": gas, "nonce": w3.eth.get_transaction_count(Web3.to_checksum_address(sender), "pending")}
             )
             tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
@@ -373,9 +380,9 @@ def _send(w3: Web3, call: Any, sender: str, account: LocalAccount | None, abi: A
         raise chain_error(exc, abi, action=action) from None
     if receipt["status"] != 1:
         raise ChainError(Reason.CHAIN_TX_FAILED, f"{action} reverted in block {receipt['blockNumber']}",
-                         tx_hash=receipt["transactionHash"].hex())
+                         tx_hash=Web3.to_hex(receipt["transactionHash"]))
     return TxResult(
-        tx_hash=receipt["transactionHash"].hex(),
+        tx_hash=Web3.to_hex(receipt["transactionHash"]),
         block_number=int(receipt["blockNumber"]),
         gas_used=int(receipt["gasUsed"]),
         logs=tuple(receipt["logs"]),

@@ -79,6 +79,15 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryCvmNotRegistered": Reason.REGISTRY_CVM_NOT_REGISTERED,
     "RegistryAttestationExpired": Reason.REGISTRY_ATTESTATION_EXPIRED,
     "RegistryPcrsChanged": Reason.REGISTRY_PCRS_CHANGED,
+    # X509Lite and RsaPss (through CertificateVerifier)
+    "X509Malformed": Reason.CERT_MALFORMED,
+    "X509UnsupportedAlgorithm": Reason.CERT_MALFORMED,
+    "X509UnsupportedKey": Reason.CERT_MALFORMED,
+    "X509InvalidTime": Reason.CERT_MALFORMED,
+    "X509AmdExtensionMissing": Reason.CERT_EXTENSION_MALFORMED,
+    "X509AmdExtensionMalformed": Reason.CERT_EXTENSION_MALFORMED,
+    "RsaPssInvalidKey": Reason.CERT_MALFORMED,
+    "RsaPssModexpFailed": Reason.CHAIN_TX_FAILED,
     # SnpReport (offchain/abi/snp_report.py raises the same reasons in the same order)
     "SnpReportLength": Reason.SNP_REPORT_LENGTH,
     "SnpReportVersion": Reason.SNP_REPORT_VERSION,
@@ -87,11 +96,11 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "SnpReportSigningKey": Reason.SNP_REPORT_MALFORMED,
     "SnpReportTcbReserved": Reason.SNP_REPORT_RESERVED,
     "SnpReportUnknownProduct": Reason.SNP_PRODUCT_UNKNOWN,
-    # P384 / P384Verifier (a leaf key must be a P-384 point; tables are the registry's own)
+    # P384 / EcdsaVerifier (a leaf key must be a P-384 point; tables are the registry's own)
     "P384InvalidLength": Reason.CERT_MALFORMED,
     "P384InvalidPublicKey": Reason.CERT_MALFORMED,
     "P384InvalidTable": Reason.CHAIN_TX_FAILED,
-    "P384VerifierTableMissing": Reason.CHAIN_TX_FAILED,
+    "EcdsaVerifierTableMissing": Reason.CHAIN_TX_FAILED,
     # Sha384 (slices are the verifier's own: a report's signed bytes, a certificate's TBS)
     "Sha384OutOfBounds": Reason.INPUT_INVALID,
     # CvmGated

@@ -2,6 +2,8 @@
 // cvm-attest: ISnpVerifier, the stateless AMD certificate and SEV-SNP report verifier the registry calls
 pragma solidity ^0.8.24;
 
+import {IEcdsaVerifier} from "./IEcdsaVerifier.sol";
+
 /**
  * @dev The SEV-SNP half of the registry, deployed as its own contract because the native verification code (SHA-384,
  * ECDSA P-384, RSASSA-PSS-4096, X.509 and report parsing) does not fit next to the registry under the EIP-170 code
@@ -64,6 +66,9 @@ interface ISnpVerifier {
         /// @dev The ECDSA P-384 signature over SHA-384 of bytes 0x000..0x29F verifies with the leaf key given.
         bool signatureValid;
     }
+
+    /// @dev The elliptic-curve verifier behind this one (report signatures; the registry's P-256 AKs).
+    function ecdsa() external view returns (IEcdsaVerifier);
 
     /**
      * @dev Parses `der` and verifies its signature with `issuerModulus`/`issuerExponent`, or with its own key when

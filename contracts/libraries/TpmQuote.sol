@@ -369,12 +369,26 @@ library TpmQuote {
      * Reverts {TpmAlgorithmUnsupported} when the signature algorithm does not match the key type.
      */
     function verify(bytes32 digest, PublicKey memory key, Signature memory sig) internal view returns (bool) {
+        return verifyWith(digest, key, sig, p256);
+    }
+
+    /**
+     * @dev {verify} with the P-256 check `p256Verify(digest, r, s, x, y)` given by the caller, called with `s`
+     * already at most n/2: a contract near the EIP-170 size limit (the registry) passes a call to another contract
+     * instead of carrying OpenZeppelin's Solidity fallback.
+     */
+    function verifyWith(
+        bytes32 digest,
+        PublicKey memory key,
+        Signature memory sig,
+        function(bytes32, bytes32, bytes32, bytes32, bytes32) view returns (bool) p256Verify
+    ) internal view returns (bool) {
         if (key.keyType == TPM_ALG_RSA) {
             if (sig.sigAlg != TPM_ALG_RSASSA) revert TpmAlgorithmUnsupported(sig.sigAlg);
             return _rsaPkcs1Sha256(digest, sig.rsa, key.modulus);
         }
         if (sig.sigAlg != TPM_ALG_ECDSA) revert TpmAlgorithmUnsupported(sig.sigAlg);
-        return _p256(digest, sig.r, sig.s, key.x, key.y);
+        return p256Verify(digest, sig.r, lowS(sig.s), key.x, key.y);
     }
 
     /**
@@ -391,20 +405,36 @@ library TpmQuote {
      * the lengths fit neither.
      */
     function verifyRaw(bytes32 digest, bytes calldata key, bytes calldata signature) internal view returns (bool) {
+        return verifyRawWith(digest, key, signature, p256);
+    }
+
+    /// @dev {verifyRaw} with the caller's P-256 check, as {verifyWith}.
+    function verifyRawWith(
+        bytes32 digest,
+        bytes calldata key,
+        bytes calldata signature,
+        function(bytes32, bytes32, bytes32, bytes32, bytes32) view returns (bool) p256Verify
+    ) internal view returns (bool) {
         if (key.length == RSA_MODULUS_BYTES) {
             if (signature.length != RSA_MODULUS_BYTES) revert TpmMalformed(SIGNATURE, 0);
             return _rsaPkcs1Sha256Calldata(digest, signature, key);
         }
         if (key.length != P256_KEY_BYTES) revert TpmMalformed(PUBLIC, 0);
         if (signature.length != 2 * 32) revert TpmMalformed(SIGNATURE, 0);
-        return _p256(digest, bytes32(signature[0:32]), bytes32(signature[32:64]), bytes32(key[0:32]), bytes32(key[32:64]));
+        return p256Verify(
+            digest, bytes32(signature[0:32]), lowS(bytes32(signature[32:64])), bytes32(key[0:32]), bytes32(key[32:64])
+        );
     }
 
-    /// @dev OpenZeppelin {P256-verify} after replacing a high `s` by `n - s` (see {verify}).
-    function _p256(bytes32 digest, bytes32 r, bytes32 sBytes, bytes32 x, bytes32 y) private view returns (bool) {
+    /// @dev `s`, or `n - s` when `s` is above n/2 (see {verify}); values not below n are returned unchanged.
+    function lowS(bytes32 sBytes) internal pure returns (bytes32) {
         uint256 s = uint256(sBytes);
-        if (s > P256_HALF_N && s < P256_N) s = P256_N - s;
-        return P256.verify(digest, r, bytes32(s), x, y);
+        return s > P256_HALF_N && s < P256_N ? bytes32(P256_N - s) : sBytes;
+    }
+
+    /// @dev OpenZeppelin {P256-verify}: the P256VERIFY precompile, or Solidity where the chain has none.
+    function p256(bytes32 digest, bytes32 r, bytes32 s, bytes32 x, bytes32 y) internal view returns (bool) {
+        return P256.verify(digest, r, s, x, y);
     }
 
     /// @dev {_rsaVerify} for a signature and modulus in memory (TPM structures parsed by {parseSignature}).

@@ -1,4 +1,5 @@
-"""What the registry tests share: a software AK that signs TPM quotes like a TPM does.
+"""What the registry tests share: a software AK that signs TPM quotes like a TPM does, a simulated
+CVM (development AMD chain + report + AK), and a registry deployed to trust it.
 
 :class:`SoftAk` is an attestation key made with ``cryptography`` (RSA-2048 or P-256) whose
 TPMT_PUBLIC and TPMS_ATTEST are marshalled by ``offchain.abi.tpm`` exactly as a TPM marshals them,
@@ -12,11 +13,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from web3 import Web3
+
+from offchain.abi.binding import direct_report_data, onchain_extra_data
+from offchain.abi.keccak import keccak256
+from offchain.abi.snp_report import SnpReport
 from offchain.abi.tpm import (
     TPM_ALG_SHA256,
     TPM_GENERATED_VALUE,
@@ -26,6 +33,12 @@ from offchain.abi.tpm import (
     TpmtPublic,
     TpmtSignature,
 )
+from offchain.devamd import DevAmdChain
+from offchain.policy.golden import Binding, GoldenMeasurement
+from offchain.trust.roots import spki_fingerprint
+from onchain.calldata import EvidenceCalldata, certificate_der, certificate_id, evidence_struct
+from onchain.client import RegistryClient
+from tests.support.evm import compile_contracts
 
 
 @dataclass(frozen=True)
@@ -59,8 +72,10 @@ class SoftAk:
         return self.public.to_bytes()
 
     @property
-    def public_hash(self) -> bytes:
-        return hashlib.sha256(self.public_bytes).digest()
+    def key_hash(self) -> bytes:
+        """The registry's AK hash: keccak256 of the RSA modulus or of the P-256 x || y."""
+        public = self.public
+        return keccak256(public.modulus if self.kind == "rsa" else public.x + public.y)
 
     def sign(self, data: bytes) -> bytes:
         """TPMT_SIGNATURE over ``data`` with SHA-256 (RSASSA or ECDSA)."""
@@ -102,3 +117,121 @@ class SoftAk:
 def pcr_bank(seed: bytes = b"cvm-attest", count: int = 24) -> dict[int, bytes]:
     """Deterministic, distinct PCR values 0..count-1 for tests."""
     return {i: hashlib.sha256(seed + bytes([i])).digest() for i in range(count)}
+
+
+# --- a simulated CVM and a registry that trusts its development root ---------------------------
+
+
+@dataclass(frozen=True)
+class SimCvm:
+    """A CVM on the simulated platform: a development AMD chain, a report it signed binding ``ak``
+    directly (REPORT_DATA = SHA-256(AK TPMT_PUBLIC) || 0^32), and the PCR bank its quotes cover."""
+
+    chain: DevAmdChain
+    ak: SoftAk
+    report: SnpReport
+    pcrs: Mapping[int, bytes]
+
+    @property
+    def ark_der(self) -> bytes:
+        return certificate_der(self.chain.ark)
+
+    @property
+    def ask_der(self) -> bytes:
+        return certificate_der(self.chain.ask)
+
+    @property
+    def leaf_der(self) -> bytes:
+        return certificate_der(self.chain.leaf)
+
+    @property
+    def leaf_id(self) -> bytes:
+        return certificate_id(self.leaf_der)
+
+    def golden(self, *, pinned: tuple[int, ...] = (0, 23), lifetime: int = 3600) -> GoldenMeasurement:
+        """The golden measurement that describes exactly this CVM, pinning ``pinned`` PCRs."""
+        return GoldenMeasurement.from_report(
+            self.report,
+            self.chain.product,
+            self.chain.signer,
+            Binding.DIRECT,
+            pcrs={i: self.pcrs[i] for i in pinned},
+            lifetime=lifetime,
+        )
+
+    def quote(self, extra_data: bytes, *, ak: SoftAk | None = None, pcrs: Mapping[int, bytes] | None = None) -> Quote:
+        return (ak or self.ak).quote(extra_data, pcrs if pcrs is not None else self.pcrs)
+
+    def evidence(self, quote: Quote, *, report: SnpReport | bytes | None = None) -> EvidenceCalldata:
+        return evidence_struct(
+            report=report if report is not None else self.report,
+            leaf=self.leaf_id,
+            attest=quote.attest,
+            signature=quote.signature,
+            pcrs=dict(zip(TpmsAttest.from_bytes(quote.attest).pcr_selections[0].pcrs, quote.pcrs, strict=True)),
+            ak_public=self.ak.public_bytes,
+        )
+
+
+def sim_cvm(chain: DevAmdChain, ak: SoftAk, *, pcrs: Mapping[int, bytes] | None = None, **fields: Any) -> SimCvm:
+    """A report from ``chain``'s simulated firmware for a guest whose AK is ``ak`` (fields override)."""
+    base: dict[str, Any] = {
+        "measurement": hashlib.sha384(b"cvm-attest test image").digest(),
+        "policy": 0x30000,
+        "report_data": direct_report_data(ak.public_bytes),
+    }
+    base.update(fields)
+    report = chain.sign(chain.report_template(**base))
+    return SimCvm(chain=chain, ak=ak, report=report, pcrs=dict(pcrs if pcrs is not None else pcr_bank()))
+
+
+def registry_artifacts() -> dict[str, dict[str, Any]]:
+    """CvmRegistry, its verifiers and the example dApp, compiled once per session (cached on disk)."""
+    return compile_contracts(
+        [
+            "contracts/CvmRegistry.sol",
+            "contracts/SnpVerifier.sol",
+            "contracts/EcdsaVerifier.sol",
+            "contracts/CertificateVerifier.sol",
+            "contracts/examples/AttestedPriceFeed.sol",
+        ]
+    )
+
+
+def deploy_registry(w3: Web3, owner: str) -> RegistryClient:
+    """A fresh SnpVerifier and registry owned by ``owner``, which also sends the registry's transactions."""
+    return RegistryClient.deploy(w3, owner=owner, sender=owner, artifacts=registry_artifacts())
+
+
+def publish_once(registry: RegistryClient, golden: GoldenMeasurement) -> bytes:
+    """Publish ``golden`` unless it already is (module fixtures may be set up again by ape's pytest plugin,
+    which re-runs them when it reorders fixtures); returns its id."""
+    golden_id = golden.canonical_id()
+    if not registry.golden_of(golden_id).published:
+        registry.publish_golden(golden)
+    return golden_id
+
+
+def trust_dev_chain(registry: RegistryClient, chain: DevAmdChain) -> bytes:
+    """Pin ``chain``'s ARK key and register the whole chain; returns the leaf's id."""
+    registry.pin_root(chain.product, spki_fingerprint(chain.ark))
+    return registry.register_chain(
+        certificate_der(chain.ark), certificate_der(chain.ask), certificate_der(chain.leaf)
+    )
+
+
+def fresh_nonce(w3: Web3, registry: RegistryClient, cvm: str) -> tuple[int, bytes]:
+    """A block the registry can still read and the on-chain extraData an agent at ``cvm`` would quote."""
+    block = w3.eth.get_block("latest")
+    number = int(block["number"])
+    return number, onchain_extra_data(int(w3.eth.chain_id), registry.address, cvm, bytes(block["hash"]))
+
+
+def mine(w3: Web3, blocks: int = 1) -> None:
+    for _ in range(blocks):
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+
+def advance_time(w3: Web3, seconds: int) -> None:
+    w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+    mine(w3)

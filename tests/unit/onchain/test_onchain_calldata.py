@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from eth_abi import encode as abi_encode
-from eth_utils import keccak
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
 
 from offchain.abi.hcl import HclReport
 from offchain.abi.snp_report import Product, SignerKind, TcbVersion

@@ -1,0 +1,96 @@
+"""Gas of the registry's transactions on anvil (default hardfork: Osaka pricing, EIP-7825 cap enforced).
+
+``measure(w3, deployer)`` deploys the shipped CvmRegistry (onchain/artifacts), trusts a freshly made
+development AMD chain (offchain.devamd: RSA-4096 ARK/ASK and a P-384 VCEK, signed exactly like
+AMD's) and a simulated CVM (a report that chain signed, software RSA-2048 and P-256 AKs quoting 24
+SHA-256 PCRs), and returns gas figures. Every figure except ``parse_quote`` is the ``gasUsed`` of a
+whole mined transaction (21,000 base and calldata included), what a relayer pays:
+
+* ``register_certificate_vcek``: registerCertificate of the VCEK under the cached ASK (RSA-PSS-4096
+  over the TBS with its SHA-384 hashing, X.509 parsing, caching the leaf);
+* ``register_cvm``: registerCvm with the cached VCEK and an RSA-2048 AK (direct binding, golden
+  measurement pinning PCRs 0 and 23);
+* ``refresh_cvm_rsa`` / ``refresh_cvm_p256``: refreshCvm with an RSA-2048 / P-256 AK;
+* ``publish_golden``: publishGolden pinning PCRs 0 and 23;
+* ``parse_quote``: execution gas of TpmQuote.parseQuote on a 24-PCR quote, measured inside the call
+  with ``gasleft()`` (contracts/test/TpmQuoteHarness.sol); as a transaction of its own it would pay
+  EIP-7623's calldata floor, which hides it.
+
+Run through ``scripts/bench gas --json`` (benchmarks/gas.py starts anvil and merges every module's
+figures), or alone: ``python -m benchmarks.gas_registry``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from web3 import Web3
+
+from offchain.abi.snp_report import Product, SignerKind
+from offchain.devamd import DevAmdChain
+from offchain.trust.roots import spki_fingerprint
+from onchain.calldata import certificate_der
+from onchain.client import RegistryClient
+from tests.support.evm import compile_contracts, deploy
+from tests.support.registry import SoftAk, fresh_nonce, pcr_bank, publish_once, sim_cvm
+
+KEYS = (
+    "register_certificate_vcek",
+    "register_cvm",
+    "refresh_cvm_rsa",
+    "refresh_cvm_p256",
+    "publish_golden",
+    "parse_quote",
+)
+
+
+def _gas_used(client: RegistryClient) -> int:
+    assert client.last_tx is not None
+    return client.last_tx.gas_used
+
+
+def measure(w3: Web3, deployer: str) -> dict[str, int]:
+    """Gas figures (see the module docstring) measured on the chain behind ``w3``."""
+    out: dict[str, int] = {}
+    chain = DevAmdChain.generate(product=Product.GENOA, signer=SignerKind.VCEK)
+    registry = RegistryClient.deploy(w3, owner=deployer, sender=deployer)
+    registry.pin_root(chain.product, spki_fingerprint(chain.ark))
+    ark_id = registry.register_certificate(certificate_der(chain.ark))
+    ask_id = registry.register_certificate(certificate_der(chain.ask), ark_id)
+    registry.register_certificate(certificate_der(chain.leaf), ask_id)
+    out["register_certificate_vcek"] = _gas_used(registry)
+
+    for kind in ("rsa", "p256"):
+        cvm = sim_cvm(chain, SoftAk(kind), pcrs=pcr_bank())
+        # Both CVMs run the same image: one golden measurement, published once.
+        golden_id = publish_once(registry, cvm.golden(pinned=(0, 23)))
+        if kind == "rsa":
+            out["publish_golden"] = _gas_used(registry)
+        address = w3.eth.account.create().address
+        number, extra = fresh_nonce(w3, registry, address)
+        registry.register_cvm(golden_id, address, number, cvm.evidence(cvm.quote(extra)))
+        if kind == "rsa":
+            out["register_cvm"] = _gas_used(registry)
+        number, extra = fresh_nonce(w3, registry, address)
+        quote = cvm.quote(extra)
+        registry.refresh_cvm(address, number, cvm.ak.public, quote.attest, quote.signature)
+        out[f"refresh_cvm_{kind}"] = _gas_used(registry)
+
+    harness = deploy(w3, compile_contracts(["contracts/test/TpmQuoteHarness.sol"])["TpmQuoteHarness"], sender=deployer)
+    attest = SoftAk("rsa").quote(b"\x11" * 32, pcr_bank()).attest
+    out["parse_quote"] = int(harness.functions.parseQuoteGas(attest).call()[0])
+    return {key: out[key] for key in KEYS}
+
+
+def main() -> None:
+    from onchain.anvil import AnvilProcess
+
+    with AnvilProcess() as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 120}))
+        result: dict[str, Any] = measure(w3, str(w3.eth.accounts[0]))
+    print(json.dumps(result, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

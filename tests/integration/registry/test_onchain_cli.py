@@ -1,0 +1,192 @@
+"""``cvm-cli onchain verify``: the contract's verdict through the CLI equals ``cvm-cli verify``'s, on an embedded
+anvil (started on a free port and stopped by the command) and on a deployed registry (``--rpc``/``--registry``).
+
+Certificate checks depend on time, so every vector runs with ``--at`` inside its leaf's validity window
+(tests.support.snp_vectors: notBefore + 1 day): several real VLEKs have expired since.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from web3 import Web3
+
+from offchain.abi.binding import offchain_extra_data
+from offchain.cli.verify import verify as offchain_verify
+from offchain.trust.certs import to_pem
+from offchain.trust.roots import AMD_ARK_SPKI_SHA256
+from onchain.cli import onchain
+from onchain.client import RegistryClient
+from tests.support.registry import SimCvm, deploy_registry, trust_dev_chain
+from tests.support.snp_vectors import NEGATIVE_VECTOR, Vector, load_vector
+
+pytestmark = pytest.mark.integration
+
+
+def run(group: Any, args: list[str]) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(group, args, catch_exceptions=False)
+    lines = [line for line in result.output.splitlines() if line.startswith("{")]
+    assert lines, result.output
+    return result.exit_code, json.loads(lines[-1])
+
+
+def both(onchain_args: list[str], offchain_args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    on_code, on = run(onchain, ["verify", *onchain_args])
+    off_code, off = run(offchain_verify, [*offchain_args, "--json"])
+    assert on_code == off_code, (on, off)
+    assert on["ok"] == off["ok"] and on["reason"] == off["reason"], (on, off)
+    return on, off
+
+
+def snp_args(vector: Vector) -> list[str]:
+    certs = [("--vcek", vector.leaf_file), ("--ask", vector.intermediate_file), ("--ark", vector.file("ark.pem"))]
+    args = ["--report", str(vector.file("report.bin"))]
+    for option, path in certs:
+        args += [option, str(path)]
+    return [*args, "--at", vector.now.isoformat()]
+
+
+@pytest.mark.vectors
+@pytest.mark.parametrize("name", ["snp/milan-vcek-v2-virtee", "snp/milan-vlek-v3-vmpl1-trustee", NEGATIVE_VECTOR])
+def test_embedded_snp_verdict_equals_offchain(vectors: Path, name: str) -> None:
+    vector = load_vector(vectors, name)
+    on, _ = both(["snp", *snp_args(vector)], ["snp", *snp_args(vector)])
+    assert on["ok"] is (name != NEGATIVE_VECTOR)
+    assert on["gas"] is None if not on["ok"] else on["gas"] > 0
+    if not on["ok"]:
+        assert on["reason"] == "snp.signature.invalid"
+
+
+def azure_args(vector: Vector, tmp_path: Path, twin: str) -> list[str]:
+    d = vector.directory
+    nonce = (d / "tpm_nonce.bin").read_bytes()
+    pcrs_file = d / "tpm_pcrs_sha256.json"
+    if twin == "nonce":
+        nonce = bytes([nonce[0] ^ 1]) + nonce[1:]
+    if twin == "pcr":
+        pcrs = json.loads(pcrs_file.read_text())
+        pcrs["7"] = ("0" if pcrs["7"][0] != "0" else "1") + pcrs["7"][1:]
+        pcrs_file = tmp_path / "pcrs.json"
+        pcrs_file.write_text(json.dumps(pcrs))
+    return [
+        "azure",
+        "--hcl-report", str(d / "hcl_report.bin"),
+        "--vcek", str(d / "vcek.der"),
+        "--ask", str(d / "ask.pem"),
+        "--ark", str(d / "ark.pem"),
+        "--quote", str(d / "tpm_quote_attest.bin"),
+        "--quote-sig", str(d / "tpm_quote_sig.bin"),
+        "--pcrs", str(pcrs_file),
+        "--nonce", nonce.hex(),
+        "--at", vector.now.isoformat(),
+    ]  # fmt: skip
+
+
+@pytest.mark.vectors
+@pytest.mark.parametrize("twin", ["as-is", "nonce", "pcr"])
+def test_embedded_azure_verdict_equals_offchain(vectors: Path, tmp_path: Path, twin: str) -> None:
+    vector = load_vector(vectors, "azure/milan-v3-hcl-trustee-ev2")
+    args = azure_args(vector, tmp_path, twin)
+    on, _ = both(args, args)
+    expected = {"as-is": None, "nonce": "tpm.quote.nonce_mismatch", "pcr": "tpm.quote.pcr_digest_mismatch"}[twin]
+    assert on["reason"] == expected
+
+
+@pytest.fixture(scope="module")
+def amd_registry(w3: Web3, owner: str) -> RegistryClient:
+    registry = deploy_registry(w3, owner)
+    for product, key_hash in AMD_ARK_SPKI_SHA256.items():
+        registry.pin_root(product, key_hash)
+    return registry
+
+
+@pytest.mark.vectors
+def test_deployed_registry_mode(vectors: Path, anvil: Any, w3: Web3, amd_registry: RegistryClient, owner: str) -> None:
+    vector = load_vector(vectors, "snp/genoa-vcek-v5-oak")
+    args = [a for a in snp_args(vector) if a not in ("--at", vector.now.isoformat())]
+    remote = ["--rpc", anvil.url, "--registry", amd_registry.address]
+    # The registry lacks the chain and the command has no account to register it with.
+    code, out = run(onchain, ["verify", "snp", *args, *remote])
+    assert (code, out["ok"], out["reason"]) == (2, False, "input.invalid")
+    code, out = run(onchain, ["verify", "snp", *args, *remote, "--from", owner])
+    assert (code, out["ok"], out["reason"]) == (0, True, None) and out["gas"] > 0
+    # Now cached: no account needed any more.
+    code, out = run(onchain, ["verify", "snp", *args, *remote])
+    assert (code, out["ok"]) == (0, True)
+
+
+def _bundle(cvm: SimCvm, nonce: bytes) -> dict[str, Any]:
+    quote = cvm.quote(offchain_extra_data(nonce))
+    selection = quote.parsed.pcr_selections[0].pcrs
+    return {
+        "version": 1,
+        "platform": "sim",
+        "binding": "direct",
+        "snp_report": cvm.report.to_bytes().hex(),
+        "certificates": {"vcek": to_pem(cvm.chain.leaf), "ask": to_pem(cvm.chain.ask), "ark": to_pem(cvm.chain.ark)},
+        "ak_public": cvm.ak.public_bytes.hex(),
+        "quote": {"attest": quote.attest.hex(), "signature": quote.signature.hex()},
+        "pcrs": {"sha256": {str(i): v.hex() for i, v in zip(selection, quote.pcrs, strict=True)}},
+        "nonce": {"form": "offchain", "value": nonce.hex()},
+    }
+
+
+@pytest.mark.parametrize("twin", ["as-is", "other-nonce", "no-dev-root"])
+def test_evidence_bundle_verdict_equals_offchain(tmp_path: Path, cvm_rsa: SimCvm, twin: str) -> None:
+    nonce = b"cvm-attest cli test"
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps(_bundle(cvm_rsa, nonce)))
+    ark = tmp_path / "ark.pem"
+    ark.write_text(to_pem(cvm_rsa.chain.ark))
+    given = b"another nonce" if twin == "other-nonce" else nonce
+    args = ["evidence", str(path), "--nonce", given.hex()]
+    if twin != "no-dev-root":
+        args += ["--dev-root", str(ark)]
+    on, _ = both(args, args)
+    expected = {"as-is": None, "other-nonce": "tpm.quote.nonce_mismatch", "no-dev-root": "snp.chain.root_not_pinned"}
+    assert on["reason"] == expected[twin]
+
+
+def test_golden_is_published_and_checked(tmp_path: Path, cvm_rsa: SimCvm) -> None:
+    nonce = b"golden"
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps(_bundle(cvm_rsa, nonce)))
+    ark = tmp_path / "ark.pem"
+    ark.write_text(to_pem(cvm_rsa.chain.ark))
+    golden = tmp_path / "golden.json"
+    golden.write_text(cvm_rsa.golden().dumps())
+    args = ["evidence", str(path), "--nonce", nonce.hex(), "--dev-root", str(ark), "--golden", str(golden)]
+    on, off = both(args, args)
+    assert on["ok"] and on["golden_id"] == off["golden_id"] == "0x" + cvm_rsa.golden().canonical_id().hex()
+    wrong = cvm_rsa.golden(pinned=(0, 1, 23))
+    pinned = dict(wrong.pinned_pcrs()) | {1: b"\x00" * 32}
+    golden.write_text(type(wrong).from_report(
+        cvm_rsa.report, cvm_rsa.chain.product, cvm_rsa.chain.signer, "direct", pcrs=pinned
+    ).dumps())
+    on, _ = both(args, args)
+    assert on["reason"] == "policy.pcr_mismatch"
+
+
+def test_usage_and_unreadable_input(tmp_path: Path) -> None:
+    garbage = tmp_path / "report.bin"
+    garbage.write_bytes(b"\x00" * 100)
+    code, out = run(onchain, ["verify", "snp", "--report", str(garbage), "--rpc", "http://127.0.0.1:1"])
+    assert (code, out["reason"]) == (2, "input.invalid")
+    code, out = run(onchain, ["verify", "snp", "--report", str(tmp_path / "missing.bin")])
+    assert (code, out["reason"]) == (2, "input.unreadable")
+    code, out = run(onchain, ["verify", "snp", "--report", str(garbage)])
+    assert (code, out["reason"]) == (1, "snp.report.length")
+    code, out = run(onchain, ["verify", "azure", "--hcl-report", str(garbage), "--quote", str(garbage)])
+    assert (code, out["reason"]) == (2, "input.invalid")
+
+
+def test_deployed_registry_with_the_dev_root_verifies_the_sim_report(w3: Web3, owner: str, cvm_rsa: SimCvm) -> None:
+    """The positive twin of no-dev-root above, on a deployed registry that pins the dev root."""
+    registry = deploy_registry(w3, owner)
+    assert trust_dev_chain(registry, cvm_rsa.chain) == cvm_rsa.leaf_id
+    verdict = registry.verify_report(cvm_rsa.report.to_bytes(), cvm_rsa.leaf_id)
+    assert verdict.product == 2 and verdict.signer == 1
