@@ -75,7 +75,8 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     }
 
     /// @dev A cached certificate. `publicKey`/`exponent` are an ARK's, ASK's or ASVK's RSA key; a VCEK/VLEK keeps its
-    /// P-384 key as a precomputed `table` instead, and its SPLs and hwID. The validity is intersected with the issuer's.
+    /// P-384 key as a precomputed `table` instead, and its SPLs and hwID. The validity is intersected with the
+    /// issuer's.
     struct CachedCert {
         CertKind kind;
         bool revoked;
@@ -330,7 +331,9 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     /// @inheritdoc ICvmRegistry
     function goldenOf(bytes32 id) external view returns (GoldenInfo memory) {
         GoldenRecord storage g = _goldens[id];
-        return GoldenInfo(g.status != GoldenStatus.None, g.status == GoldenStatus.Revoked, g.lifetime, g.binding, g.pcrMask);
+        GoldenStatus status = g.status;
+        bool published = status != GoldenStatus.None;
+        return GoldenInfo(published, status == GoldenStatus.Revoked, g.lifetime, g.binding, g.pcrMask);
     }
 
     /// @inheritdoc ICvmRegistry
@@ -568,9 +571,12 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
 
     /// @dev Caches a certificate whose signature by `parent` verified: an ARK issues RSA ASKs/ASVKs, an ASK issues
     /// P-384 VCEKs and an ASVK P-384 VLEKs.
-    function _cacheUnder(CachedCert storage cert, ISnpVerifier.Certificate memory c, bytes32 issuer, CachedCert storage parent)
-        private
-    {
+    function _cacheUnder(
+        CachedCert storage cert,
+        ISnpVerifier.Certificate memory c,
+        bytes32 issuer,
+        CachedCert storage parent
+    ) private {
         CertKind parentKind = parent.kind;
         if (parentKind == CertKind.Ark) {
             if (!c.isRsa) revert RegistryWrongIssuer(issuer);
@@ -608,7 +614,8 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
      */
     function _storeTable(bytes memory table) private returns (address stored) {
         // Init code: PUSH2 len+1, DUP1, PUSH1 0x0c, PUSH1 0, CODECOPY, PUSH1 0, RETURN; then 0x00 and the table.
-        bytes memory init = abi.encodePacked(hex"61", uint16(table.length + 1), hex"80600c6000396000f3", hex"00", table);
+        bytes memory init =
+            abi.encodePacked(hex"61", uint16(table.length + 1), hex"80600c6000396000f3", hex"00", table);
         assembly ("memory-safe") {
             stored := create(0, add(init, 0x20), mload(init))
         }

@@ -205,7 +205,7 @@ def refresh_args(ak_public: TpmtPublic | bytes, signature: TpmtSignature | bytes
     """``(akKey, signature)`` of ``refreshCvm``: the AK's RSA modulus or P-256 ``x || y``, and the bare
     signature (RSASSA bytes, or ECDSA ``r || s`` with 32 bytes each)."""
     public = ak_public if isinstance(ak_public, TpmtPublic) else TpmtPublic.from_bytes(ak_public)
-    sig = TpmtSignature.from_bytes(quote_signature(signature)) if not isinstance(signature, TpmtSignature) else signature
+    sig = signature if isinstance(signature, TpmtSignature) else TpmtSignature.from_bytes(quote_signature(signature))
     if public.type == TPM_ALG_RSA:
         if not sig.is_rsa:
             raise ParseError(Reason.TPM_QUOTE_ALGORITHM_UNSUPPORTED, "an RSA AK signs with RSASSA")

@@ -4,7 +4,8 @@
 
     cvm-cli onchain verify snp --report R [--vcek LEAF] [--ask I] [--ark ROOT] [--golden G] [--at ISO8601]
     cvm-cli onchain verify azure --hcl-report H [--vcek ...] [--ask ...] [--ark ...]
-                                 [--quote ATTEST --quote-sig SIG --pcrs PCRS.json --nonce HEX] [--golden G] [--at ISO8601]
+                                 [--quote ATTEST --quote-sig SIG --pcrs PCRS.json --nonce HEX]
+                                 [--golden G] [--at ISO8601]
     cvm-cli onchain verify evidence EVIDENCE.json --nonce HEX [--golden G] [--at ISO8601]
 
 The inputs are those of ``cvm-cli verify`` (offchain/cli/verify.py), and so are ``--dev-root``,
@@ -201,7 +202,9 @@ def _register(client: RegistryClient, chain: ChainCertificates, result: _Result)
     )
 
 
-def _certificates(options: _Options, explicit: CertificateSet, fallback: CertificateSet | None = None) -> CertificateSet:
+def _certificates(
+    options: _Options, explicit: CertificateSet, fallback: CertificateSet | None = None
+) -> CertificateSet:
     available = explicit if fallback is None else explicit.over(fallback)
     if options.dev_root is not None:
         available = available.over(CertificateSet(ark=options.dev_root))

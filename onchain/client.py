@@ -217,7 +217,12 @@ class RegistryClient:
         return bytes.fromhex(encoded[2:])
 
     def refresh_calldata(
-        self, cvm: str, block_number: int, ak_public: TpmtPublic | bytes, attest: bytes, signature: TpmtSignature | bytes
+        self,
+        cvm: str,
+        block_number: int,
+        ak_public: TpmtPublic | bytes,
+        attest: bytes,
+        signature: TpmtSignature | bytes,
     ) -> bytes:
         """Call data of :meth:`refresh_cvm` (TPM structures in, the bare key and signature out)."""
         ak_key, raw_signature = refresh_args(ak_public, signature)
@@ -371,9 +376,8 @@ def _send(w3: Web3, call: Any, sender: str, account: LocalAccount | None, abi: A
         if account is None:
             tx_hash = call.transact({"from": sender, "gas": gas})
         else:
-            tx = call.build_transaction(
-                {"from": sender, "gas": gas, "nonce": w3.eth.get_transaction_count(Web3.to_checksum_address(sender), "pending")}
-            )
+            nonce = w3.eth.get_transaction_count(Web3.to_checksum_address(sender), "pending")
+            tx = call.build_transaction({"from": sender, "gas": gas, "nonce": nonce})
             tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
     except Exception as exc:  # noqa: BLE001

@@ -60,7 +60,8 @@ interface ISnpVerifier {
         uint8 snp;
         uint8 microcode;
         uint8 fmc;
-        /// @dev The product named by CPUID family/model (version 3+; 0 when absent or unknown): 1 Milan, 2 Genoa, 4 Turin.
+        /// @dev The product named by CPUID family/model (version 3+; 0 when absent or unknown): 1 Milan, 2 Genoa,
+        /// 4 Turin.
         uint8 productHint;
         bytes32 reportHash;
         /// @dev The ECDSA P-384 signature over SHA-384 of bytes 0x000..0x29F verifies with the leaf key given.

@@ -22,8 +22,8 @@ import {Base64} from "@openzeppelin/contracts/utils/Base64.sol";
  *
  * The first line names the key. Each template holds a `"` preceded by a character other than `\`, which a JSON
  * string cannot contain, so no template can match inside a string value; `"}` makes `n` the object's last member,
- * and the bounded brace check keeps `kid` and `n` in the same object. `e` must be AQAB (65537). The modulus is compared in
- * its canonical encoding, so a non-canonical base64url spelling of the same number does not match.
+ * and the bounded brace check keeps `kid` and `n` in the same object. `e` must be AQAB (65537). The modulus is compared
+ * in its canonical encoding, so a non-canonical base64url spelling of the same number does not match.
  */
 library AzureBinding {
     /// @dev The most bytes between the start of the JWK object and its modulus (the real documents need 59).

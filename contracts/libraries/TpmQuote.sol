@@ -242,7 +242,8 @@ library TpmQuote {
                 }
                 // pcrSelect[i] bit j selects PCR 8i + j: the bitmap's bytes are little-endian in the PCR index.
                 let b := calldataload(add(base, off))
-                let m := or(or(shr(248, b), and(shr(232, b), 0xFF00)), or(and(shr(216, b), 0xFF0000), and(shr(200, b), 0xFF000000)))
+                let m := or(shr(248, b), and(shr(232, b), 0xFF00))
+                m := or(m, or(and(shr(216, b), 0xFF0000), and(shr(200, b), 0xFF000000)))
                 m := and(m, sub(shl(mul(8, size), 1), 1))
                 if shr(24, m) {
                     fail := 5
@@ -498,7 +499,9 @@ library TpmQuote {
             if less {
                 if staticcall(gas(), 0x05, p, 0x264, p, 0x100) {
                     let same := eq(mload(p), EM_WORD0)
-                    for { let i := 0x20 } lt(i, 0xc0) { i := add(i, 0x20) } { same := and(same, eq(mload(add(p, i)), EM_FF)) }
+                    for { let i := 0x20 } lt(i, 0xc0) { i := add(i, 0x20) } {
+                        same := and(same, eq(mload(add(p, i)), EM_FF))
+                    }
                     same := and(same, eq(mload(add(p, 0xc0)), EM_WORD6))
                     ok := and(same, eq(mload(add(p, 0xe0)), digest))
                 }

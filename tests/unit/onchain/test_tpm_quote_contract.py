@@ -154,7 +154,9 @@ def test_random_bytes_give_typed_errors(harness: Any, data: bytes) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(position=st.integers(min_value=0, max_value=10_000), value=st.integers(min_value=0, max_value=255))
-def test_mutated_quote_parses_like_python_or_fails_typed(harness: Any, rsa_ak: SoftAk, position: int, value: int) -> None:
+def test_mutated_quote_parses_like_python_or_fails_typed(
+    harness: Any, rsa_ak: SoftAk, position: int, value: int
+) -> None:
     attest = bytearray(rsa_ak.quote(b"\x33" * 32, {0: bytes(32), 1: b"\x05" * 32}).attest)
     attest[position % len(attest)] = value
     try:
@@ -325,6 +327,7 @@ def test_quote_nonce_matches_parse_quote(harness: Any, rsa_ak: SoftAk, extra: by
     quote = rsa_ak.quote(extra, {i: bank[i] for i in pcrs})
     word, is_word, mask, digest = harness.functions.quoteNonce(quote.attest).call()
     full = parsed(harness, quote.attest)
-    assert (mask, digest) == (full["pcrMask"], full["pcrDigest"]) == (sum(1 << i for i in pcrs), quote.parsed.pcr_digest)
+    expected = (sum(1 << i for i in pcrs), quote.parsed.pcr_digest)
+    assert (mask, digest) == (full["pcrMask"], full["pcrDigest"]) == expected
     assert is_word == (len(extra) == 32)
     assert word[: len(extra)] == extra[:32]
