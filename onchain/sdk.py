@@ -27,6 +27,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_keys.exceptions import BadSignature
 from web3 import Web3
 
 from offchain.errors import ChainError, Reason, VerificationError
@@ -98,7 +99,7 @@ class Registry:
         signable = encode_defunct(text=message) if isinstance(message, str) else encode_defunct(primitive=message)
         try:
             return str(Account.recover_message(signable, signature=signature))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, BadSignature):
             raise VerificationError(Reason.SIGNED_REQUEST_INVALID, "signature does not recover to an address") from None
 
     def verify_signed_message(self, message: str | bytes, signature: bytes | str,

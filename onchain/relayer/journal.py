@@ -192,10 +192,10 @@ class Journal:
             " WHERE state = 'pending' ORDER BY id").fetchall()
         return [Submission(*row) for row in rows]
 
-    def pending_for(self, cvm_address: str) -> Submission | None:
+    def submission(self, submission_id: int) -> Submission | None:
         row = self._db.execute(
-            "SELECT id, agent_url, cvm_address, kind, block_number, state FROM submission"
-            " WHERE state = 'pending' AND cvm_address = ? ORDER BY id LIMIT 1", (cvm_address,)).fetchone()
+            "SELECT id, agent_url, cvm_address, kind, block_number, state FROM submission WHERE id = ?",
+            (submission_id,)).fetchone()
         return Submission(*row) if row else None
 
     def txs(self, submission_id: int) -> list[JournalTx]:

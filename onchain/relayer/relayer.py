@@ -37,7 +37,7 @@ from offchain.evidence import EvidenceBundle, onchain_expected_extra_data, verif
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import CertRole, to_der
 from offchain.trust.roots import TrustRoots
-from onchain.calldata import azure_ak_public, evidence_struct, quote_signature
+from onchain.calldata import azure_ak_public, evidence_struct
 from onchain.client import RegistryClient
 from onchain.relayer.journal import Journal
 from onchain.relayer.sender import Outcome, TxSender
@@ -103,6 +103,9 @@ class Relayer:
         outcomes = self.sender.recover()
         for outcome in outcomes:
             log.info("recovered submission %d: %s %s", outcome.submission_id, outcome.state, outcome.tx_hash or "")
+            submission = self.journal.submission(outcome.submission_id)
+            if submission is not None:
+                self._record(submission.agent_url, submission.cvm_address, submission.kind, outcome)
         return outcomes
 
     def run(self, *, once: bool = False, interval_s: float = 15.0,
@@ -185,9 +188,9 @@ class Relayer:
             data = self.client.calldata("registerCvm", self.golden.canonical_id(), cvm, block_number,
                                         evidence.as_tuple())
         else:
-            ak_public = azure_ak_public(bundle.hcl_report).to_bytes() if bundle.hcl_report else bundle.ak_public
-            data = self.client.calldata("refreshCvm", cvm, block_number, ak_public, bundle.quote_attest,
-                                        quote_signature(bundle.quote_signature))
+            ak_public = azure_ak_public(bundle.hcl_report) if bundle.hcl_report else bundle.ak_public
+            data = self.client.refresh_calldata(cvm, block_number, ak_public, bundle.quote_attest,
+                                                bundle.quote_signature)
         submission = self.journal.begin_submission(agent, cvm, action, block_number)
         outcome = self.sender.send(submission, self.client.address, data)
         return self._record(agent, cvm, action, outcome)
@@ -201,7 +204,7 @@ class Relayer:
 
     def _register_certificates(self, bundle: EvidenceBundle) -> bytes:
         certs = bundle.certificate_set()
-        leaf = certs.leaf()
+        leaf = certs.leaf
         intermediate = certs.get(CertRole.ASK) or certs.get(CertRole.ASVK)
         ark = certs.get(CertRole.ARK)
         if leaf is None or intermediate is None or ark is None:

@@ -36,6 +36,7 @@ class SendPolicy:
     receipt_timeout_s: float = 60.0
     poll_interval_s: float = 0.2
     max_replacements: int = 3
+    dropped_after_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,9 @@ class TxSender:
         to = Web3.to_checksum_address(to)
         call = {"from": self.account.address, "to": to, "data": data}
         try:
-            estimate = self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
+            # Against the pending block: the one this transaction joins, where the relayer's chosen
+            # block (often the latest) is already history and its blockhash readable.
+            estimate = self.w3.eth.estimate_gas(call, "pending")  # type: ignore[arg-type]
         except (ContractLogicError, Web3RPCError) as exc:
             reason = self._revert_text(exc)
             self.journal.finish_submission(submission.id, "reverted", error=reason)
@@ -118,26 +121,24 @@ class TxSender:
 
     def _await(self, submission: Submission, txs: list[JournalTx], timeout_s: float) -> Outcome | None:
         deadline = time.monotonic() + timeout_s
+        consumed_since: float | None = None
         while True:
-            outcome = self._settled(submission, txs)
+            outcome = self._receipt_outcome(submission, txs)
             if outcome is not None:
                 return outcome
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if txs and self.w3.eth.get_transaction_count(self.account.address, "latest") > txs[0].nonce:
+                # The nonce is used up but none of our versions has a receipt. Nodes can count the
+                # nonce a moment before they serve the receipt, so only a lasting absence means
+                # that another transaction from this key took the nonce.
+                consumed_since = consumed_since if consumed_since is not None else now
+                if now - consumed_since >= self.policy.dropped_after_s:
+                    error = "nonce consumed by another transaction from this key"
+                    self.journal.finish_submission(submission.id, "dropped", error=error)
+                    return Outcome(submission.id, "dropped", None, None, None, error)
+            elif now >= deadline:
                 return None
             time.sleep(self.policy.poll_interval_s)
-
-    def _settled(self, submission: Submission, txs: list[JournalTx]) -> Outcome | None:
-        outcome = self._receipt_outcome(submission, txs)
-        if outcome is not None or not txs:
-            return outcome
-        if self.w3.eth.get_transaction_count(self.account.address, "latest") > txs[0].nonce:
-            # The nonce is consumed: look once more (one of ours may have been mined meanwhile).
-            outcome = self._receipt_outcome(submission, txs)
-            if outcome is None:
-                error = "nonce consumed by another transaction from this key"
-                self.journal.finish_submission(submission.id, "dropped", error=error)
-                outcome = Outcome(submission.id, "dropped", None, None, None, error)
-        return outcome
 
     def _receipt_outcome(self, submission: Submission, txs: list[JournalTx]) -> Outcome | None:
         for tx in reversed(txs):
@@ -179,7 +180,7 @@ class TxSender:
                 self.journal.finish_submission(submission.id, "dropped", error="never signed")
                 outcomes.append(Outcome(submission.id, "dropped", None, None, None, "never signed"))
                 continue
-            outcome = self._settled(submission, txs)
+            outcome = self._receipt_outcome(submission, txs)
             if outcome is None:
                 log.info("re-broadcasting %s for %s", txs[-1].hash, submission.cvm_address)
                 self._broadcast(txs[-1].raw)
