@@ -227,17 +227,26 @@ interface ICvmRegistry {
 
     // ----- errors: the golden policy ----------------------------------------------------------------------------
 
+    /// @dev The report's MEASUREMENT is not the golden measurement's.
     error RegistryMeasurementMismatch();
+    /// @dev The guest policy allows debugging (POLICY bit 19); no golden measurement allows it.
     error RegistryDebugAllowed();
+    /// @dev The guest policy allows a migration agent (bit 18) and the golden measurement does not.
     error RegistryMigrateMaAllowed();
+    /// @dev The guest policy allows SMT (bit 16) and the golden measurement does not.
     error RegistrySmtNotAllowed();
+    /// @dev The guest policy's ABI version (major, minor) is below the golden minimum.
     error RegistryAbiTooOld(uint8 major, uint8 minor);
+    /// @dev The report's VMPL is not the golden one.
     error RegistryVmplMismatch(uint32 vmpl);
     /// @dev A REPORTED_TCB component is below the golden minimum.
     /// @param component 1 bootloader, 2 tee, 3 snp, 4 microcode, 5 fmc.
     error RegistryTcbTooLow(uint8 component);
+    /// @dev The chain's product line is not among the golden measurement's.
     error RegistryProductNotAllowed(uint8 product);
+    /// @dev The signing key kind (1 VCEK, 2 VLEK) is not among the golden measurement's.
     error RegistrySignerNotAllowed(uint8 signer);
+    /// @dev The evidence's AK binding (0 direct, 1 Azure) is not the golden measurement's, or not one of the two.
     error RegistryBindingNotAllowed(uint8 binding);
     /// @dev The quote's value of a pinned PCR differs from the golden value.
     error RegistryPcrMismatch(uint8 pcr);
@@ -257,6 +266,7 @@ interface ICvmRegistry {
 
     // ----- errors: the quote ------------------------------------------------------------------------------------
 
+    /// @dev The quote's signature does not verify with the AK.
     error RegistryQuoteSignatureInvalid();
     /// @dev TPMS_ATTEST.extraData is not the expected value.
     error RegistryQuoteNonceMismatch();
