@@ -322,7 +322,7 @@ def verify_azure(
         hcl = HclReport.from_bytes(read_file(hcl_path))
         explicit = CertificateSet.from_files([p for p in (vcek, ask, ark) if p is not None])
         chain = resolve_chain(_certificates(options, explicit), hcl.snp_report, kds=options.kds)
-        evidence = None
+        evidence, expected = None, b""
         if quote_path is not None and sig_path is not None and pcrs_path is not None and nonce is not None:
             expected = _parse_hex(nonce, "--nonce")
             evidence = evidence_struct(

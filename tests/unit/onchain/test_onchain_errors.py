@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 from web3.exceptions import ContractCustomError, ContractPanicError, Web3RPCError
@@ -103,3 +105,13 @@ def test_chain_error_translates_web3_exceptions() -> None:
     assert chain_error(original, abi) is original
     assert chain_error(ValueError("odd"), abi).reason is Reason.CHAIN_TX_FAILED
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_any_revert_data_decodes_to_a_typed_error(data: bytes) -> None:
+    abi = registry_artifacts()["CvmRegistry"]["abi"]
+    error = decode_revert(data, abi)
+    assert isinstance(error, ChainError)
+    if error.reason is not Reason.CHAIN_REVERTED:
+        assert error.context["error"] in ERROR_REASONS
