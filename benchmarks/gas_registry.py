@@ -33,7 +33,7 @@ from offchain.trust.roots import spki_fingerprint
 from onchain.calldata import certificate_der
 from onchain.client import RegistryClient
 from tests.support.evm import compile_contracts, deploy
-from tests.support.registry import SoftAk, fresh_nonce, pcr_bank, publish_once, sim_cvm
+from tests.support.registry import ISSUED, SoftAk, fresh_nonce, pcr_bank, publish_once, sim_cvm
 
 KEYS = (
     "register_certificate_vcek",
@@ -53,7 +53,7 @@ def _gas_used(client: RegistryClient) -> int:
 def measure(w3: Web3, deployer: str) -> dict[str, int]:
     """Gas figures (see the module docstring) measured on the chain behind ``w3``."""
     out: dict[str, int] = {}
-    chain = DevAmdChain.generate(product=Product.GENOA, signer=SignerKind.VCEK)
+    chain = DevAmdChain.generate(product=Product.GENOA, signer=SignerKind.VCEK, not_before=ISSUED)
     registry = RegistryClient.deploy(w3, owner=deployer, sender=deployer)
     registry.pin_root(chain.product, spki_fingerprint(chain.ark))
     ark_id = registry.register_certificate(certificate_der(chain.ark))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -112,6 +113,11 @@ class SoftAk:
             pcr_digest=hashlib.sha256(b"".join(values)).digest(),
         ).to_bytes()
         return Quote(attest=attest, signature=self.sign(attest), pcrs=values)
+
+
+#: When development certificates start: a day ago. Anvil's blocks carry the wall-clock time, and a chain issued
+#: "now" could be not yet valid in a block mined within the same second.
+ISSUED = datetime.now(timezone.utc) - timedelta(days=1)
 
 
 def pcr_bank(seed: bytes = b"cvm-attest", count: int = 24) -> dict[int, bytes]:

@@ -12,7 +12,7 @@ from offchain.abi.snp_report import Product, SignerKind
 from offchain.devamd import DevAmdChain
 from onchain.client import RegistryClient
 from tests.support.evm import AnvilProcess
-from tests.support.registry import SimCvm, SoftAk, deploy_registry, sim_cvm, trust_dev_chain
+from tests.support.registry import ISSUED, SimCvm, SoftAk, deploy_registry, sim_cvm, trust_dev_chain
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def relayer(w3: Web3) -> str:
 @pytest.fixture(scope="session")
 def dev_chain() -> DevAmdChain:
     """A development Genoa ARK -> ASK -> VCEK (two RSA-4096 keys: generated once per session)."""
-    return DevAmdChain.generate(product=Product.GENOA, signer=SignerKind.VCEK)
+    return DevAmdChain.generate(product=Product.GENOA, signer=SignerKind.VCEK, not_before=ISSUED)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from offchain.errors import ChainError, Reason
 from offchain.trust.roots import spki_fingerprint
 from onchain.calldata import certificate_der, certificate_id
 from onchain.client import CertKind, RegistryClient
-from tests.support.registry import SimCvm, deploy_registry
+from tests.support.registry import ISSUED, SimCvm, deploy_registry
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def vlek_chain() -> DevAmdChain:
     """A development Milan ARK -> ASVK -> VLEK."""
-    return DevAmdChain.generate(product=Product.MILAN, signer=SignerKind.VLEK)
+    return DevAmdChain.generate(product=Product.MILAN, signer=SignerKind.VLEK, not_before=ISSUED)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_a_signature_that_does_not_verify_is_refused(w3: Web3, owner: str, dev_c
     ask[-3] ^= 0x01
     error = rejected(lambda: registry.register_certificate(bytes(ask), ark_id))
     assert error.reason is Reason.CHAIN_ASK_SIGNATURE
-    other = DevAmdChain.generate(product=dev_chain.product, signer=SignerKind.VCEK)
+    other = DevAmdChain.generate(product=dev_chain.product, signer=SignerKind.VCEK, not_before=ISSUED)
     # Another root whose key is pinned, but whose self-signature was tampered with.
     registry.pin_root(other.product, spki_fingerprint(other.ark))
     bad_root = bytearray(der(other.ark))
