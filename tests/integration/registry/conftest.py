@@ -3,7 +3,6 @@ registry, a development AMD chain it trusts, and simulated CVMs with RSA-2048 an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 from web3 import Web3
@@ -11,23 +10,10 @@ from web3 import Web3
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.devamd import DevAmdChain
 from onchain.client import RegistryClient
-from tests.support.evm import AnvilProcess
+from tests.support.chain_fixtures import anvil, w3  # noqa: F401 (pytest fixtures)
 from tests.support.registry import ISSUED, SimCvm, SoftAk, deploy_registry, sim_cvm, trust_dev_chain
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def anvil() -> Iterator[AnvilProcess]:
-    with AnvilProcess() as process:
-        yield process
-
-
-@pytest.fixture(scope="session")
-def w3(anvil: AnvilProcess) -> Web3:
-    web3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 120}))
-    assert web3.is_connected()
-    return web3
 
 
 @pytest.fixture(scope="session")

@@ -10,36 +10,15 @@ vectors are absent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from web3 import Web3
 
 from tests.conftest import vectors_root
-from tests.support.evm import AnvilProcess
-
-
-@pytest.fixture(scope="session")
-def anvil() -> Iterator[AnvilProcess]:
-    with AnvilProcess() as process:
-        yield process
-
-
-@pytest.fixture(scope="session")
-def w3(anvil: AnvilProcess) -> Web3:
-    web3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 120}))
-    assert web3.is_connected()
-    return web3
-
-
-@pytest.fixture(scope="session")
-def deployer(w3: Web3) -> str:
-    """The first of anvil's unlocked dev accounts."""
-    return str(w3.eth.accounts[0])
+from tests.support.chain_fixtures import anvil, deployer, w3  # noqa: F401 (pytest fixtures)
 
 
 @dataclass(frozen=True, slots=True)
