@@ -39,6 +39,7 @@ from web3 import Web3
 
 from offchain.abi.hcl import HclReport
 from offchain.abi.snp_report import SnpReport
+from offchain.cli.verify import azure_inputs, evidence_inputs, snp_inputs
 from offchain.cli.output import emit, fail, usage_error
 from offchain.errors import ChainError, CvmAttestError, ParseError, Reason
 from offchain.evidence import EvidenceBundle, expected_extra_data_for
@@ -268,10 +269,7 @@ def verify() -> None:
 
 
 @verify.command("snp")
-@click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes).")
-@click.option("--vcek", type=PathArg, help="The VCEK or VLEK (DER or PEM).")
-@click.option("--ask", type=PathArg, help="The ASK or ASVK (DER or PEM; a KDS cert_chain bundle works too).")
-@click.option("--ark", type=PathArg, help="The ARK (AMD's pinned root, or --dev-root).")
+@snp_inputs
 @_options
 def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path | None, **raw: Any) -> None:
     """A bare SEV-SNP report: verifyReport (chain, signature, leaf binding, golden report rules)."""
@@ -291,14 +289,7 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
 
 
 @verify.command("azure")
-@click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001).")
-@click.option("--vcek", type=PathArg, help="The VCEK (DER or PEM).")
-@click.option("--ask", type=PathArg, help="The ASK (DER or PEM).")
-@click.option("--ark", type=PathArg, help="The ARK.")
-@click.option("--quote", "quote_path", type=PathArg, help="TPMS_ATTEST of a vTPM quote.")
-@click.option("--quote-sig", "sig_path", type=PathArg, help="Its signature: TPMT_SIGNATURE or raw RSA PKCS#1 v1.5.")
-@click.option("--pcrs", "pcrs_path", type=PathArg, help="JSON {index: hex} of the quoted SHA-256 PCRs.")
-@click.option("--nonce", help="Hex extraData the quote must carry (third-party evidence: the raw nonce).")
+@azure_inputs
 @_options
 def verify_azure(
     hcl_path: Path,
@@ -345,11 +336,7 @@ def verify_azure(
 
 
 @verify.command("evidence")
-@click.argument("evidence_path", type=PathArg, metavar="EVIDENCE.json")
-@click.option("--nonce", required=True, help="Hex nonce given to the agent (on-chain evidence: the block hash).")
-@click.option("--vcek", type=PathArg, help="Override the evidence's VCEK/VLEK.")
-@click.option("--ask", type=PathArg, help="Override the evidence's ASK/ASVK.")
-@click.option("--ark", type=PathArg, help="Override the evidence's ARK.")
+@evidence_inputs
 @_options
 def verify_evidence_cmd(
     evidence_path: Path, nonce: str, vcek: Path | None, ask: Path | None, ark: Path | None, **raw: Any
@@ -376,7 +363,7 @@ def verify_evidence_cmd(
         )
         with _registry(options) as client:
             golden_id = _golden_id(options, result)
-            leaf_id = _register(client, chain, result)
+            _register(client, chain, result)  # the evidence names the leaf by its id (keccak256 of its DER)
             _verify_evidence(client, golden_id, expected, evidence, result)
 
     _run(result, body)

@@ -189,11 +189,44 @@ def verify() -> None:
     """Verify AMD SEV-SNP evidence off chain (exit 0 accepted, 1 rejected, 2 usage/unreadable)."""
 
 
+def _stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Several click decorators as one (applied in the order written, as when stacked)."""
+
+    def apply(f: Any) -> Any:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+#: The inputs of `verify snp`, `verify azure` and `verify evidence`; `cvm-cli onchain verify` takes the same.
+snp_inputs = _stacked(
+    click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes)."),
+    click.option("--vcek", type=PathArg, help="The VCEK or VLEK (DER or PEM)."),
+    click.option("--ask", type=PathArg, help="The ASK or ASVK (DER or PEM; a KDS cert_chain bundle works too)."),
+    click.option("--ark", type=PathArg, help="The ARK (must be AMD's pinned root, or --dev-root)."),
+)
+azure_inputs = _stacked(
+    click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001)."),
+    click.option("--vcek", type=PathArg, help="The VCEK (DER or PEM)."),
+    click.option("--ask", type=PathArg, help="The ASK (DER or PEM)."),
+    click.option("--ark", type=PathArg, help="The ARK."),
+    click.option("--quote", "quote_path", type=PathArg, help="TPMS_ATTEST of a vTPM quote."),
+    click.option("--quote-sig", "sig_path", type=PathArg, help="Its signature: TPMT_SIGNATURE or raw RSA PKCS#1 v1.5."),
+    click.option("--pcrs", "pcrs_path", type=PathArg, help="JSON {index: hex} of the quoted SHA-256 PCRs."),
+    click.option("--nonce", help="Hex extraData the quote must carry (third-party evidence: the raw nonce)."),
+)
+evidence_inputs = _stacked(
+    click.argument("evidence_path", type=PathArg, metavar="EVIDENCE.json"),
+    click.option("--nonce", required=True, help="Hex nonce given to the agent (on-chain evidence: the block hash)."),
+    click.option("--vcek", type=PathArg, help="Override the evidence's VCEK/VLEK."),
+    click.option("--ask", type=PathArg, help="Override the evidence's ASK/ASVK."),
+    click.option("--ark", type=PathArg, help="Override the evidence's ARK."),
+)
+
 @verify.command("snp")
-@click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes).")
-@click.option("--vcek", type=PathArg, help="The VCEK or VLEK (DER or PEM).")
-@click.option("--ask", type=PathArg, help="The ASK or ASVK (DER or PEM; a KDS cert_chain bundle works too).")
-@click.option("--ark", type=PathArg, help="The ARK (must be AMD's pinned root, or --dev-root).")
+@snp_inputs
 @_common_options
 def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path | None, **options: Any) -> None:
     """A bare SEV-SNP attestation report against the AMD chain (and a golden measurement)."""
@@ -234,14 +267,7 @@ def _read_pcrs(path: Path) -> dict[int, bytes]:
 
 
 @verify.command("azure")
-@click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001).")
-@click.option("--vcek", type=PathArg, help="The VCEK (DER or PEM).")
-@click.option("--ask", type=PathArg, help="The ASK (DER or PEM).")
-@click.option("--ark", type=PathArg, help="The ARK.")
-@click.option("--quote", "quote_path", type=PathArg, help="TPMS_ATTEST of a vTPM quote.")
-@click.option("--quote-sig", "sig_path", type=PathArg, help="Its signature: TPMT_SIGNATURE or raw RSA PKCS#1 v1.5.")
-@click.option("--pcrs", "pcrs_path", type=PathArg, help="JSON {index: hex} of the quoted SHA-256 PCRs.")
-@click.option("--nonce", help="Hex extraData the quote must carry (third-party evidence: the raw nonce).")
+@azure_inputs
 @_common_options
 def verify_azure(
     hcl_path: Path,
@@ -299,11 +325,7 @@ def verify_azure(
 
 
 @verify.command("evidence")
-@click.argument("evidence_path", type=PathArg, metavar="EVIDENCE.json")
-@click.option("--nonce", required=True, help="Hex nonce given to the agent (on-chain evidence: the block hash).")
-@click.option("--vcek", type=PathArg, help="Override the evidence's VCEK/VLEK.")
-@click.option("--ask", type=PathArg, help="Override the evidence's ASK/ASVK.")
-@click.option("--ark", type=PathArg, help="Override the evidence's ARK.")
+@evidence_inputs
 @_common_options
 def verify_evidence_cmd(
     evidence_path: Path, nonce: str, vcek: Path | None, ask: Path | None, ark: Path | None, **options: Any
