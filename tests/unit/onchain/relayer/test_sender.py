@@ -141,3 +141,26 @@ def test_a_second_submission_for_the_same_block_is_refused(journal: Journal) -> 
     with pytest.raises(RequestError) as excinfo:
         journal.begin_submission("http://agent", TARGET, "register", 6)
     assert excinfo.value.reason is Reason.RELAY_EVIDENCE_REJECTED
+
+
+def test_a_mined_revert_is_decoded_from_a_replay(w3: Web3, journal: Journal, tmp_path: Path) -> None:
+    # Estimation passes (no code yet); the code that reverts arrives before the block is mined.
+    target = Web3.to_checksum_address("0x000000000000000000000000000000000000beef")
+    w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    sub = journal.begin_submission("http://agent", target, "register", 7)
+    sender = _sender(w3, journal, receipt_timeout_s=20)
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("outcome", sender.send(sub, target, b"\x07")))
+    thread.start()
+    watcher = Journal(tmp_path / "relayer.db")
+    deadline = time.monotonic() + 20
+    while not watcher.txs(sub.id) and time.monotonic() < deadline:
+        thread.join(0.05)
+    watcher.close()
+    w3.provider.make_request("anvil_setCode", [target, REVERTING_CODE])  # type: ignore[arg-type]
+    w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    thread.join(20)
+    outcome = result["outcome"]
+    assert outcome.state == "reverted"  # type: ignore[attr-defined]
+    assert outcome.tx_hash == journal.txs(sub.id)[0].hash  # type: ignore[attr-defined]
+    assert outcome.error == "decoded:cafebabe"  # type: ignore[attr-defined]
