@@ -34,7 +34,7 @@ from offchain.trust.certs import load_certificates
 from offchain.trust.roots import TrustRoots
 from onchain.anvil import AnvilProcess
 from onchain.client import RegistryClient
-from onchain.demo import AgentProcess, _http
+from onchain.demo import AgentProcess, http_json
 from onchain.deploy import deploy_registry
 from onchain.relayer.journal import Journal
 from onchain.relayer.relayer import RelayPolicy, Relayer
@@ -75,7 +75,7 @@ def _chain_limit(w3: Web3, registry: RegistryClient, agents: list[str]) -> float
                                         "block_number": block["number"], "block_hash": "0x" + bytes(block["hash"]).hex()})
         calls = []
         for agent in agents:
-            bundle = EvidenceBundle.from_json(_http("GET", f"{agent}/onchain/collaterals?{query}"))
+            bundle = EvidenceBundle.from_json(http_json("GET", f"{agent}/onchain/collaterals?{query}"))
             cvm = Web3.to_checksum_address("0x" + (bundle.cvm_address or b"").hex())
             calls.append(client.refresh_calldata(cvm, block["number"], bundle.ak_public, bundle.quote_attest,
                                                  bundle.quote_signature))
@@ -116,7 +116,7 @@ def measure(workdir: Path) -> dict[str, float]:
             agent.wait_ready()
         ark = load_certificates(shared / "ark.pem")[0]
         registry = deploy_registry(w3, account=owner, amd_roots=False, dev_root=ark)
-        golden = GoldenMeasurement.from_json(_http("GET", agents[0].external + "/golden-measurement"))
+        golden = GoldenMeasurement.from_json(http_json("GET", agents[0].external + "/golden-measurement"))
         registry.publish_golden(golden)
         roots = TrustRoots.empty().with_dev_root(ark)
         for count in sorted(PASSES):

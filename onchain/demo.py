@@ -96,8 +96,9 @@ class Progress:
         self.echo(f"      {text}")
 
 
-def _http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-          timeout: float = 30.0) -> Any:
+def http_json(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+              timeout: float = 30.0) -> Any:
+    """One request to a local agent, its JSON answer back (HTTP errors raise urllib's HTTPError)."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (our own local agent)
         return json.loads(response.read())
@@ -148,8 +149,8 @@ class AgentProcess:
                 raise PlatformError(Reason.PLATFORM_UNAVAILABLE,
                                     f"cvm-agent exited ({self.process.returncode}); see {self.state_dir}/agent.log")
             try:
-                _http("GET", self.internal + "/healthz", timeout=2)
-                _http("GET", self.external + "/healthz", timeout=2)
+                http_json("GET", self.internal + "/healthz", timeout=2)
+                http_json("GET", self.external + "/healthz", timeout=2)
                 return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
@@ -178,7 +179,7 @@ def _cvm_transaction(w3: Web3, agent: AgentProcess, cvm: str, to: str, data: byt
     tx = {"chainId": w3.eth.chain_id, "nonce": w3.eth.get_transaction_count(cvm), "to": to, "data": "0x" + data.hex(),
           "gas": gas + gas // 5, "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9, "value": 0,
           "type": 2}
-    signed = _http("POST", agent.internal + "/sign-transaction", json.dumps({"transaction": tx}).encode(),
+    signed = http_json("POST", agent.internal + "/sign-transaction", json.dumps({"transaction": tx}).encode(),
                    {"Content-Type": "application/json"})
     tx_hash = w3.eth.send_raw_transaction(bytes.fromhex(signed["raw_transaction"][2:]))
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
@@ -213,7 +214,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> DemoRes
             stack.callback(agent.stop)
             agent.wait_ready()
             token = (workdir / "agent" / "token").read_text()
-            identity = _http("GET", agent.external + "/identity")
+            identity = http_json("GET", agent.external + "/identity")
             result.cvm_address = Web3.to_checksum_address(identity["cvm_address"])
             result.endpoints = [anvil.url, agent.internal, agent.external]
             progress.note(f"anvil {anvil.url}, swtpm {tpm.tcti}, agent {agent.external}")
@@ -230,7 +231,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> DemoRes
             progress.note(f"registry {registry.address}")
 
         with progress.step("Publishing the golden measurement read from the agent"):
-            golden = GoldenMeasurement.from_json(_http("GET", agent.external + "/golden-measurement"))
+            golden = GoldenMeasurement.from_json(http_json("GET", agent.external + "/golden-measurement"))
             result.golden_id = registry.publish_golden(golden)
             assert registry.last_tx is not None
             result.transactions.append(("publishGolden", registry.last_tx.tx_hash, registry.last_tx.gas_used))
@@ -282,7 +283,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> DemoRes
             progress.note(f"refreshCvm {tick.tx_hash}, gas {tick.gas_used}")
 
         with progress.step("Updating the workload (config/feed.toml changes) and relaying again"):
-            _http("POST", agent.external + "/update-workload", _workload_zip(CONFIG_V2),
+            http_json("POST", agent.external + "/update-workload", _workload_zip(CONFIG_V2),
                   {"Content-Type": "application/zip", "Authorization": f"Bearer {token}"}, timeout=60)
             (tick,) = relayer.tick()
             result.relay_results.append(tick)

@@ -16,7 +16,7 @@ from offchain.trust.certs import load_certificates
 from offchain.trust.roots import TrustRoots
 from onchain.anvil import AnvilProcess
 from onchain.client import RegistryClient
-from onchain.demo import AgentProcess, _http
+from onchain.demo import AgentProcess, http_json
 from onchain.deploy import deploy_registry
 from onchain.relayer.journal import Journal
 from onchain.relayer.relayer import RelayPolicy, Relayer
@@ -34,10 +34,10 @@ class Stack:
         return load_certificates(self.state_dir / "sim" / "ark.pem")[0]
 
     def golden(self) -> GoldenMeasurement:
-        return GoldenMeasurement.from_json(_http("GET", self.agent.external + "/golden-measurement"))
+        return GoldenMeasurement.from_json(http_json("GET", self.agent.external + "/golden-measurement"))
 
     def cvm(self) -> str:
-        return Web3.to_checksum_address(_http("GET", self.agent.external + "/identity")["cvm_address"])
+        return Web3.to_checksum_address(http_json("GET", self.agent.external + "/identity")["cvm_address"])
 
 
 def funded(w3: Web3) -> LocalAccount:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from agent.swtpm import swtpm_available
 from offchain.errors import ChainError, Reason, VerificationError
-from onchain.demo import _http
+from onchain.demo import http_json
 from onchain.gate import ADDRESS_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, require_attested_cvm
 from onchain.relayer.journal import Journal
 from onchain.sdk import Registry, request_message
@@ -37,7 +37,7 @@ def attested(stack: Stack, chain: Chain, tmp_path: Path) -> tuple[Registry, str,
 
 def _cvm_sign(stack: Stack, text: str) -> str:
     """The CVM's key signs (EIP-191) through the agent's internal listener."""
-    signed = _http("POST", stack.agent.internal + "/sign-message", json.dumps({"text": text}).encode(),
+    signed = http_json("POST", stack.agent.internal + "/sign-message", json.dumps({"text": text}).encode(),
                    {"Content-Type": "application/json"})
     return str(signed["signature"])
 
