@@ -1,0 +1,107 @@
+"""cvm-cli contract deploy, golden publish/show/revoke and relay status, as an owner and a relayer run them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from web3 import Web3
+
+from agent.swtpm import swtpm_available
+from offchain.errors import Reason
+from offchain.policy.golden import GoldenMeasurement
+from onchain.admin_cli import contract, golden
+from onchain.anvil import AnvilProcess
+from onchain.client import RegistryClient
+from onchain.relayer.cli import relay
+from tests.support.stack import Stack, funded
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not swtpm_available(), reason="swtpm is not installed (scripts/setup installs it)"),
+]
+
+
+def _invoke(command, args: list[str], env: dict[str, str]):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(command, args, env=env, catch_exceptions=False)
+
+
+def test_owner_deploys_publishes_shows_and_revokes(stack: Stack, tmp_path: Path) -> None:
+    with AnvilProcess() as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        owner, stranger = funded(w3), funded(w3)
+        env = {"OWNER_KEY": owner.key.hex(), "STRANGER_KEY": stranger.key.hex()}
+        ark = str(stack.state_dir / "sim" / "ark.pem")
+
+        done = _invoke(contract, ["deploy", "--rpc", anvil.url, "--dev-root", ark, "--key", "env:OWNER_KEY",
+                                  "--json"], env)
+        assert done.exit_code == 0, done.output
+        deployed = json.loads(done.output)
+        registry = deployed["address"]
+        assert deployed["owner"] == owner.address and deployed["amd_roots"] is True and deployed["dev_root"] is True
+        assert RegistryClient(w3, registry).owner() == owner.address
+
+        saved = tmp_path / "golden.json"
+        common = ["--rpc", anvil.url, "--registry", registry]
+        refused = _invoke(golden, ["publish", *common, "--from-agent", stack.agent.external,
+                                   "--key", "env:STRANGER_KEY", "--json"], env)
+        assert refused.exit_code == 1 and json.loads(refused.output)["reason"] == Reason.REGISTRY_NOT_OWNER.value
+
+        published = _invoke(golden, ["publish", *common, "--from-agent", stack.agent.external, "--save", str(saved),
+                                     "--key", "env:OWNER_KEY", "--json"], env)
+        assert published.exit_code == 0, published.output
+        golden_id = json.loads(published.output)["golden_id"]
+        assert golden_id == "0x" + GoldenMeasurement.from_file(saved).canonical_id().hex()
+
+        shown = json.loads(_invoke(golden, ["show", golden_id, *common, "--json"], env).output)
+        assert shown["published"] is True and shown["revoked"] is False
+
+        revoked = _invoke(golden, ["revoke", golden_id, *common, "--key", "env:OWNER_KEY", "--json"], env)
+        assert revoked.exit_code == 0, revoked.output
+        assert json.loads(_invoke(golden, ["show", golden_id, *common, "--json"], env).output)["revoked"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["contract", "deploy", "--no-amd-roots"], Reason.INPUT_INVALID),
+        (["contract", "deploy"], Reason.KEY_UNAVAILABLE),
+        (["golden", "show", "0x12", "--registry", "0x" + "11" * 20], Reason.INPUT_INVALID),
+        (["golden", "publish", "--registry", "0x" + "11" * 20], Reason.INPUT_INVALID),
+    ],
+    ids=["no-root-at-all", "key-env-unset", "short-golden-id", "publish-without-source"],
+)
+def test_owner_cli_refuses_with_a_reason(args: list[str], reason: Reason) -> None:
+    command = contract if args[0] == "contract" else golden
+    rest = [*args[1:], "--rpc", "http://127.0.0.1:9", "--json"]
+    if args[:2] != ["golden", "show"]:
+        rest += ["--key", "env:CVM_ATTEST_TEST_UNSET_KEY"]
+    result = CliRunner().invoke(command, rest, env={"CVM_ATTEST_TEST_UNSET_KEY": ""})
+    assert result.exit_code in (1, 2)
+    assert json.loads(result.output)["reason"] == reason.value
+
+
+def test_relay_status_reads_the_journal(stack: Stack, tmp_path: Path) -> None:
+    with AnvilProcess() as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        owner, relayer = funded(w3), funded(w3)
+        env = {"OWNER_KEY": owner.key.hex(), "RELAYER_KEY": relayer.key.hex()}
+        ark = str(stack.state_dir / "sim" / "ark.pem")
+        registry = json.loads(_invoke(contract, ["deploy", "--rpc", anvil.url, "--no-amd-roots", "--dev-root", ark,
+                                                 "--key", "env:OWNER_KEY", "--json"], env).output)["address"]
+        saved = tmp_path / "golden.json"
+        _invoke(golden, ["publish", "--rpc", anvil.url, "--registry", registry, "--from-agent", stack.agent.external,
+                         "--save", str(saved), "--key", "env:OWNER_KEY"], env)
+        journal = tmp_path / "relayer.db"
+        ran = _invoke(relay, ["--rpc", anvil.url, "--registry", registry, "--agent", stack.agent.external,
+                              "--golden", str(saved), "--dev-root", ark, "--journal", str(journal), "--once",
+                              "--key", "env:RELAYER_KEY"], env)
+        assert ran.exit_code == 0, ran.output
+        assert "register" in ran.output
+        status = _invoke(relay, ["status", "--journal", str(journal), "--json"], env)
+        (line,) = status.output.splitlines()
+        row = json.loads(line)
+        assert row["agent"] == stack.agent.external and row["cvm_address"] == stack.cvm()
+        assert row["attested_until"] > 0 and row["last_tx"].startswith("0x") and row["last_error"] is None
