@@ -380,7 +380,7 @@ library P384 {
                 }
                 let t1, t0 := fsqr(z1, z0)
                 let u1, u0 := fmul(t1, t0, z1, z0)
-                u1, u0 := fmul(u1, u0, ay1, ay0)
+                u1, u0 := fmul(ay1, ay0, u1, u0)
                 u1, u0 := fsub(u1, u0, y1, y0)
                 t1, t0 := fmul(t1, t0, ax1, ax0)
                 t1, t0 := fsub(t1, t0, x1, x0)
@@ -393,8 +393,8 @@ library P384 {
                     leave
                 }
                 let v1, v0 := fsqr(t1, t0)
-                let w1, w0 := fmul(v1, v0, t1, t0)
-                v1, v0 := fmul(v1, v0, x1, x0)
+                let w1, w0 := fmul(t1, t0, v1, v0)
+                v1, v0 := fmul(x1, x0, v1, v0)
                 Z1, Z0 := fmul(z1, z0, t1, t0)
                 X1, X0 := fsqr(u1, u0)
                 X1, X0 := fsub(X1, X0, w1, w0)
