@@ -25,7 +25,6 @@ as offchain/cli/output.py (0 accepted, 1 rejected, 2 usage or unreadable input).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from web3 import Web3
 
 from offchain.abi.hcl import HclReport
 from offchain.abi.snp_report import SnpReport
-from offchain.cli.verify import azure_inputs, evidence_inputs, snp_inputs
+from offchain.cli.verify import azure_inputs, evidence_inputs, parse_hex_option, read_pcrs_file, snp_inputs
 from offchain.cli.output import emit, fail, usage_error
 from offchain.errors import ChainError, CvmAttestError, ParseError, Reason
 from offchain.evidence import EvidenceBundle, expected_extra_data_for
@@ -101,30 +100,8 @@ def _parse_time(text: str | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
-def _parse_hex(text: str, option: str) -> bytes:
-    body = text[2:] if text[:2] in ("0x", "0X") else text
-    try:
-        return bytes.fromhex(body)
-    except ValueError:
-        raise ParseError(Reason.INPUT_INVALID, f"{option} is not hex") from None
 
 
-def _read_pcrs(path: Path) -> dict[int, bytes]:
-    """``{index: hex}`` (or ``{"sha256": {...}}``) of SHA-256 PCR values, as ``cvm-cli verify`` reads them."""
-    try:
-        doc = json.loads(read_file(path))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ParseError(Reason.INPUT_INVALID, f"{path} is not JSON") from None
-    if isinstance(doc, dict) and set(doc) == {"sha256"}:
-        doc = doc["sha256"]
-    if not isinstance(doc, dict):
-        raise ParseError(Reason.INPUT_INVALID, f"{path}: expected {{index: hex}}")
-    pcrs: dict[int, bytes] = {}
-    for key, value in doc.items():
-        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < 24 and isinstance(value, str)):
-            raise ParseError(Reason.INPUT_INVALID, f"{path}: PCR {key!r} is not an index 0..23 with a hex value")
-        pcrs[int(key)] = _parse_hex(value, f"PCR {key}")
-    return pcrs
 
 
 def _build_options(
@@ -315,13 +292,13 @@ def verify_azure(
         chain = resolve_chain(_certificates(options, explicit), hcl.snp_report, kds=options.kds)
         evidence, expected = None, b""
         if quote_path is not None and sig_path is not None and pcrs_path is not None and nonce is not None:
-            expected = _parse_hex(nonce, "--nonce")
+            expected = parse_hex_option(nonce, "--nonce")
             evidence = evidence_struct(
                 report=hcl.snp_report,
                 leaf=chain.leaf,
                 attest=read_file(quote_path),
                 signature=read_file(sig_path),
-                pcrs=_read_pcrs(pcrs_path),
+                pcrs=read_pcrs_file(pcrs_path),
                 hcl=hcl,
             )
         with _registry(options) as client:
@@ -346,7 +323,7 @@ def verify_evidence_cmd(
 
     def body() -> None:
         options = _build_options(**raw)
-        nonce_bytes = _parse_hex(nonce, "--nonce")
+        nonce_bytes = parse_hex_option(nonce, "--nonce")
         bundle = EvidenceBundle.from_file(evidence_path)
         explicit = CertificateSet.from_files([p for p in (vcek, ask, ark) if p is not None])
         available = _certificates(options, explicit, bundle.certificate_set())

@@ -91,7 +91,7 @@ def _parse_time(text: str | None) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
-def _parse_hex(text: str, option: str) -> bytes:
+def parse_hex_option(text: str, option: str) -> bytes:
     body = text[2:] if text[:2] in ("0x", "0X") else text
     try:
         return bytes.fromhex(body)
@@ -252,7 +252,7 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
     _run(as_json, progress, body)
 
 
-def _read_pcrs(path: Path) -> dict[int, bytes]:
+def read_pcrs_file(path: Path) -> dict[int, bytes]:
     doc = loads_bounded(read_file(path), Reason.INPUT_INVALID)
     if isinstance(doc, dict) and set(doc) == {"sha256"}:
         doc = doc["sha256"]
@@ -262,7 +262,7 @@ def _read_pcrs(path: Path) -> dict[int, bytes]:
     for key, value in doc.items():
         if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < 24 and isinstance(value, str)):
             raise ParseError(Reason.INPUT_INVALID, f"{path}: PCR {key!r} is not an index 0..23 with a hex value")
-        pcrs[int(key)] = _parse_hex(value, f"PCR {key}")
+        pcrs[int(key)] = parse_hex_option(value, f"PCR {key}")
     return pcrs
 
 
@@ -299,13 +299,13 @@ def verify_azure(
         progress.lines.append("  binding      azure: REPORT_DATA = SHA-256(runtime data), HCLAkPub is the AK")
         pcrs = None
         if quote_path is not None and sig_path is not None and pcrs_path is not None and nonce is not None:
-            expected = _parse_hex(nonce, "--nonce")
+            expected = parse_hex_option(nonce, "--nonce")
             raw_sig = read_file(sig_path)
             signature: TpmtSignature | bytes = (
                 raw_sig if len(raw_sig) == ak.key_size // 8 else TpmtSignature.from_bytes(raw_sig)
             )
             quote = verify_quote(
-                read_file(quote_path), signature, ak, expected_extra_data=expected, pcrs=_read_pcrs(pcrs_path)
+                read_file(quote_path), signature, ak, expected_extra_data=expected, pcrs=read_pcrs_file(pcrs_path)
             )
             pcrs = dict(quote.pcrs)
             progress.extra["quote"] = {"extra_data": quote.attest.extra_data.hex(), "pcrs": sorted(pcrs)}
@@ -336,7 +336,7 @@ def verify_evidence_cmd(
 
     def body() -> None:
         common = _common(**options)
-        nonce_bytes = _parse_hex(nonce, "--nonce")
+        nonce_bytes = parse_hex_option(nonce, "--nonce")
         explicit = _explicit_certificates(vcek, ask, ark)
         bundle = EvidenceBundle.from_file(evidence_path)
         progress.report = bundle.snp_report
