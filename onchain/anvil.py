@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -33,16 +34,23 @@ HOST = "127.0.0.1"
 _ROOT = Path(__file__).resolve().parent.parent
 _START_ATTEMPTS = 3
 _READY_TIMEOUT_S = 30.0
+_STOP_TIMEOUT_S = 5.0
 
 
 def anvil_executable() -> str:
-    """The anvil binary: ``$CVM_ATTEST_ANVIL``, the project's ``.tools/node_modules/.bin/anvil``, or PATH."""
+    """The anvil binary: ``$CVM_ATTEST_ANVIL``, the native binary npm installed into ``.tools/``, or PATH.
+
+    npm's ``.bin/anvil`` is a Node wrapper that spawns the native binary and, on SIGTERM, forwards the
+    signal and exits at once, before anvil has closed its port or written its ``--state`` file (and a
+    SIGKILL of the wrapper orphans anvil). So the platform package's binary is run directly.
+    """
     explicit = os.environ.get("CVM_ATTEST_ANVIL")
     if explicit:
         return explicit
-    bundled = _ROOT / ".tools" / "node_modules" / ".bin" / "anvil"
-    if bundled.is_file():
-        return str(bundled)
+    native = sorted((_ROOT / ".tools" / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
+    for candidate in native:
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
     found = shutil.which("anvil")
     if found is None:
         raise ChainError(Reason.CHAIN_RPC_UNAVAILABLE, "anvil not found: run scripts/setup or set CVM_ATTEST_ANVIL")
@@ -129,8 +137,9 @@ class AnvilProcess:
             port = free_port()
             with tempfile.TemporaryFile() as errors:
                 try:
-                    process = subprocess.Popen(
-                        self.command(port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
+                    process = subprocess.Popen(  # noqa: S603 (our own command line)
+                        self.command(port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                        start_new_session=True,  # its own process group: _terminate stops any helper it spawns
                     )
                 except OSError as exc:
                     raise ChainError(Reason.CHAIN_RPC_UNAVAILABLE, f"anvil could not be run: {exc}") from None
@@ -157,7 +166,7 @@ class AnvilProcess:
         return False
 
     def stop(self) -> None:
-        """Stop anvil (SIGTERM, then SIGKILL after 5 s). Safe to call more than once."""
+        """Stop anvil (SIGTERM, then SIGKILL after 5 s) and wait until its port is closed. Safe to call twice."""
         process, self._process = self._process, None
         self.port = None
         if process is not None:
@@ -173,10 +182,50 @@ class AnvilProcess:
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """Stop anvil's process group: SIGTERM, up to 5 s to exit (and write ``--state``), then SIGKILL.
+
+    Returns only when no live process of the group is left, so its port is closed: a wrapper given as
+    the executable (``CVM_ATTEST_ANVIL``, PATH) may exit before the anvil it spawned.
+    """
+    pgid = process.pid
     if process.poll() is None:
-        process.terminate()
+        _signal_group(pgid, signal.SIGTERM)
+    try:
+        process.wait(timeout=_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if not _group_gone(pgid, _STOP_TIMEOUT_S):
+        _signal_group(pgid, signal.SIGKILL)
+        _group_gone(pgid, _STOP_TIMEOUT_S)
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no live (non-zombie) process is in group ``pgid``; False if some still is at the deadline."""
+    deadline = time.monotonic() + timeout
+    while _group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _group_members(pgid: int) -> list[int]:
+    """PIDs of the live processes in group ``pgid``, read from /proc (zombies left to init do not count)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process exited while we looked
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members

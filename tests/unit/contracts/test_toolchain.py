@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -21,6 +22,7 @@ from solcx import wrapper as solcx_wrapper
 from web3 import Web3
 
 from offchain.errors import ChainError, Reason
+from onchain.anvil import anvil_executable
 from tests.support.evm import (
     ROOT,
     SOLC,
@@ -277,6 +279,35 @@ def _owned(scratch: Path) -> Path:
     path = scratch / "Owned.sol"
     path.write_text(OWNED.replace("VALUE", "42"))
     return path
+
+
+def _answers(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.socket() as probe:
+        return probe.connect_ex((host, int(port))) == 0
+
+
+def test_anvil_is_the_native_binary_and_its_port_is_closed_on_stop() -> None:
+    # npm's .bin/anvil is a Node wrapper that exits on SIGTERM before anvil has closed its port.
+    executable = Path(anvil_executable())
+    assert executable.read_bytes()[:4] == b"\x7fELF", executable
+    anvil = AnvilProcess().start()
+    url = anvil.url
+    assert _answers(url)
+    anvil.stop()
+    assert not _answers(url)
+
+
+def test_anvil_behind_a_wrapper_leaves_nothing_running(scratch: Path) -> None:
+    # A user's CVM_ATTEST_ANVIL may be a wrapper that spawns anvil; stopping it stops anvil too.
+    wrapper = scratch / "anvil-wrapper"
+    wrapper.write_text(f'#!/bin/sh\n"{anvil_executable()}" "$@" &\nwait\n')
+    wrapper.chmod(0o755)
+    anvil = AnvilProcess(executable=str(wrapper)).start()
+    url = anvil.url
+    assert _answers(url)
+    anvil.stop()
+    assert not _answers(url)
 
 
 @pytest.mark.parametrize(
