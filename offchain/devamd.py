@@ -444,6 +444,32 @@ class DevAmdChain:
             csp_id=csp_id,
         )
 
+    def issue_crl(
+        self,
+        *,
+        revoked: tuple[int, ...] = (),
+        this_update: dt.datetime,
+        next_update: dt.datetime,
+    ) -> x509.CertificateRevocationList:
+        """The ARK's CRL as KDS serves it (``/{vcek|vlek}/v1/{Product}/crl``): issued by the ARK,
+        RSASSA-PSS SHA-384, listing the serials in ``revoked``. Needs the ARK's private key."""
+        if self.ark_key is None:
+            raise ParseError(Reason.INPUT_INVALID, "issuing a CRL needs the ARK's private key")
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.ark.subject)
+            .last_update(_utc_seconds(this_update))
+            .next_update(_utc_seconds(next_update))
+        )
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(_utc_seconds(this_update))
+                .build()
+            )
+        return builder.sign(self.ark_key, hashes.SHA384(), rsa_padding=_CERT_PSS)
+
     # --- signing reports ---------------------------------------------------------------------
 
     def report_template(self, **fields: Any) -> SnpReport:

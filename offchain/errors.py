@@ -48,6 +48,10 @@ class Reason(str, enum.Enum):
     CHAIN_PRODUCT_MISMATCH = "snp.chain.product_mismatch"
     CHAIN_INCOMPLETE = "snp.chain.incomplete"
     CHAIN_WRONG_INTERMEDIATE = "snp.chain.wrong_intermediate_kind"
+    CHAIN_REVOKED = "snp.chain.revoked"
+    CRL_MALFORMED = "snp.crl.malformed"
+    CRL_INVALID = "snp.crl.invalid"
+    CRL_STALE = "snp.crl.stale"
 
     # --- SNP report ------------------------------------------------------------------------
     SNP_SIGNATURE_INVALID = "snp.signature.invalid"

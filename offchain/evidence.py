@@ -5,7 +5,8 @@ An :class:`EvidenceBundle` is what the agent serves at ``GET /collaterals/{nonce
 checks all of it and returns a :class:`VerifiedEvidence` only when every step passed:
 
 1. the AMD chain to a pinned root (certificates: the caller's, else the bundle's, else KDS when a
-   fetcher is given) and the report (signature, TCB, hwID, signer kind): offchain.verify;
+   fetcher is given), not revoked when the caller supplies the ARK's CRL, and the report
+   (signature, TCB, hwID, signer kind): offchain.verify;
 2. the AK: a restricted signing key, bound by the report (direct or Azure binding);
 3. the quote: signed by the AK, over the expected extraData, with exactly the PCR values given;
 4. the workload event log, when present, replays to the quoted PCR23;
@@ -42,6 +43,7 @@ from offchain.trust.resolve import resolve_chain
 from offchain.trust.roots import TrustRoots
 from offchain.verify.binding import verify_azure_binding, verify_direct_binding
 from offchain.verify.chain import ChainCache, VerifiedChain, verify_chain
+from offchain.verify.revocation import CrlSource, check_revocation
 from offchain.verify.quote import QuotedAttest, VerifiedQuote, check_ak_attributes, verify_quote
 from offchain.verify.report import SignedReport, verify_report
 
@@ -462,17 +464,21 @@ def verify_evidence(
     certificates: CertificateSet | None = None,
     fetcher: Fetcher | KdsClient | None = None,
     chain_cache: ChainCache | None = None,
+    revocation: CrlSource | None = None,
 ) -> VerifiedEvidence:
     """Verify a whole evidence bundle (see the module docstring); raise on the first failure.
 
     ``certificates`` override the bundle's; ``fetcher`` (a URL fetcher or a configured
     :class:`KdsClient`) lets missing certificates come from AMD KDS; ``chain_cache`` remembers
-    verified chains between calls. Errors after the chain verified carry ``product`` and
-    ``signer`` in their context.
+    verified chains between calls; ``revocation`` supplies the ARK's CRL, against which the chain
+    is then checked (:mod:`offchain.verify.revocation`). Errors after the chain verified carry
+    ``product`` and ``signer`` in their context.
     """
     kds = fetcher if isinstance(fetcher, KdsClient) or fetcher is None else KdsClient(fetcher)
     chain = _chain(bundle, certificates=certificates, roots=roots, now=now, kds=kds, cache=chain_cache)
     try:
+        if revocation is not None:
+            check_revocation(chain, revocation(chain), now)
         verified_report = verify_report(bundle.signed_report, chain)
         check_ak_attributes(bundle.ak)
         ak_key = bundle.ak.public_key()

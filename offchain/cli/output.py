@@ -29,7 +29,7 @@ EXIT_REJECTED = 1
 EXIT_USAGE = 2
 
 #: Reasons that mean "nothing could be judged" (exit 2) rather than "rejected" (exit 1).
-USAGE_REASONS = frozenset({Reason.INPUT_UNREADABLE, Reason.INPUT_INVALID, Reason.GOLDEN_MALFORMED})
+USAGE_REASONS = frozenset({Reason.INPUT_UNREADABLE, Reason.INPUT_INVALID, Reason.GOLDEN_MALFORMED, Reason.CRL_MALFORMED})
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -8,8 +8,9 @@
     cvm-cli verify evidence EVIDENCE.json --nonce HEX [--golden G] [--dev-root ARK.pem] [--at ISO8601] [--json]
 
 Every command also takes ``--dev-root ARK.pem`` (trust a development ARK, e.g. the simulated
-platform's), ``--kds`` with ``--cache-dir DIR`` (let missing certificates come from AMD KDS) and
-``--at`` (the verification time; default: now, UTC). Certificates come from ``--vcek``/``--ask``/
+platform's), ``--kds`` with ``--cache-dir DIR`` (let missing certificates come from AMD KDS),
+``--crl FILE`` or ``--kds-crl`` (check the chain against the ARK's revocation list, from a file or
+from KDS) and ``--at`` (the verification time; default: now, UTC). Certificates come from ``--vcek``/``--ask``/
 ``--ark`` when given, else from the evidence, else from KDS only with ``--kds``; anything still
 missing is ``snp.chain.incomplete``. Exit codes and output: offchain.cli.output.
 """
@@ -38,11 +39,13 @@ from offchain.trust.kds import KDS_BASE_URL, KdsClient, UrllibFetcher
 from offchain.trust.resolve import resolve_chain
 from offchain.trust.roots import TrustRoots
 from offchain.verify.binding import verify_azure_binding
-from offchain.verify.chain import verify_chain
+from offchain.verify.chain import VerifiedChain, verify_chain
 from offchain.verify.quote import verify_quote
 from offchain.verify.report import VerifiedReport, verify_report
+from offchain.verify.revocation import CrlSource, check_revocation, crl_from_file, crl_from_kds
 
 PathArg = click.Path(dir_okay=False, path_type=Path)
+_REVOCATION_LINE = "  revocation   neither the intermediate nor the leaf is on the ARK's current CRL"
 
 
 @dataclass
@@ -64,6 +67,7 @@ class _Common:
     dev_root: CertificateSet
     golden: GoldenMeasurement | None
     kds: KdsClient | None
+    revocation: CrlSource | None
 
 
 def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,6 +78,8 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kds", is_flag=True, help="Fetch missing AMD certificates from AMD KDS."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="On-disk KDS cache."),
         click.option("--kds-url", default=KDS_BASE_URL, show_default=True, help="KDS base URL (a mirror)."),
+        click.option("--crl", "crl_path", type=PathArg, help="Check the chain against this ARK CRL (DER or PEM)."),
+        click.option("--kds-crl", is_flag=True, help="Check the chain against the ARK's CRL fetched from AMD KDS."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
     ]
     for option in reversed(options):
@@ -101,10 +107,12 @@ def parse_hex_option(text: str, option: str) -> bytes:
 
 def _common(
     *, at: str | None, golden: Path | None, dev_root: Path | None, kds: bool, cache_dir: Path | None, kds_url: str,
-    as_json: bool,
+    crl_path: Path | None, kds_crl: bool, as_json: bool,
 ) -> _Common:
-    if cache_dir is not None and not kds:
-        raise ParseError(Reason.INPUT_INVALID, "--cache-dir only makes sense with --kds")
+    if cache_dir is not None and not (kds or kds_crl):
+        raise ParseError(Reason.INPUT_INVALID, "--cache-dir only makes sense with --kds or --kds-crl")
+    if crl_path is not None and kds_crl:
+        raise ParseError(Reason.INPUT_INVALID, "--crl and --kds-crl are alternatives: give one")
     roots = TrustRoots()
     dev = CertificateSet()
     if dev_root is not None:
@@ -116,13 +124,21 @@ def _common(
                 raise
             raise ParseError(Reason.INPUT_INVALID, f"--dev-root: {exc.detail}") from None
         dev = CertificateSet(ark=ark)
+    now = _parse_time(at)
+    client = KdsClient(UrllibFetcher(), base_url=kds_url, cache_dir=cache_dir) if kds or kds_crl else None
+    revocation = None
+    if crl_path is not None:
+        revocation = crl_from_file(crl_path)
+    elif kds_crl and client is not None:
+        revocation = crl_from_kds(client, now)
     return _Common(
         as_json=as_json,
-        now=_parse_time(at),
+        now=now,
         roots=roots,
         dev_root=dev,
         golden=None if golden is None else GoldenMeasurement.from_file(golden),
-        kds=KdsClient(UrllibFetcher(), base_url=kds_url, cache_dir=cache_dir) if kds else None,
+        kds=client if kds else None,
+        revocation=revocation,
     )
 
 
@@ -176,7 +192,16 @@ def _verify_report(
     progress.product, progress.signer = chain.product, chain.signer.value
     if chain.root.development:
         progress.lines.append("  root         DEVELOPMENT ARK (trusted because of --dev-root)")
+    _check_revocation(chain, common, progress)
     return verify_report(report, chain)
+
+
+def _check_revocation(chain: VerifiedChain, common: _Common, progress: _Progress) -> None:
+    if common.revocation is None:
+        return
+    check_revocation(chain, common.revocation(chain), common.now)
+    progress.extra["revocation"] = "checked"
+    progress.lines.append(_REVOCATION_LINE)
 
 
 def _golden_line(golden: GoldenMeasurement, progress: _Progress) -> None:
@@ -352,6 +377,7 @@ def verify_evidence_cmd(
             now=common.now,
             certificates=overrides,
             fetcher=common.kds,
+            revocation=common.revocation,
         )
         progress.product, progress.signer = verified.product, verified.signer.value
         progress.extra.update(
@@ -363,6 +389,9 @@ def verify_evidence_cmd(
             progress.extra["cvm_address"] = "0x" + bundle.cvm_address.hex()
         if verified.chain.root.development:
             progress.lines.append("  root         DEVELOPMENT ARK (trusted because of --dev-root)")
+        if common.revocation is not None:
+            progress.extra["revocation"] = "checked"
+            progress.lines.append(_REVOCATION_LINE)
         progress.lines.append(
             f"  binding      {bundle.binding.value}; quote signed by the AK over the nonce, PCRs {sorted(verified.pcrs)}"
         )

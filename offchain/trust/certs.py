@@ -227,3 +227,19 @@ class CertificateSet:
 
     def roles(self) -> list[CertRole]:
         return [role for role in CertRole if self.get(role) is not None]
+
+
+#: AMD's CRLs are a few kilobytes; a larger input is not one.
+MAX_CRL_BYTES = 1024 * 1024
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL from DER or PEM bytes (``snp.crl.malformed`` otherwise)."""
+    if len(data) > MAX_CRL_BYTES:
+        raise ParseError(Reason.CRL_MALFORMED, f"a CRL of {len(data)} bytes is larger than {MAX_CRL_BYTES}")
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise ParseError(Reason.CRL_MALFORMED, f"not an X.509 CRL: {exc}") from None

@@ -5,6 +5,8 @@ sections "VCEK certificate" and "Certificate chain"):
 
 * ``{base}/vcek/v1/{Milan|Genoa|Turin}/cert_chain``: ASK then ARK, PEM.
 * ``{base}/vlek/v1/{Milan|Genoa|Turin}/cert_chain``: ASVK then ARK, PEM.
+* ``{base}/vcek/v1/{Milan|Genoa|Turin}/crl`` and ``{base}/vlek/v1/.../crl``: the ARK's CRL, DER
+  (see :mod:`offchain.verify.revocation`).
 * ``{base}/vcek/v1/{Product}/{hwID}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..``: the VCEK, DER.
   ``hwID`` is CHIP_ID in lower-case hex, its first 8 bytes on Turin, whose query starts with
   ``fmcSPL``; the SPLs are the report's REPORTED_TCB. A VLEK is never served: the cloud provider
@@ -23,6 +25,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,7 +33,7 @@ from cryptography import x509
 
 from offchain.abi.snp_report import Product, SignerKind, TcbVersion
 from offchain.errors import CollateralError, CvmAttestError, Reason
-from offchain.trust.certs import CertificateSet, CertRole, classify, parse_certificate, parse_certificates
+from offchain.trust.certs import CertificateSet, CertRole, classify, load_crl, parse_certificate, parse_certificates
 
 KDS_BASE_URL = "https://kdsintf.amd.com"
 #: KDS answers are a few kilobytes; anything beyond this is not a certificate.
@@ -69,10 +72,10 @@ class UrllibFetcher:
 class KdsClient:
     """Builds KDS URLs, fetches through the given fetcher, caches answers on disk.
 
-    The cache holds raw KDS answers under a name derived from the URL. Entries never go stale by
-    themselves: a certificate chain and a VCEK for one chip and TCB do not change, and their
-    validity is checked at verification time anyway. A cache entry that does not parse is
-    fetched again.
+    The cache holds raw KDS answers under a name derived from the URL. Certificate entries never go
+    stale by themselves: a certificate chain and a VCEK for one chip and TCB do not change, and
+    their validity is checked at verification time anyway. A CRL entry is used only until its
+    nextUpdate. A cache entry that does not parse is fetched again.
     """
 
     def __init__(self, fetcher: Fetcher, *, base_url: str = KDS_BASE_URL, cache_dir: Path | None = None) -> None:
@@ -85,6 +88,10 @@ class KdsClient:
     def cert_chain_url(self, product: Product, signer: SignerKind) -> str:
         """``/vcek/v1/{product}/cert_chain`` (ASK, ARK) or ``/vlek/v1/{product}/cert_chain`` (ASVK, ARK)."""
         return f"{self.base_url}/{signer.value}/v1/{_KDS_PRODUCT[product]}/cert_chain"
+
+    def crl_url(self, product: Product, signer: SignerKind) -> str:
+        """``/vcek/v1/{product}/crl`` or ``/vlek/v1/{product}/crl``: the ARK's CRL for that key kind."""
+        return f"{self.base_url}/{signer.value}/v1/{_KDS_PRODUCT[product]}/crl"
 
     def vcek_url(self, product: Product, chip_id: bytes, tcb: TcbVersion) -> str:
         """The VCEK for a chip (hwID) at a reported TCB."""
@@ -125,18 +132,32 @@ class KdsClient:
 
         return self._get(url, parse)
 
+    def fetch_crl(self, product: Product, signer: SignerKind, *, now: datetime) -> x509.CertificateRevocationList:
+        """The ARK's CRL for this product line and key kind; a cached one only while ``now`` is before
+        its nextUpdate. Whether it is genuine and current is checked by
+        :func:`offchain.verify.revocation.check_revocation`, not here."""
+        url = self.crl_url(product, signer)
+        moment = now.astimezone(timezone.utc)
+
+        def current(crl: x509.CertificateRevocationList) -> bool:
+            return crl.next_update_utc is not None and moment <= crl.next_update_utc
+
+        return self._get(url, load_crl, fresh=current)
+
     def _cache_path(self, url: str) -> Path | None:
         if self.cache_dir is None:
             return None
         return self.cache_dir / f"kds-{hashlib.sha256(url.encode()).hexdigest()[:40]}.bin"
 
-    def _get(self, url: str, parse: Callable[[bytes], T]) -> T:
+    def _get(self, url: str, parse: Callable[[bytes], T], fresh: Callable[[T], bool] = lambda _value: True) -> T:
         path = self._cache_path(url)
         if path is not None and path.is_file():
             try:
-                return parse(path.read_bytes())
+                cached = parse(path.read_bytes())
+                if fresh(cached):
+                    return cached
             except (CvmAttestError, OSError):
-                pass  # a damaged entry is simply fetched again below
+                pass  # a damaged (or outdated) entry is simply fetched again below
         body = self.fetcher(url)
         try:
             value = parse(body)
@@ -144,7 +165,7 @@ class KdsClient:
             raise
         except CvmAttestError as exc:
             raise CollateralError(
-                Reason.COLLATERAL_FETCH_FAILED, f"{url} returned no usable certificate: {exc.detail}", url=url
+                Reason.COLLATERAL_FETCH_FAILED, f"{url} returned nothing usable: {exc.detail}", url=url
             ) from None
         if path is not None:
             _write_atomically(path, body)

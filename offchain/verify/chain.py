@@ -112,13 +112,17 @@ def check_validity(windows: Sequence[ValidityWindow], now: datetime) -> None:
 
 def verify_pss_signature(issuer: x509.Certificate, subject: x509.Certificate) -> bool:
     """Whether ``issuer``'s key signed ``subject`` with AMD's RSASSA-PSS SHA-384 parameters."""
+    return amd_pss_signed(issuer, subject.signature, subject.tbs_certificate_bytes, subject.signature_algorithm_oid)
+
+
+def amd_pss_signed(issuer: x509.Certificate, signature: bytes, tbs: bytes, algorithm: x509.ObjectIdentifier) -> bool:
+    """Whether ``issuer``'s RSA key made ``signature`` over ``tbs`` (a certificate's or a CRL's) with
+    AMD's RSASSA-PSS SHA-384 parameters, the declared ``algorithm`` being RSASSA-PSS."""
     key = issuer.public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
-        return False
-    if subject.signature_algorithm_oid != x509.SignatureAlgorithmOID.RSASSA_PSS:
+    if not isinstance(key, rsa.RSAPublicKey) or algorithm != x509.SignatureAlgorithmOID.RSASSA_PSS:
         return False
     try:
-        key.verify(subject.signature, subject.tbs_certificate_bytes, AMD_PSS, hashes.SHA384())
+        key.verify(signature, tbs, AMD_PSS, hashes.SHA384())
     except InvalidSignature:
         return False
     return True

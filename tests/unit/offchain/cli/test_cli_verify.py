@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives import serialization
 
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.cli.verify import verify
@@ -300,6 +301,55 @@ def test_garbage_files_give_typed_errors(vectors: Path, tmp_path: Path, slot: st
     assert out["ok"] is False and Reason(out["reason"])
 
 
+# --- revocation: --crl FILE ------------------------------------------------------------------------
+
+
+def _crl_file(directory: Path, name: str, *revoked: int) -> Path:
+    dev = dev_chain()  # the chain of evidence_files (Genoa, VCEK)
+    crl = dev.issue_crl(revoked=revoked, this_update=DEV_NOW - dt.timedelta(days=1), next_update=DEV_NOW + dt.timedelta(days=6))
+    path = directory / name
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_verify_evidence_against_a_crl(evidence_files: dict[str, Path], tmp_path: Path) -> None:
+    f = evidence_files
+    good = _crl_file(tmp_path, "current.crl")
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--crl", good))
+    assert (code, out["ok"], out["revocation"]) == (0, True, "checked")
+    human = run(*_evidence_args(f, "--dev-root", f["ark"], "--crl", good))
+    assert "revocation   neither" in human.stdout
+    revoked = _crl_file(tmp_path, "revoked.crl", dev_chain().ask.serial_number)
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--crl", revoked))
+    assert (code, out["ok"], out["reason"], out["product"]) == (1, False, Reason.CHAIN_REVOKED.value, "genoa")
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--crl", good, "--at", "2025-07-01T00:00:00Z"))
+    assert (code, out["reason"]) == (1, Reason.CRL_STALE.value)
+
+
+def test_verify_snp_against_a_crl(dev_files: Path, tmp_path: Path) -> None:
+    milan = dev_chain(Product.MILAN)  # the chain of dev_files
+    crl = milan.issue_crl(revoked=(milan.ask.serial_number,), this_update=DEV_NOW, next_update=DEV_NOW + dt.timedelta(days=1))
+    (tmp_path / "milan.crl").write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    args = ["snp", "--report", dev_files / "report.bin", "--vcek", dev_files / "vcek.pem", "--ask", dev_files / "ask.pem",
+            "--dev-root", dev_files / "ark.pem", "--at", DEV_NOW.isoformat()]
+    code, out = run_json(*args, "--crl", tmp_path / "milan.crl")
+    assert (code, out["reason"], out["product"]) == (1, Reason.CHAIN_REVOKED.value, "milan")
+    # a CRL of another product line's ARK vouches for nothing here
+    code, out = run_json(*args, "--crl", _crl_file(tmp_path, "genoa.crl"))
+    assert (code, out["reason"]) == (1, Reason.CRL_INVALID.value)
+
+
+def test_crl_usage_errors_exit_2(evidence_files: dict[str, Path], tmp_path: Path) -> None:
+    f = evidence_files
+    (tmp_path / "garbage.crl").write_bytes(b"not a CRL")
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--crl", tmp_path / "garbage.crl"))
+    assert (code, out["reason"]) == (2, Reason.CRL_MALFORMED.value)
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--crl", tmp_path / "missing.crl"))
+    assert (code, out["reason"]) == (2, Reason.INPUT_UNREADABLE.value)
+    code, out = run_json(*_evidence_args(f, "--crl", _crl_file(tmp_path, "c.crl"), "--kds-crl"))
+    assert (code, out["reason"]) == (2, Reason.INPUT_INVALID.value)
+
+
 # --- AMD KDS, on request only, through a local server standing in for kdsintf.amd.com ---------------
 
 
@@ -312,6 +362,10 @@ def kds_server(vectors: Path) -> Iterator[tuple[str, list[str]]]:
     routes = {
         "/vcek/v1/Milan/cert_chain": (vectors / "amd-roots/milan/cert_chain_vcek.pem").read_bytes(),
         f"/vcek/v1/Milan/{report.chip_id.hex()}{query}": v.file("vcek.pem").read_bytes(),
+        # a CRL AMD did not sign (under a development ARK-Milan): what a tampering mirror could serve
+        "/vcek/v1/Milan/crl": dev_chain(Product.MILAN).issue_crl(
+            this_update=v.now - dt.timedelta(days=1), next_update=v.now + dt.timedelta(days=1)
+        ).public_bytes(serialization.Encoding.DER),
     }
     seen: list[str] = []
 
@@ -347,6 +401,14 @@ def test_kds_only_with_the_flag(vectors: Path, kds_server: tuple[str, list[str]]
     assert (code, out["ok"], len(seen)) == (0, True, 2)
     code, out = run_json(*base, "--kds", "--cache-dir", tmp_path / "cache")
     assert (code, out["ok"], len(seen)) == (0, True, 2)  # the second run is served from the cache
+
+
+def test_kds_crl_is_fetched_and_must_be_amds(vectors: Path, kds_server: tuple[str, list[str]], tmp_path: Path) -> None:
+    url, seen = kds_server
+    v = load_vector(vectors, "snp/milan-vcek-v5-gcp-teekit")
+    code, out = run_json(*_snp_args(v), "--kds-url", url, "--kds-crl")
+    assert (code, out["reason"], out["product"]) == (1, Reason.CRL_INVALID.value, "milan")
+    assert seen == ["/vcek/v1/Milan/crl"]  # certificates came from the files; only the CRL from KDS
 
 
 # --- the installed entry point ---------------------------------------------------------------------

@@ -6,18 +6,21 @@ is exercised against a local HTTP server on a port chosen at run time.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from offchain.abi.snp_report import Product, SignerKind, SnpReport
 from offchain.errors import CollateralError, Reason, VerificationError
 from offchain.trust.certs import CertificateSet, CertRole, classify, load_certificates, read_file, to_der
 from offchain.trust.kds import KdsClient, UrllibFetcher, hwid_for
 from offchain.trust.resolve import resolve_chain
+from tests.support.evidence import DEV_NOW, dev_chain
 
 BASE = "https://kds.test"
 MILAN_V2 = "snp/milan-vcek-v2-gosevguest"
@@ -305,3 +308,41 @@ def test_unwritable_cache_is_reported(vectors: Path, tmp_path: Path) -> None:
         client.fetch_cert_chain(Product.MILAN, SignerKind.VCEK)
     assert exc.value.reason is Reason.COLLATERAL_FETCH_FAILED
     assert read_file(vectors / "amd-roots/milan/ark.pem")  # the inputs themselves are fine
+
+
+# --- the ARK's CRL ---------------------------------------------------------------------------------
+
+
+def test_crl_urls_per_product_and_key_kind() -> None:
+    kds = KdsClient(FakeKds({}), base_url=BASE + "/")
+    assert kds.crl_url(Product.MILAN, SignerKind.VCEK) == f"{BASE}/vcek/v1/Milan/crl"
+    assert kds.crl_url(Product.TURIN, SignerKind.VLEK) == f"{BASE}/vlek/v1/Turin/crl"
+
+
+def test_a_cached_crl_is_used_until_its_next_update(tmp_path: Path) -> None:
+    dev = dev_chain(Product.GENOA)
+    url = f"{BASE}/vcek/v1/Genoa/crl"
+    old = dev.issue_crl(this_update=DEV_NOW - dt.timedelta(days=7), next_update=DEV_NOW)
+    new = dev.issue_crl(revoked=(dev.ask.serial_number,), this_update=DEV_NOW, next_update=DEV_NOW + dt.timedelta(days=7))
+    fake = FakeKds({url: old.public_bytes(serialization.Encoding.DER)})
+    kds = KdsClient(fake, base_url=BASE, cache_dir=tmp_path)
+    assert kds.fetch_crl(Product.GENOA, SignerKind.VCEK, now=DEV_NOW) == old
+    assert kds.fetch_crl(Product.GENOA, SignerKind.VCEK, now=DEV_NOW) == old
+    assert fake.requests == [url]  # the second answer came from the cache
+    fake.answers[url] = new.public_bytes(serialization.Encoding.DER)
+    later = DEV_NOW + dt.timedelta(seconds=1)  # past the cached CRL's nextUpdate: fetched again
+    assert kds.fetch_crl(Product.GENOA, SignerKind.VCEK, now=later) == new
+    assert fake.requests == [url, url]
+    assert KdsClient(FakeKds({}), base_url=BASE, cache_dir=tmp_path).fetch_crl(
+        Product.GENOA, SignerKind.VCEK, now=later
+    ) == new  # and the cache now holds the new one
+
+
+def test_a_kds_crl_that_is_not_one_is_a_collateral_error() -> None:
+    kds = KdsClient(FakeKds({f"{BASE}/vcek/v1/Milan/crl": b"<html>maintenance</html>"}), base_url=BASE)
+    with pytest.raises(CollateralError) as exc:
+        kds.fetch_crl(Product.MILAN, SignerKind.VCEK, now=DEV_NOW)
+    assert exc.value.reason is Reason.COLLATERAL_FETCH_FAILED
+    with pytest.raises(CollateralError) as missing:
+        kds.fetch_crl(Product.GENOA, SignerKind.VCEK, now=DEV_NOW)
+    assert missing.value.reason is Reason.COLLATERAL_UNAVAILABLE
