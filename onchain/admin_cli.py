@@ -3,6 +3,12 @@
 ::
 
     cvm-cli contract deploy --rpc URL [--amd-roots | --no-amd-roots] [--dev-root ARK.pem] --key SOURCE [--json]
+    cvm-cli contract certificate show (ID | --cert FILE) --rpc URL --registry ADDR [--json]
+    cvm-cli contract certificate revoke (ID | --cert FILE) --rpc URL --registry ADDR --key SOURCE [--json]
+    cvm-cli contract root show|pin|unpin (--ark ARK.pem | --amd PRODUCT) --rpc URL --registry ADDR [--key SOURCE] [--json]
+    cvm-cli contract owner show --rpc URL --registry ADDR [--json]
+    cvm-cli contract owner transfer NEW_OWNER --rpc URL --registry ADDR --key SOURCE [--json]
+    cvm-cli contract owner accept --rpc URL --registry ADDR --key SOURCE [--json]
     cvm-cli golden publish --rpc URL --registry ADDR (--from-agent URL | --file G.json) --key SOURCE [--json]
     cvm-cli golden revoke ID --rpc URL --registry ADDR --key SOURCE [--json]
     cvm-cli golden show ID --rpc URL --registry ADDR [--json]
@@ -21,13 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography import x509
+from web3 import Web3
 
 from offchain.abi.jsontext import loads_bounded
-from offchain.cli.output import guarded
+from offchain.cli.output import guarded, stacked
 from offchain.errors import ParseError, Reason, RequestError
 from offchain.policy.golden import GoldenMeasurement
-from offchain.trust.certs import parse_certificate, read_file
-from onchain.client import RegistryClient
+from offchain.abi.keccak import keccak256
+from offchain.abi.snp_report import Product
+from offchain.trust.certs import parse_certificate, read_file, to_der
+from offchain.trust.roots import AMD_ARK_SPKI_SHA256, PinnedRoot, TrustRoots
+from onchain.calldata import PRODUCT_CODES
+from onchain.client import CertKind, RegistryClient, TxResult
 from onchain.deploy import deploy_registry
 from onchain.keys import key_options, load_account
 from onchain.rpc import connect
@@ -40,15 +52,19 @@ def _print(payload: dict[str, Any], as_json: bool, human: str) -> None:
     click.echo(json.dumps(payload, sort_keys=True) if as_json else human)
 
 
-def _golden_id(text: str) -> bytes:
+def _id32(text: str, what: str) -> bytes:
     raw = text[2:] if text.startswith(("0x", "0X")) else text
     try:
         value = bytes.fromhex(raw)
     except ValueError:
         value = b""
     if len(value) != 32:
-        raise ParseError(Reason.INPUT_INVALID, f"a golden id is 32 bytes of hex, got {text!r}")
+        raise ParseError(Reason.INPUT_INVALID, f"a {what} id is 32 bytes of hex, got {text!r}")
     return value
+
+
+def _golden_id(text: str) -> bytes:
+    return _id32(text, "golden")
 
 
 rpc_option = click.option("--rpc", required=True, help="JSON-RPC URL of the chain.")
@@ -75,11 +91,193 @@ def deploy(rpc: str, amd_roots: bool, dev_root: Path | None, key_source: str, pa
     if not amd_roots and dev_root is None:
         raise RequestError(Reason.INPUT_INVALID, "a registry with no pinned root can attest nothing: "
                                                  "keep --amd-roots or give --dev-root")
-    ark = parse_certificate(read_file(dev_root)) if dev_root is not None else None
+    ark = _certificate_file(dev_root, "--dev-root") if dev_root is not None else None
     account = load_account(key_source, password_file)
     client = deploy_registry(connect(rpc), account=account, amd_roots=amd_roots, dev_root=ark)
     _print({"address": client.address, "owner": account.address, "amd_roots": amd_roots,
             "dev_root": dev_root is not None}, as_json, f"CvmRegistry deployed at {client.address}")
+
+
+#: The options of a command the owner signs, and of one anybody may read with.
+owner_tx = stacked(rpc_option, registry_option, key_options, json_option, guarded())
+reader = stacked(rpc_option, registry_option, json_option, guarded())
+
+
+def _tx_payload(tx: TxResult, **fields: Any) -> dict[str, Any]:
+    return {**fields, "tx": tx.tx_hash, "gas": tx.gas_used}
+
+
+def _owner_client(rpc: str, registry: str, key_source: str, password_file: Path | None) -> RegistryClient:
+    return RegistryClient(connect(rpc), registry, account=load_account(key_source, password_file))
+
+
+# --- certificates: what the registry caches, and revoking one (e.g. an ASK on AMD's CRL) ---------
+
+
+@contract.group("certificate")
+def certificate() -> None:
+    """Show or revoke a certificate the registry has cached (by id, or from its file)."""
+
+
+def _certificate_file(path: Path, option: str) -> x509.Certificate:
+    """A certificate the operator named: unreadable stays unreadable, anything else is a usage error."""
+    try:
+        return parse_certificate(read_file(path))
+    except ParseError as exc:
+        if exc.reason is Reason.INPUT_UNREADABLE:
+            raise
+        raise ParseError(Reason.INPUT_INVALID, f"{option}: {exc.detail}") from None
+
+
+def _certificate_id(cert_id: str | None, cert: Path | None) -> bytes:
+    """The registry's id of a certificate: keccak256 of its DER (the id given, or computed from --cert)."""
+    if (cert_id is None) == (cert is None):
+        raise RequestError(Reason.INPUT_INVALID, "give exactly one of a certificate ID and --cert FILE")
+    if cert is not None:
+        return keccak256(to_der(_certificate_file(cert, "--cert")))
+    return _id32(cert_id or "", "certificate")
+
+
+certificate_source = stacked(
+    click.argument("cert_id", required=False, metavar="[ID]"),
+    click.option("--cert", type=PathArg, help="The certificate itself (DER or PEM) instead of its id."),
+)
+
+
+@certificate.command("show")
+@certificate_source
+@reader
+def certificate_show(cert_id: str | None, cert: Path | None, rpc: str, registry: str, as_json: bool) -> None:
+    """What the registry holds for a certificate: kind, product, validity, issuer, revoked."""
+    cid = _certificate_id(cert_id, cert)
+    info = RegistryClient(connect(rpc), registry).certificate_of(cid)
+    products = {code: product for product, code in PRODUCT_CODES.items()}
+    product = products.get(info.product)
+    payload = {"certificate_id": "0x" + cid.hex(), "kind": info.kind.name.lower(), "revoked": info.revoked,
+               "product": product.value if product else None, "not_before": info.not_before,
+               "not_after": info.not_after, "issuer": "0x" + info.issuer.hex()}
+    if info.kind is CertKind.NONE:
+        human = f"0x{cid.hex()}: not registered"
+    else:
+        state = "REVOKED" if info.revoked else "valid"
+        human = (f"0x{cid.hex()}: {info.kind.name} ({payload['product']}), {state}, "
+                 f"chain valid {info.not_before}..{info.not_after}, issuer 0x{info.issuer.hex()}")
+    _print(payload, as_json, human)
+
+
+@certificate.command("revoke")
+@certificate_source
+@owner_tx
+def certificate_revoke(cert_id: str | None, cert: Path | None, rpc: str, registry: str, key_source: str,
+                       password_file: Path | None, as_json: bool) -> None:
+    """Revoke a cached certificate (owner only): nothing under it verifies any more."""
+    cid = _certificate_id(cert_id, cert)
+    tx = _owner_client(rpc, registry, key_source, password_file).revoke_certificate(cid)
+    _print(_tx_payload(tx, certificate_id="0x" + cid.hex()), as_json, f"certificate 0x{cid.hex()} revoked")
+
+
+# --- pinned roots ----------------------------------------------------------------------------------
+
+
+@contract.group("root")
+def root() -> None:
+    """Show, pin or unpin an ARK (AMD's, by product, or a development ARK from its file)."""
+
+
+root_source = stacked(
+    click.option("--ark", type=PathArg, help="The ARK certificate (DER or PEM)."),
+    click.option("--amd", type=click.Choice([p.value for p in Product]), help="AMD's ARK of this product line."),
+)
+
+
+def _root(ark: Path | None, amd: str | None) -> PinnedRoot:
+    if (ark is None) == (amd is None):
+        raise RequestError(Reason.INPUT_INVALID, "give exactly one of --ark FILE and --amd PRODUCT")
+    if amd is not None:
+        product = Product(amd)
+        return PinnedRoot(AMD_ARK_SPKI_SHA256[product], product)
+    certificate = _certificate_file(ark, "--ark")  # type: ignore[arg-type]
+    pinned = TrustRoots().lookup(certificate)
+    if pinned is not None:
+        return pinned
+    try:
+        return next(iter(TrustRoots.empty().with_dev_root(certificate)))
+    except ParseError as exc:
+        raise ParseError(Reason.INPUT_INVALID, f"--ark: {exc.detail}") from None
+
+
+@root.command("show")
+@root_source
+@reader
+def root_show(ark: Path | None, amd: str | None, rpc: str, registry: str, as_json: bool) -> None:
+    """Whether the registry has this ARK pinned (by its key hash)."""
+    pin = _root(ark, amd)
+    pinned = RegistryClient(connect(rpc), registry).root_product(pin.fingerprint) != 0
+    _print({"key_hash": "0x" + pin.fingerprint.hex(), "product": pin.product.value, "pinned": pinned}, as_json,
+           f"ARK 0x{pin.fingerprint.hex()} ({pin.product.value}): {'pinned' if pinned else 'not pinned'}")
+
+
+@root.command("pin")
+@root_source
+@owner_tx
+def root_pin(ark: Path | None, amd: str | None, rpc: str, registry: str, key_source: str,
+             password_file: Path | None, as_json: bool) -> None:
+    """Pin an ARK (owner only): certificates under it can then be registered."""
+    _change_root(_root(ark, amd), _owner_client(rpc, registry, key_source, password_file), as_json, pin=True)
+
+
+@root.command("unpin")
+@root_source
+@owner_tx
+def root_unpin(ark: Path | None, amd: str | None, rpc: str, registry: str, key_source: str,
+               password_file: Path | None, as_json: bool) -> None:
+    """Unpin an ARK (owner only): nothing under it verifies any more."""
+    _change_root(_root(ark, amd), _owner_client(rpc, registry, key_source, password_file), as_json, pin=False)
+
+
+def _change_root(root: PinnedRoot, client: RegistryClient, as_json: bool, *, pin: bool) -> None:
+    tx = client.pin_root(root.product, root.fingerprint) if pin else client.unpin_root(root.fingerprint)
+    _print(_tx_payload(tx, key_hash="0x" + root.fingerprint.hex(), product=root.product.value), as_json,
+           f"ARK 0x{root.fingerprint.hex()} ({root.product.value}) {'pinned' if pin else 'unpinned'}")
+
+
+# --- ownership (two steps: the new owner accepts, e.g. a multisig) ------------------------------------
+
+
+@contract.group("owner")
+def owner() -> None:
+    """Show the registry's owner, or hand it over in two steps (transfer, then accept)."""
+
+
+@owner.command("show")
+@reader
+def owner_show(rpc: str, registry: str, as_json: bool) -> None:
+    """The current owner and the pending one (zero address when none)."""
+    client = RegistryClient(connect(rpc), registry)
+    current, pending = client.owner(), client.pending_owner()
+    _print({"owner": current, "pending_owner": pending}, as_json, f"owner {current}, pending {pending}")
+
+
+@owner.command("transfer")
+@click.argument("new_owner")
+@owner_tx
+def owner_transfer(new_owner: str, rpc: str, registry: str, key_source: str, password_file: Path | None,
+                   as_json: bool) -> None:
+    """Offer ownership to NEW_OWNER (owner only); it takes effect when NEW_OWNER accepts."""
+    if not Web3.is_address(new_owner):
+        raise RequestError(Reason.INPUT_INVALID, f"{new_owner!r} is not an address")
+    tx = _owner_client(rpc, registry, key_source, password_file).transfer_ownership(new_owner)
+    pending = Web3.to_checksum_address(new_owner)
+    _print(_tx_payload(tx, pending_owner=pending), as_json, f"ownership offered to {pending}; it must accept")
+
+
+@owner.command("accept")
+@owner_tx
+def owner_accept(rpc: str, registry: str, key_source: str, password_file: Path | None, as_json: bool) -> None:
+    """Accept an offered ownership (run with the pending owner's key)."""
+    client = _owner_client(rpc, registry, key_source, password_file)
+    tx = client.accept_ownership()
+    _print(_tx_payload(tx, owner=client.owner()), as_json, f"{client.owner()} now owns the registry")
 
 
 @click.group("golden")

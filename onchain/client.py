@@ -262,6 +262,10 @@ class RegistryClient:
     def owner(self) -> str:
         return str(self._call("owner"))
 
+    def pending_owner(self) -> str:
+        """The address offered ownership by :meth:`transfer_ownership` (zero when none)."""
+        return str(self._call("pendingOwner"))
+
     # ----- anyone -----------------------------------------------------------------------------------
 
     def register_certificate(self, der: bytes, issuer: bytes = ZERO32) -> bytes:

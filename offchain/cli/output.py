@@ -131,3 +131,14 @@ def guarded(json_param: str = "as_json") -> Callable[[Callable[P, R]], Callable[
         return wrapper
 
     return decorate
+
+
+def stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Several click decorators as one (applied in the order written, as when stacked)."""
+
+    def apply(f: Any) -> Any:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply

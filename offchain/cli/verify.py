@@ -29,7 +29,7 @@ from offchain.abi.hcl import HclReport
 from offchain.abi.jsontext import loads_bounded
 from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
-from offchain.cli.output import emit, fail, usage_error, verdict
+from offchain.cli.output import emit, fail, stacked, usage_error, verdict
 from offchain.errors import CvmAttestError, ParseError, Reason
 from offchain.evidence import EvidenceBundle, expected_extra_data_for, verify_evidence
 from offchain.policy.check import check_policy
@@ -214,25 +214,14 @@ def verify() -> None:
     """Verify AMD SEV-SNP evidence off chain (exit 0 accepted, 1 rejected, 2 usage/unreadable)."""
 
 
-def _stacked(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Several click decorators as one (applied in the order written, as when stacked)."""
-
-    def apply(f: Any) -> Any:
-        for decorator in reversed(decorators):
-            f = decorator(f)
-        return f
-
-    return apply
-
-
 #: The inputs of `verify snp`, `verify azure` and `verify evidence`; `cvm-cli onchain verify` takes the same.
-snp_inputs = _stacked(
+snp_inputs = stacked(
     click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes)."),
     click.option("--vcek", type=PathArg, help="The VCEK or VLEK (DER or PEM)."),
     click.option("--ask", type=PathArg, help="The ASK or ASVK (DER or PEM; a KDS cert_chain bundle works too)."),
     click.option("--ark", type=PathArg, help="The ARK (must be AMD's pinned root, or --dev-root)."),
 )
-azure_inputs = _stacked(
+azure_inputs = stacked(
     click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001)."),
     click.option("--vcek", type=PathArg, help="The VCEK (DER or PEM)."),
     click.option("--ask", type=PathArg, help="The ASK (DER or PEM)."),
@@ -242,7 +231,7 @@ azure_inputs = _stacked(
     click.option("--pcrs", "pcrs_path", type=PathArg, help="JSON {index: hex} of the quoted SHA-256 PCRs."),
     click.option("--nonce", help="Hex extraData the quote must carry (third-party evidence: the raw nonce)."),
 )
-evidence_inputs = _stacked(
+evidence_inputs = stacked(
     click.argument("evidence_path", type=PathArg, metavar="EVIDENCE.json"),
     click.option("--nonce", required=True, help="Hex nonce given to the agent (on-chain evidence: the block hash)."),
     click.option("--vcek", type=PathArg, help="Override the evidence's VCEK/VLEK."),
