@@ -23,13 +23,21 @@ import json
 import os
 import stat
 import tarfile
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from offchain.abi.workload import COMPOSE_FILE, CONFIG_DIR, IMAGES_FILE, SECRETS_DIR
-from offchain.errors import Reason, RequestError
+from offchain.abi.workload import (
+    COMPOSE_FILE,
+    CONFIG_DIR,
+    IMAGES_FILE,
+    SECRETS_DIR,
+    WorkloadEvent,
+    measure_directory,
+)
+from offchain.errors import ParseError, Reason, RequestError
 
 from agent.config import ArchiveLimits
 
@@ -315,3 +323,49 @@ def image_digests(tarball: Path) -> list[ImageDigest]:
         if not name or any(ch.isspace() for ch in name):
             raise _invalid(f"{IMAGES_DIR}/{tarball.name}: image name {name!r} is empty or has spaces")
     return [ImageDigest(name, digest, tarball.name) for name, digest in found]
+
+
+def merge_image_tarballs(staging: Path) -> None:
+    """Add the images of the uploaded ``images/*.tar`` to ``images.txt`` (names must be unique)."""
+    images_dir = staging / IMAGES_DIR
+    tarballs = sorted(images_dir.glob("*.tar")) if images_dir.is_dir() else []
+    if not tarballs:
+        return
+    lines = []
+    listed = staging / IMAGES_FILE
+    if listed.is_file():
+        lines = [line for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = {line.split()[0].split("@")[0] for line in lines if not line.lstrip().startswith("#")}
+    for tarball in tarballs:
+        for image in image_digests(tarball):
+            if image.name in names:
+                raise RequestError(
+                    Reason.WORKLOAD_ARCHIVE_INVALID, f"image {image.name!r} is listed twice", image=image.name
+                )
+            names.add(image.name)
+            lines.append(image.images_line())
+    listed.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def measure_staged(staging: Path) -> list[WorkloadEvent]:
+    """The PCR23 events of an extracted update archive: its image tarballs merged into ``images.txt``,
+    then :func:`offchain.abi.workload.measure_directory` (what ``POST /update-workload`` extends)."""
+    merge_image_tarballs(staging)
+    try:
+        return measure_directory(staging)
+    except ParseError as exc:  # e.g. a malformed images.txt in the archive
+        raise RequestError(Reason.WORKLOAD_ARCHIVE_INVALID, exc.detail, **exc.context) from None
+
+
+def measure_archive(source: IO[bytes] | Path, limits: ArchiveLimits | None = None) -> list[WorkloadEvent]:
+    """The events an agent will extend into PCR23 for this update archive, computed without a TPM:
+    checked and extracted into a temporary directory by the agent's own code, measured, deleted.
+
+    The golden predictor (``cvm-cli golden predict --update``) uses it, so the golden measurement
+    of an update can be published before the update is applied.
+    """
+    with tempfile.TemporaryDirectory(prefix="cvm-attest-measure-") as scratch:
+        staging = Path(scratch) / "workload"
+        staging.mkdir()
+        extract_archive(source, staging, limits or ArchiveLimits())
+        return measure_staged(staging)

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import IO
 
 from offchain.abi.workload import (
-    IMAGES_FILE,
     WORKLOAD_PCR,
     WorkloadEvent,
     dump_event_log,
@@ -47,9 +46,9 @@ from offchain.abi.workload import (
     parse_event_log,
     replay,
 )
-from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason, RequestError, VerificationError
+from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason, VerificationError
 
-from agent.archive import IMAGES_DIR, extract_archive, image_digests
+from agent.archive import IMAGES_DIR, extract_archive, measure_staged
 from agent.config import ArchiveLimits
 from agent.tpm import AgentTpm
 
@@ -257,11 +256,7 @@ class Workload:
             staging.mkdir(mode=0o755)
             try:
                 files = extract_archive(archive, staging, self.limits)
-                self._write_images_file(staging)
-                try:
-                    events = measure_directory(staging)
-                except ParseError as exc:  # e.g. a malformed images.txt in the archive
-                    raise RequestError(Reason.WORKLOAD_ARCHIVE_INVALID, exc.detail, **exc.context) from None
+                events = measure_staged(staging)
                 swap_directories(self.directory, staging)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -274,25 +269,3 @@ class Workload:
                 raise
             self.status = "running"
             return UpdateResult(tuple(events), pcr23, tuple(files))
-
-    @staticmethod
-    def _write_images_file(staging: Path) -> None:
-        """Merge the images of uploaded tarballs into ``images.txt`` (names must be unique)."""
-        images_dir = staging / IMAGES_DIR
-        tarballs = sorted(images_dir.glob("*.tar")) if images_dir.is_dir() else []
-        if not tarballs:
-            return
-        lines = []
-        listed = staging / IMAGES_FILE
-        if listed.is_file():
-            lines = [line for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
-        names = {line.split()[0].split("@")[0] for line in lines if not line.lstrip().startswith("#")}
-        for tarball in tarballs:
-            for image in image_digests(tarball):
-                if image.name in names:
-                    raise RequestError(
-                        Reason.WORKLOAD_ARCHIVE_INVALID, f"image {image.name!r} is listed twice", image=image.name
-                    )
-                names.add(image.name)
-                lines.append(image.images_line())
-        listed.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

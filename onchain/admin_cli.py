@@ -12,6 +12,7 @@
     cvm-cli golden publish --rpc URL --registry ADDR (--from-agent URL | --file G.json) --key SOURCE [--json]
     cvm-cli golden revoke ID --rpc URL --registry ADDR --key SOURCE [--json]
     cvm-cli golden show ID --rpc URL --registry ADDR [--json]
+    cvm-cli golden predict --base G.json (--update ARCHIVE.zip | --workload DIR) [--name N] [--out FILE] [--json]
 
 ``--key`` is a keystore file (password from ``--password-file`` or a prompt) or ``env:NAME``; never
 the key itself (see onchain/keys.py). Errors print ``[reason] message`` (or JSON with ``--json``)
@@ -33,12 +34,15 @@ from web3 import Web3
 from offchain.abi.jsontext import loads_bounded
 from offchain.cli.output import guarded, stacked
 from offchain.errors import ParseError, Reason, RequestError
+from offchain.files import write_atomically
+from offchain.abi.workload import WORKLOAD_PCR, measure_directory
 from offchain.policy.golden import GoldenMeasurement
 from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import Product
 from offchain.trust.certs import parse_certificate, read_file, to_der
 from offchain.trust.roots import AMD_ARK_SPKI_SHA256, PinnedRoot, TrustRoots
 from onchain.calldata import PRODUCT_CODES
+from agent.archive import measure_archive
 from onchain.client import CertKind, RegistryClient, TxResult
 from onchain.deploy import deploy_registry
 from onchain.keys import key_options, load_account
@@ -316,7 +320,7 @@ def publish(rpc: str, registry: str, agent: str | None, path: Path | None, save:
     client = RegistryClient(connect(rpc), registry, account=account)
     golden_id = client.publish_golden(doc)
     if save is not None:
-        save.write_text(json.dumps(doc.to_json(), indent=2, sort_keys=True) + "\n")
+        _write_document(save, doc)
     tx = client.last_tx
     _print({"golden_id": "0x" + golden_id.hex(), "tx": tx.tx_hash if tx else None,
             "gas": tx.gas_used if tx else None},
@@ -354,3 +358,53 @@ def show(golden_id: str, rpc: str, registry: str, as_json: bool) -> None:
                "lifetime_seconds": info.lifetime, "binding": info.binding, "pcr_mask": info.pcr_mask}
     state = "revoked" if info.revoked else ("published" if info.published else "unknown")
     _print(payload, as_json, f"0x{gid.hex()}: {state}, lifetime {info.lifetime}s, PCR mask {info.pcr_mask:#x}")
+
+
+def _write_document(path: Path, doc: GoldenMeasurement) -> None:
+    try:
+        write_atomically(path, (json.dumps(doc.to_json(), indent=2, sort_keys=True) + "\n").encode())
+    except OSError as exc:
+        raise ParseError(Reason.INPUT_INVALID, f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@golden.command("predict")
+@click.option("--base", type=PathArg, required=True,
+              help="The golden measurement of the image and platform (e.g. the one published now).")
+@click.option("--update", "archive", type=PathArg, help="The archive you will POST to /update-workload.")
+@click.option("--workload", type=click.Path(file_okay=False, path_type=Path),
+              help="A workload directory (images.txt, docker-compose.yml, config/) as the agent measures it.")
+@click.option("--name", help="Name of the predicted document (default: the base's).")
+@click.option("--out", type=PathArg, help="Write the predicted golden measurement here (JSON).")
+@json_option
+@guarded()
+def predict(base: Path, archive: Path | None, workload: Path | None, name: str | None, out: Path | None,
+            as_json: bool) -> None:
+    """Predict the golden measurement of a workload, offline, before it runs.
+
+    Every rule of --base is kept; PCR23 and its event list are computed by the agent's own code.
+    --update: the CVM described by --base (with its PCR23 event list, as GET /golden-measurement
+    serves it) after applying this archive: PCR23 is not reset by an update, so the archive's items
+    extend the current list. --workload: a CVM that boots with this workload (PCR23 from zero).
+    Publish the result before applying the update: the updated CVM can then be registered under it
+    as soon as it is measured, and nobody relies on the updated CVM's own description.
+    """
+    if (archive is None) == (workload is None):
+        raise RequestError(Reason.INPUT_INVALID, "give exactly one of --update ARCHIVE and --workload DIR")
+    doc = GoldenMeasurement.from_file(base)
+    if archive is not None:
+        if doc.pcr23_events is None:
+            raise ParseError(Reason.INPUT_INVALID, "--update needs a --base that lists the PCR23 events it extends"
+                                                   " (GET /golden-measurement of the running CVM has them)")
+        events = [*doc.pcr23_events, *measure_archive(archive)]
+    else:
+        if not workload.is_dir():  # type: ignore[union-attr]
+            raise ParseError(Reason.INPUT_UNREADABLE, f"{workload} is not a directory", path=str(workload))
+        events = measure_directory(workload)  # type: ignore[arg-type]
+    predicted = doc.with_workload(events, name=name)
+    if out is not None:
+        _write_document(out, predicted)
+    golden_id = "0x" + predicted.canonical_id().hex()
+    pcr23 = predicted.pinned_pcrs()[WORKLOAD_PCR].hex()
+    payload = {"golden_id": golden_id, "pcr23": pcr23, "events": len(events), "golden": predicted.to_json()}
+    _print(payload, as_json, f"predicted golden measurement {golden_id}: PCR23 {pcr23} after {len(events)} events"
+           + (f", written to {out}" if out is not None else ""))

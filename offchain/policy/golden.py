@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -304,6 +304,16 @@ class GoldenMeasurement:
     def pinned_pcrs(self) -> dict[int, bytes]:
         """PCR index -> pinned SHA-256 value, ascending."""
         return dict(self.pcrs)
+
+    def with_workload(self, events: Sequence[WorkloadEvent], *, name: str | None = None) -> GoldenMeasurement:
+        """The same rules for another workload: PCR23 pinned to the replay of ``events`` and the
+        event list replaced; measurement, policy, TCB, other PCRs and lifetime unchanged. This is how
+        the golden measurement of a workload update is predicted before the update is applied."""
+        pcrs = dict(self.pcrs)
+        pcrs[WORKLOAD_PCR] = replay(events)
+        return replace(
+            self, pcrs=tuple(sorted(pcrs.items())), pcr23_events=tuple(events), name=self.name if name is None else name
+        )
 
     def canonical_id(self) -> bytes:
         """The 32-byte id the registry computes (docs/formats.md, "Canonical id")."""

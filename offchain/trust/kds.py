@@ -20,8 +20,6 @@ Nothing here opens a connection by itself: the caller passes a *fetcher* (``url 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from cryptography import x509
 
 from offchain.abi.snp_report import Product, SignerKind, TcbVersion
 from offchain.errors import CollateralError, CvmAttestError, Reason
+from offchain.files import write_atomically
 from offchain.trust.certs import CertificateSet, CertRole, classify, load_crl, parse_certificate, parse_certificates
 
 KDS_BASE_URL = "https://kdsintf.amd.com"
@@ -179,11 +178,7 @@ def hwid_for(product: Product, chip_id: bytes) -> bytes:
 
 def _write_atomically(path: Path, body: bytes) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kds-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        os.replace(tmp, path)
+        write_atomically(path, body)
     except OSError as exc:
         raise CollateralError(
             Reason.COLLATERAL_FETCH_FAILED, f"cannot write the KDS cache {path}: {exc.strerror or exc}"

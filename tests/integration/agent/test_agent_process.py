@@ -136,6 +136,34 @@ def test_update_changes_pcr23_and_the_old_golden_names_what_changed(swtpm: Swtpm
         agent.stop()
 
 
+def test_the_predicted_golden_measurement_of_an_update_is_the_agents(swtpm: Swtpm, tmp_path: Path) -> None:
+    # An owner predicts the golden measurement of an update from the archive alone (cvm-cli golden
+    # predict), before the agent applies it; afterwards the agent describes itself identically and
+    # its fresh evidence verifies against the prediction.
+    agent = start_agent(swtpm, tmp_path)
+    try:
+        _, _, golden_raw = agent.request("GET", "/golden-measurement")
+        (tmp_path / "base.json").write_bytes(golden_raw)
+        archive = make_zip({**WORKLOAD, "config/app.toml": NEW_CONFIG, "config/extra.env": b"A=1\n"})
+        (tmp_path / "update.zip").write_bytes(archive)
+        code, predicted = cvm_cli("golden", "predict", "--base", str(tmp_path / "base.json"),
+                                  "--update", str(tmp_path / "update.zip"), "--out", str(tmp_path / "next.json"))
+        assert code == 0, predicted
+
+        status, result, _ = agent.request("POST", "/update-workload", archive, AUTH)
+        assert status == 200, result
+        assert result["pcr23"] == predicted["pcr23"]
+        _, after, _ = agent.request("GET", "/golden-measurement")
+        assert after["pcrs"] == predicted["golden"]["pcrs"]
+        assert after["pcr23_events"] == predicted["golden"]["pcr23_events"]
+        evidence = _evidence(agent, "cafe", tmp_path / "evidence.json")
+        code, verdict = _verify(agent, evidence, "cafe", "--dev-root", str(agent.state_dir / "sim" / "ark.pem"),
+                                "--golden", str(tmp_path / "next.json"))
+        assert (code, verdict["golden_id"]) == (0, predicted["golden_id"])
+    finally:
+        agent.stop()
+
+
 def test_rejected_updates_change_nothing(swtpm: Swtpm, tmp_path: Path) -> None:
     agent = start_agent(swtpm, tmp_path)
     try:
