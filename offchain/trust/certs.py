@@ -94,10 +94,11 @@ def _checked(load: Callable[[bytes], x509.Certificate], data: bytes) -> x509.Cer
             cert = load(data)
             cert.subject.rfc4514_string()
             cert.issuer.rfc4514_string()
-            _ = (cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid)
+            _ = (cert.version, cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc,
+                 cert.signature_algorithm_oid)
             list(cert.extensions)
             cert.public_key()
-        except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.InvalidVersion) as exc:
             raise ParseError(Reason.CERT_MALFORMED, f"not a well-formed X.509 certificate: {exc}") from None
     return cert
 
@@ -234,12 +235,21 @@ MAX_CRL_BYTES = 1024 * 1024
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
-    """A CRL from DER or PEM bytes (``snp.crl.malformed`` otherwise)."""
+    """A CRL from DER or PEM bytes, every field a verifier reads parsed now (``snp.crl.malformed`` otherwise)."""
     if len(data) > MAX_CRL_BYTES:
         raise ParseError(Reason.CRL_MALFORMED, f"a CRL of {len(data)} bytes is larger than {MAX_CRL_BYTES}")
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
-        raise ParseError(Reason.CRL_MALFORMED, f"not an X.509 CRL: {exc}") from None
+            crl = x509.load_pem_x509_crl(data)
+        else:
+            crl = x509.load_der_x509_crl(data)
+        crl.issuer.rfc4514_string()
+        _ = (crl.last_update_utc, crl.next_update_utc, crl.signature_algorithm_oid, crl.signature,
+             crl.tbs_certlist_bytes)
+        list(crl.extensions)
+        for entry in crl:
+            _ = (entry.serial_number, entry.revocation_date_utc)
+            list(entry.extensions)
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.InvalidVersion) as exc:
+        raise ParseError(Reason.CRL_MALFORMED, f"not a well-formed X.509 CRL: {exc}") from None
+    return crl

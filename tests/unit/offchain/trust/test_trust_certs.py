@@ -153,3 +153,13 @@ def test_mutated_certificates_give_only_typed_errors(data: st.DataObject) -> Non
         classify(cert)
     except ParseError as exc:
         assert exc.reason is Reason.CERT_MALFORMED
+
+
+def test_an_unknown_x509_version_is_a_typed_error() -> None:
+    # Found by the mutation test above: version 3 (X.509 "v4") made cryptography raise InvalidVersion.
+    der = to_der(dev_chain().leaf)
+    v3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2: X.509 v3
+    assert der.count(v3) == 1
+    with pytest.raises(ParseError) as exc:
+        parse_certificate(der.replace(v3, bytes.fromhex("a003020103")))
+    assert exc.value.reason is Reason.CERT_MALFORMED

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -130,3 +132,20 @@ def test_verify_evidence_checks_the_crl_it_is_given() -> None:
         verify(_crl(dev, dev.ask.serial_number))
     assert exc.value.reason is Reason.CHAIN_REVOKED
     assert (exc.value.context["product"], exc.value.context["signer"]) == ("genoa", "vcek")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_mutated_crls_give_only_typed_errors(data: st.DataObject) -> None:
+    dev = dev_chain(Product.GENOA)
+    chain = _verified(dev)
+    der = bytearray(_crl(dev, 7, 9).public_bytes(serialization.Encoding.DER))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(der) - 1))
+        der[i] ^= data.draw(st.integers(1, 255))
+    try:
+        check_revocation(chain, load_crl(bytes(der)), DEV_NOW)
+    except ParseError as exc:
+        assert exc.reason is Reason.CRL_MALFORMED
+    except VerificationError as exc:
+        assert exc.reason in (Reason.CRL_INVALID, Reason.CRL_STALE)
