@@ -1,4 +1,10 @@
-"""Fixtures every test package shares: where the real evidence lives."""
+"""Fixtures every test package shares: where the real evidence lives; the Hypothesis profiles.
+
+Hypothesis profiles (``CVM_ATTEST_HYPOTHESIS``): ``ci`` (what .ci/run uses) draws the same examples
+on every run, so CI's verdict on a commit does not depend on the draw; ``explore`` draws 1,000
+fresh examples where a test does not set its own count, for hunting; unset, each run draws fresh
+examples (Hypothesis's default).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=1000, print_blob=True)
+settings.load_profile(os.environ.get("CVM_ATTEST_HYPOTHESIS", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
 
