@@ -478,7 +478,7 @@ def verify_evidence(
     chain = _chain(bundle, certificates=certificates, roots=roots, now=now, kds=kds, cache=chain_cache)
     try:
         if revocation is not None:
-            check_revocation(chain, revocation(chain), now)
+            check_revocation(chain, revocation(chain, now), now)
         verified_report = verify_report(bundle.signed_report, chain)
         check_ak_attributes(bundle.ak)
         ak_key = bundle.ak.public_key()

@@ -130,7 +130,7 @@ def _common(
     if crl_path is not None:
         revocation = crl_from_file(crl_path)
     elif kds_crl and client is not None:
-        revocation = crl_from_kds(client, now)
+        revocation = crl_from_kds(client)
     return _Common(
         as_json=as_json,
         now=now,
@@ -199,7 +199,7 @@ def _verify_report(
 def _check_revocation(chain: VerifiedChain, common: _Common, progress: _Progress) -> None:
     if common.revocation is None:
         return
-    check_revocation(chain, common.revocation(chain), common.now)
+    check_revocation(chain, common.revocation(chain, common.now), common.now)
     progress.extra["revocation"] = "checked"
     progress.lines.append(_REVOCATION_LINE)
 

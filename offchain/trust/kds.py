@@ -81,6 +81,7 @@ class KdsClient:
         self.fetcher = fetcher
         self.base_url = base_url.rstrip("/")
         self.cache_dir = cache_dir
+        self._crls: dict[str, x509.CertificateRevocationList] = {}  # in memory too: a relayer asks every pass
 
     # --- URLs ------------------------------------------------------------------------------
 
@@ -141,7 +142,12 @@ class KdsClient:
         def current(crl: x509.CertificateRevocationList) -> bool:
             return crl.next_update_utc is not None and moment <= crl.next_update_utc
 
-        return self._get(url, load_crl, fresh=current)
+        held = self._crls.get(url)
+        if held is not None and current(held):
+            return held
+        crl = self._get(url, load_crl, fresh=current)
+        self._crls[url] = crl
+        return crl
 
     def _cache_path(self, url: str) -> Path | None:
         if self.cache_dir is None:

@@ -37,8 +37,9 @@ from offchain.verify.chain import VerifiedChain, amd_pss_signed, utc
 if TYPE_CHECKING:
     from offchain.trust.kds import KdsClient
 
-#: A CRL for a verified chain: from a file, from KDS, or anything else the caller trusts to deliver one.
-CrlSource = Callable[[VerifiedChain], x509.CertificateRevocationList]
+#: The CRL for a verified chain at a verification time: from a file, from KDS, or anything else the
+#: caller trusts to deliver one (``check_revocation`` checks it all the same).
+CrlSource = Callable[[VerifiedChain, datetime], x509.CertificateRevocationList]
 
 def check_revocation(chain: VerifiedChain, crl: x509.CertificateRevocationList, now: datetime) -> None:
     """Raise unless ``crl`` is the ARK's current CRL and does not list the chain's ASK/ASVK."""
@@ -77,9 +78,10 @@ def check_revocation(chain: VerifiedChain, crl: x509.CertificateRevocationList, 
 def crl_from_file(path: Path) -> CrlSource:
     """The CRL in ``path`` (read now, so an unreadable file fails before any verification)."""
     crl = load_crl(read_file(path, limit=MAX_CRL_BYTES))
-    return lambda _chain: crl
+    return lambda _chain, _now: crl
 
 
-def crl_from_kds(kds: KdsClient, now: datetime) -> CrlSource:
-    """The chain's product-line CRL from AMD KDS (cached on disk until its nextUpdate)."""
-    return lambda chain: kds.fetch_crl(chain.product, chain.signer, now=now)
+def crl_from_kds(kds: KdsClient) -> CrlSource:
+    """The chain's product-line CRL from AMD KDS (held in memory, and on disk with a cache directory,
+    until its nextUpdate)."""
+    return lambda chain, now: kds.fetch_crl(chain.product, chain.signer, now=now)

@@ -3,8 +3,8 @@
 ::
 
     cvm-cli relay --rpc URL --registry ADDR --agent URL [--agent URL ...] --golden G.json --key SOURCE
-                  [--dev-root ARK.pem] [--journal FILE] [--once] [--interval S] [--refresh-margin S]
-                  [--log-format text|json]
+                  [--dev-root ARK.pem] [--crl FILE | --kds-crl [--kds-url U]] [--journal FILE] [--once]
+                  [--interval S] [--refresh-margin S] [--log-format text|json]
     cvm-cli relay status [--journal FILE] [--json]
 
 The journal (SQLite, default ``~/.local/state/cvm-attest/relayer-<chain id>-<registry>.db``) makes
@@ -27,7 +27,9 @@ from offchain.cli.output import guarded
 from offchain.errors import Reason, RequestError
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import parse_certificate, read_file
+from offchain.trust.kds import KDS_BASE_URL, KdsClient, UrllibFetcher
 from offchain.trust.roots import TrustRoots
+from offchain.verify.revocation import crl_from_file, crl_from_kds
 from onchain.client import RegistryClient
 from onchain.keys import key_options, load_account
 from onchain.rpc import connect
@@ -79,6 +81,9 @@ def _progress(result: TickResult) -> None:
 @click.option("--agent", "agents", multiple=True, help="Base URL of a cvm-agent (repeatable).")
 @click.option("--golden", type=PathArg, help="The golden measurement (JSON) the CVMs are attested under.")
 @click.option("--dev-root", type=PathArg, help="Also trust this development ARK when checking evidence off chain.")
+@click.option("--crl", "crl_path", type=PathArg, help="Refuse evidence whose ASK/ASVK this ARK CRL lists.")
+@click.option("--kds-crl", is_flag=True, help="The same with AMD's current CRL from KDS (kept until its nextUpdate).")
+@click.option("--kds-url", default=KDS_BASE_URL, show_default=True, help="KDS base URL (a mirror), for --kds-crl.")
 @click.option("--journal", type=PathArg, help="The relayer's SQLite journal (default: per chain and registry).")
 @click.option("--once", is_flag=True, help="One pass over every agent, then exit (cron-style).")
 @click.option("--interval", default=15.0, show_default=True, help="Seconds between passes.")
@@ -91,8 +96,9 @@ def _progress(result: TickResult) -> None:
 @click.pass_context
 @guarded()
 def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tuple[str, ...], golden: Path | None,
-          dev_root: Path | None, journal: Path | None, once: bool, interval: float, refresh_margin: int,
-          receipt_timeout: float, log_format: str, key_source: str | None, password_file: Path | None) -> None:
+          dev_root: Path | None, crl_path: Path | None, kds_crl: bool, kds_url: str, journal: Path | None, once: bool,
+          interval: float, refresh_margin: int, receipt_timeout: float, log_format: str, key_source: str | None,
+          password_file: Path | None) -> None:
     """Carry agents' evidence to the registry and keep their CVMs attested."""
     if ctx.invoked_subcommand is not None:
         return
@@ -100,6 +106,9 @@ def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tup
                                         ("--golden", golden), ("--key", key_source)) if not value]
     if missing:
         raise RequestError(Reason.INPUT_INVALID, f"relay needs {', '.join(missing)}")
+    if crl_path is not None and kds_crl:
+        raise RequestError(Reason.INPUT_INVALID, "--crl and --kds-crl are alternatives: give one")
+    revocation = crl_from_file(crl_path) if crl_path is not None else None
     assert rpc is not None and registry is not None and golden is not None and key_source is not None
     _setup_logging(log_format)
     w3 = connect(rpc)
@@ -111,8 +120,11 @@ def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tup
     store = Journal(journal or default_journal(w3.eth.chain_id, client.address))
     sender = TxSender(w3, account, store, policy=SendPolicy(receipt_timeout_s=receipt_timeout),
                       decode_revert=lambda data: str(client.decode_revert(data)))
+    if kds_crl:
+        revocation = crl_from_kds(KdsClient(UrllibFetcher(), base_url=kds_url))
     relayer = Relayer(client=client, sender=sender, journal=store, golden=GoldenMeasurement.from_file(golden),
-                      agents=list(agents), roots=roots, policy=RelayPolicy(refresh_margin_s=refresh_margin))
+                      agents=list(agents), roots=roots, revocation=revocation,
+                      policy=RelayPolicy(refresh_margin_s=refresh_margin))
     try:
         relayer.run(once=once, interval_s=interval, on_result=_progress)
     except KeyboardInterrupt:

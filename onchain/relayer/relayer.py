@@ -8,8 +8,9 @@ For every agent, one :meth:`Relayer.tick`:
 3. Picks the latest block and fetches ``GET /onchain/collaterals`` for this chain, registry, block
    number and hash: the quote binds exactly them and the agent's own address.
 4. Verifies the evidence off chain first (``offchain.evidence.verify_evidence`` at the chain's time,
-   against the golden measurement). Evidence that would revert is never sent; its reason is
-   recorded in the journal and logged.
+   against the golden measurement, and against AMD's CRL when given one). Evidence that would
+   revert, or whose AMD chain is revoked, is never sent; its reason is recorded in the journal and
+   logged.
 5. Registers the certificates the registry does not have yet, then sends ``registerCvm`` or
    ``refreshCvm`` through the journaled :class:`~onchain.relayer.sender.TxSender`.
 
@@ -34,6 +35,7 @@ from web3 import Web3
 from offchain.abi.jsontext import loads_bounded
 from offchain.errors import ChainError, CvmAttestError, Reason, RequestError
 from offchain.evidence import EvidenceBundle, onchain_expected_extra_data, verify_evidence
+from offchain.verify.revocation import CrlSource
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import CertRole, to_der
 from offchain.trust.roots import TrustRoots
@@ -89,6 +91,8 @@ class Relayer:
     golden: GoldenMeasurement
     agents: Sequence[str]
     roots: TrustRoots = field(default_factory=TrustRoots.amd)
+    #: AMD's CRL for a chain (``offchain.verify.revocation``); None: no CRL is consulted.
+    revocation: CrlSource | None = None
     policy: RelayPolicy = field(default_factory=RelayPolicy)
     clock: Callable[[], float] = time.monotonic
     _state: dict[str, _AgentState] = field(default_factory=dict)
@@ -175,6 +179,7 @@ class Relayer:
                 golden=self.golden,
                 roots=self.roots,
                 now=datetime.fromtimestamp(int(block["timestamp"]), UTC),
+                revocation=self.revocation,
             )
         except CvmAttestError as exc:
             return self._rejected(agent, cvm, f"[{exc.reason.value}] {exc.detail}")

@@ -105,3 +105,14 @@ def test_relay_status_reads_the_journal(stack: Stack, tmp_path: Path) -> None:
         row = json.loads(line)
         assert row["agent"] == stack.agent.external and row["cvm_address"] == stack.cvm()
         assert row["attested_until"] > 0 and row["last_tx"].startswith("0x") and row["last_error"] is None
+
+
+def test_relay_takes_one_crl_source(tmp_path: Path) -> None:
+    (tmp_path / "golden.json").write_text("{}")
+    (tmp_path / "garbage.crl").write_bytes(b"not a CRL")
+    base = ["--rpc", "http://127.0.0.1:9", "--registry", "0x" + "11" * 20, "--agent", "http://127.0.0.1:9",
+            "--golden", str(tmp_path / "golden.json"), "--key", "env:CVM_ATTEST_TEST_UNSET_KEY"]
+    both = CliRunner().invoke(relay, [*base, "--crl", str(tmp_path / "garbage.crl"), "--kds-crl"])
+    assert both.exit_code == 2 and "[input.invalid]" in both.output
+    garbage = CliRunner().invoke(relay, [*base, "--crl", str(tmp_path / "garbage.crl")])
+    assert garbage.exit_code == 2 and "[snp.crl.malformed]" in garbage.output

@@ -7,6 +7,7 @@ evidence that fails off-chain verification; a transaction that would revert.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 from web3 import Web3
 
 from agent.swtpm import swtpm_available
+from offchain.abi.snp_report import Product
 from offchain.trust.certs import load_certificates, to_der
 from onchain.anvil import AnvilProcess
 from onchain.client import RegistryClient
@@ -26,6 +28,7 @@ from onchain.demo import AgentProcess
 from onchain.relayer.journal import Journal
 from onchain.relayer.relayer import RelayPolicy
 
+from tests.support.evidence import DEV_NOW, dev_chain
 from tests.support.stack import Chain, Stack, make_chain, make_relayer
 
 pytestmark = [
@@ -50,6 +53,24 @@ def test_evidence_failing_offchain_verification_is_not_submitted(stack: Stack, c
     assert list(journal.submissions()) == []
     status = journal.cvm(stack.agent.external)
     assert status is not None and status.last_error == result.error
+    assert not chain.registry.is_attested(stack.cvm())
+
+
+def test_evidence_whose_amd_chain_fails_the_crl_check_is_not_submitted(
+    stack: Stack, chain: Chain, tmp_path: Path
+) -> None:
+    # The sim ARK's key never leaves the agent, so no CRL can list its ASK here: a CRL of another
+    # ARK stands in (snp.crl.invalid). check_revocation's verdicts are unit-tested with dev chains.
+    golden = stack.golden()
+    chain.registry.publish_golden(golden)
+    other = dev_chain(Product.TURIN)
+    crl = other.issue_crl(this_update=DEV_NOW, next_update=DEV_NOW + dt.timedelta(days=3650))
+    journal = Journal(tmp_path / "j.db")
+    relayer = dataclasses.replace(make_relayer(chain, stack, journal, golden), revocation=lambda _chain, _now: crl)
+    (result,) = relayer.tick()
+    assert result.action == "rejected"
+    assert result.error is not None and result.error.startswith("[snp.crl.invalid]")
+    assert list(journal.submissions()) == []
     assert not chain.registry.is_attested(stack.cvm())
 
 

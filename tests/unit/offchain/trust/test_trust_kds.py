@@ -346,3 +346,16 @@ def test_a_kds_crl_that_is_not_one_is_a_collateral_error() -> None:
     with pytest.raises(CollateralError) as missing:
         kds.fetch_crl(Product.GENOA, SignerKind.VCEK, now=DEV_NOW)
     assert missing.value.reason is Reason.COLLATERAL_UNAVAILABLE
+
+
+def test_a_crl_is_held_in_memory_until_its_next_update() -> None:
+    dev = dev_chain(Product.GENOA)
+    url = f"{BASE}/vcek/v1/Genoa/crl"
+    crl = dev.issue_crl(this_update=DEV_NOW - dt.timedelta(days=1), next_update=DEV_NOW)
+    fake = FakeKds({url: crl.public_bytes(serialization.Encoding.DER)})
+    kds = KdsClient(fake, base_url=BASE)  # no cache directory: a relayer asks for it on every pass
+    for _ in range(3):
+        assert kds.fetch_crl(Product.GENOA, SignerKind.VCEK, now=DEV_NOW) == crl
+    assert fake.requests == [url]
+    kds.fetch_crl(Product.GENOA, SignerKind.VCEK, now=DEV_NOW + dt.timedelta(seconds=1))
+    assert fake.requests == [url, url]

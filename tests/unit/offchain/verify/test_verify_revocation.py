@@ -112,7 +112,7 @@ def test_load_crl_reads_der_and_pem_and_refuses_anything_else(tmp_path: Path) ->
             load_crl(garbage)
         assert exc.value.reason is Reason.CRL_MALFORMED
     (tmp_path / "crl.pem").write_bytes(pem)
-    assert crl_from_file(tmp_path / "crl.pem")(_verified(dev_chain(Product.GENOA))) == crl
+    assert crl_from_file(tmp_path / "crl.pem")(_verified(dev_chain(Product.GENOA)), DEV_NOW) == crl
     with pytest.raises(ParseError) as missing:
         crl_from_file(tmp_path / "missing.crl")
     assert missing.value.reason is Reason.INPUT_UNREADABLE
@@ -125,7 +125,7 @@ def test_verify_evidence_checks_the_crl_it_is_given() -> None:
 
     def verify(crl: x509.CertificateRevocationList) -> None:
         verify_evidence(bundle, expected_extra_data=expected_extra_data_for(bundle, NONCE), golden=None,
-                        roots=TrustRoots().with_dev_root(dev.ark), now=DEV_NOW, revocation=lambda _chain: crl)
+                        roots=TrustRoots().with_dev_root(dev.ark), now=DEV_NOW, revocation=lambda _chain, _now: crl)
 
     verify(_crl(dev))
     with pytest.raises(VerificationError) as exc:
