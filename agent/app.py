@@ -392,7 +392,7 @@ async def update_workload(request: Request, agent: Agent = Depends(agent_of)) ->
     declared = request.headers.get("content-length")
     if declared is not None and _is_decimal(declared) and int(declared) > limit:
         raise RequestError(Reason.WORKLOAD_ARCHIVE_TOO_LARGE, f"the upload is larger than {limit} bytes")
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=agent.config.state_dir) as spool:
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, mode="w+b", dir=str(agent.config.state_dir)) as spool:
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -400,7 +400,7 @@ async def update_workload(request: Request, agent: Agent = Depends(agent_of)) ->
                 raise RequestError(Reason.WORKLOAD_ARCHIVE_TOO_LARGE, f"the upload is larger than {limit} bytes")
             spool.write(chunk)
         spool.seek(0)
-        result = await run_in_threadpool(agent.workload.apply_update, spool)  # type: ignore[arg-type]
+        result = await run_in_threadpool(agent.workload.apply_update, spool)
     return {
         "status": agent.workload.status,
         "pcr23": result.pcr23.hex(),

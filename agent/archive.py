@@ -252,7 +252,8 @@ def _oci_images(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], stem:
         _check_blob(tar, members, _blob_digest(manifest.get("config"), "the image config"), "the image config")
         for layer in manifest["layers"]:
             _check_blob(tar, members, _blob_digest(layer, "a layer"), "a layer")
-        annotations = descriptor.get("annotations") if isinstance(descriptor.get("annotations"), dict) else {}
+        found = descriptor.get("annotations")
+        annotations: dict[str, Any] = found if isinstance(found, dict) else {}
         name = next((annotations[k] for k in _IMAGE_NAME_ANNOTATIONS if isinstance(annotations.get(k), str)), None)
         images.append((name or (stem if len(manifests) == 1 else f"{stem}-{n}"), bytes.fromhex(hex_digest)))
     return images

@@ -82,11 +82,13 @@ async def serve(agent: Agent, sockets: list[socket.socket], update_token: bytes 
     tls: dict[str, Any] = {}
     if config.tls_cert is not None:
         tls = {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)}
-    plan = [(internal_app, sockets[0], {})] + [(external_app, sock, tls) for sock in sockets[1:]]
+    plan: list[tuple[Any, socket.socket, dict[str, Any]]] = [(internal_app, sockets[0], {})]
+    plan += [(external_app, sock, tls) for sock in sockets[1:]]
     servers = []
     for app, sock, extra in plan:
+        # Each Server.serve captures SIGINT/SIGTERM, shuts down and re-raises the signal to the handler
+        # it replaced: the servers stop one after the other, and last the loop's handler below runs.
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **extra))
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         servers.append((server, sock))
     loop = asyncio.get_running_loop()
 

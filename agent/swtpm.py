@@ -40,7 +40,7 @@ def consecutive_free_ports() -> int:
     for _ in range(200):
         with socket.socket() as first:
             first.bind((HOST, 0))
-            port = first.getsockname()[1]
+            port = int(first.getsockname()[1])
             if port >= 65535:
                 continue
             with socket.socket() as second:

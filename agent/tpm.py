@@ -169,7 +169,7 @@ class AgentTpm:
         with self._lock:
             handle, public = self._call("create the attestation key", create)
             self._replace_ak(handle, public, transient=True)
-        return public
+        return bytes(public)
 
     def use_persistent_ak(self, handle: int) -> bytes:
         """Use an AK the platform provisioned at a persistent handle (Azure: 0x81000003)."""
@@ -182,7 +182,7 @@ class AgentTpm:
         with self._lock:
             tr, public = self._call(f"read the AK at {handle:#x}", read)
             self._replace_ak(tr, public, transient=False)
-        return public
+        return bytes(public)
 
     def _replace_ak(self, handle: Any, public: bytes, *, transient: bool) -> None:
         TpmtPublic.from_bytes(public)  # the TPM's own bytes must parse; a ParseError here is a bug
@@ -214,7 +214,8 @@ class AgentTpm:
                 remaining = [p for p in remaining if p not in values]
             return values
 
-        return self._call("PCR read", read)
+        values: dict[int, bytes] = self._call("PCR read", read)
+        return values
 
     def extend_pcr(self, index: int, digest: bytes) -> None:
         """TPM2_PCR_Extend of the SHA-256 bank: ``PCR = SHA-256(PCR || digest)``."""
@@ -280,7 +281,7 @@ class AgentTpm:
             esapi.tr_close(handle)
             return bytes(out)
 
-        return self._call(f"NV read of {index:#x}", read)
+        return bytes(self._call(f"NV read of {index:#x}", read))
 
 
 def _nv_buffer_max(esapi: Any, tss: Any) -> int:

@@ -174,9 +174,10 @@ def _fund(w3: Web3, address: str, wei: int = 10**20) -> None:
 
 def _cvm_transaction(w3: Web3, agent: AgentProcess, cvm: str, to: str, data: bytes) -> tuple[str, int]:
     """Have the CVM's key (inside the agent) sign a transaction; broadcast it; return (hash, gas used)."""
-    gas = w3.eth.estimate_gas({"from": cvm, "to": to, "data": data})  # type: ignore[typeddict-item]
+    sender = Web3.to_checksum_address(cvm)
+    gas = w3.eth.estimate_gas({"from": sender, "to": Web3.to_checksum_address(to), "data": data})
     base = int(w3.eth.get_block("latest").get("baseFeePerGas") or 0)
-    tx = {"chainId": w3.eth.chain_id, "nonce": w3.eth.get_transaction_count(cvm), "to": to, "data": "0x" + data.hex(),
+    tx = {"chainId": w3.eth.chain_id, "nonce": w3.eth.get_transaction_count(sender), "to": to, "data": "0x" + data.hex(),
           "gas": gas + gas // 5, "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9, "value": 0,
           "type": 2}
     signed = http_json("POST", agent.internal + "/sign-transaction", json.dumps({"transaction": tx}).encode(),
@@ -263,7 +264,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> DemoRes
             artifact = load_artifact(FEED_ARTIFACT)
             factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
             feed_address = _deploy(w3, owner, factory, registry.address, result.golden_id, result)
-            feed = w3.eth.contract(address=feed_address, abi=artifact["abi"])
+            feed = w3.eth.contract(address=Web3.to_checksum_address(feed_address), abi=artifact["abi"])
             _fund(w3, result.cvm_address)
             data = bytes.fromhex(feed.encode_abi("report", args=[4242])[2:])
             tx_hash, gas = _cvm_transaction(w3, agent, result.cvm_address, feed_address, data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ def load_account(source: str, password_file: Path | None = None, *, prompt: bool
         if not value:
             raise RequestError(Reason.KEY_UNAVAILABLE, f"environment variable {name} is not set", source=source)
         try:
-            return Account.from_key(value.strip())
+            account: LocalAccount = Account.from_key(value.strip())
+            return account
         except (ValueError, TypeError):
             raise RequestError(Reason.KEY_UNAVAILABLE, f"{name} does not hold a 32-byte hex private key") from None
     path = Path(source)
@@ -49,18 +51,19 @@ def load_account(source: str, password_file: Path | None = None, *, prompt: bool
     else:
         raise RequestError(Reason.KEY_UNAVAILABLE, "a keystore needs --password-file when not on a terminal")
     try:
-        return Account.from_key(Account.decrypt(keystore, password))
+        decrypted: LocalAccount = Account.from_key(Account.decrypt(keystore, password))
+        return decrypted
     except (ValueError, TypeError, KeyError):
         raise RequestError(Reason.KEY_UNAVAILABLE, f"cannot decrypt keystore {path} (wrong password?)") from None
 
 
-def key_options(func: Any = None, *, required: bool = True) -> Any:
+def key_options(func: Callable[..., Any] | None = None, *, required: bool = True) -> Callable[..., Any]:
     """The ``--key`` and ``--password-file`` options of every signing command.
 
     Use as ``@key_options`` or ``@key_options(required=False)`` (when the command checks itself).
     """
 
-    def decorate(f: Any) -> Any:
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         f = click.option(
             "--password-file",
             type=click.Path(dir_okay=False, path_type=Path),

@@ -92,7 +92,7 @@ class TxSender:
         max_fee, priority = self._fees()
         chain_id = self.w3.eth.chain_id
         for attempt in range(self.policy.max_replacements + 1):
-            tx = {
+            tx: dict[str, Any] = {
                 "type": 2, "chainId": chain_id, "nonce": nonce, "to": to, "data": data, "gas": gas,
                 "maxFeePerGas": max_fee, "maxPriorityFeePerGas": priority, "value": 0,
             }
