@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 #: caller trusts to deliver one (``check_revocation`` checks it all the same).
 CrlSource = Callable[[VerifiedChain, datetime], x509.CertificateRevocationList]
 
+
 def check_revocation(chain: VerifiedChain, crl: x509.CertificateRevocationList, now: datetime) -> None:
     """Raise unless ``crl`` is the ARK's current CRL and does not list the chain's ASK/ASVK."""
     ark_name = chain.ark.subject.rfc4514_string()
