@@ -7,7 +7,7 @@ of the library call alone, measured inside the call with ``gasleft()`` (no 21,00
 ABI decoding):
 
 * ``p384_verify``: P384.verify from the public key (x, y);
-* ``p384_precompute``: P384.precompute, the 6,144-byte table of the key (once per key);
+* ``p384_precompute``: P384.precompute, the 9,216-byte table of the key (once per key);
 * ``p384_verify_precomputed``: P384.verifyPrecomputed with that table.
 
 Run through ``scripts/bench gas --json`` (benchmarks/gas.py merges every module's figures), or alone:

@@ -9,7 +9,7 @@ the ``gasUsed`` the harness reports, and :func:`profile` checks that it does.
 
 Classes: ``alu`` (arithmetic, comparison and bit opcodes: the work itself), ``push`` (constants,
 and the jump targets of internal calls), ``dup``, ``swap``, ``pop`` (moving values on the stack),
-``control`` (JUMP, JUMPI, JUMPDEST), ``memory`` (MLOAD, MSTORE, MSTORE8, MCOPY), ``precompile``
+``control`` (JUMP, JUMPI, JUMPDEST), ``memory`` (loads, stores and copies into memory), ``precompile``
 (the modexp calls, inversion and products mod n) and ``other``.
 
 The verify figure read this way is what docs/p384.md uses to bound what any schedule of this
@@ -35,7 +35,7 @@ ALU = frozenset(
     "SHL SHR SAR CLZ".split()
 )
 CONTROL = frozenset({"JUMP", "JUMPI", "JUMPDEST"})
-MEMORY = frozenset({"MLOAD", "MSTORE", "MSTORE8", "MCOPY"})
+MEMORY = frozenset({"MLOAD", "MSTORE", "MSTORE8", "MCOPY", "CALLDATACOPY", "CODECOPY", "RETURNDATACOPY"})
 CALLS = frozenset({"STATICCALL", "CALL", "DELEGATECALL", "CALLCODE"})
 CLASSES = ("alu", "push", "dup", "swap", "pop", "control", "memory", "precompile", "other")
 

@@ -56,7 +56,7 @@ def test_a_step_that_enters_contract_code_is_refused() -> None:
 @pytest.mark.parametrize(
     ("op", "cls"),
     [("MULMOD", "alu"), ("CLZ", "alu"), ("PUSH0", "push"), ("PUSH32", "push"), ("DUP16", "dup"), ("SWAP1", "swap"),
-     ("POP", "pop"), ("JUMPDEST", "control"), ("MCOPY", "memory"), ("STATICCALL", "precompile"), ("GAS", "other")],
+     ("POP", "pop"), ("JUMPDEST", "control"), ("MCOPY", "memory"), ("CALLDATACOPY", "memory"), ("STATICCALL", "precompile"), ("GAS", "other")],
 )
 def test_opcode_classes(op: str, cls: str) -> None:
     assert opcode_class(op) == cls
