@@ -38,8 +38,15 @@ from web3 import Web3
 
 from offchain.abi.hcl import HclReport
 from offchain.abi.snp_report import SnpReport
-from offchain.cli.verify import azure_inputs, evidence_inputs, parse_hex_option, read_pcrs_file, snp_inputs
-from offchain.cli.output import emit, fail, usage_error
+from offchain.cli.verify import (
+    azure_inputs,
+    evidence_inputs,
+    parse_hex_option,
+    read_pcrs_file,
+    require_quote_group,
+    snp_inputs,
+)
+from offchain.cli.output import emit, fail
 from offchain.errors import ChainError, CvmAttestError, ParseError, Reason
 from offchain.evidence import EvidenceBundle, expected_extra_data_for
 from offchain.policy.golden import GoldenMeasurement
@@ -280,9 +287,7 @@ def verify_azure(
     **raw: Any,
 ) -> None:
     """An Azure CVM's HCL report, and its vTPM quote when given: verifyEvidence (or verifyReport without a quote)."""
-    quote_args = (quote_path, sig_path, pcrs_path, nonce)
-    if any(a is not None for a in quote_args) and not all(a is not None for a in quote_args):
-        usage_error("--quote, --quote-sig, --pcrs and --nonce go together", as_json=True)
+    require_quote_group(quote_path, sig_path, pcrs_path, nonce, as_json=True)
     result = _Result()
 
     def body() -> None:

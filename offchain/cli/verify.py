@@ -231,6 +231,17 @@ azure_inputs = stacked(
     click.option("--pcrs", "pcrs_path", type=PathArg, help="JSON {index: hex} of the quoted SHA-256 PCRs."),
     click.option("--nonce", help="Hex extraData the quote must carry (third-party evidence: the raw nonce)."),
 )
+
+
+def require_quote_group(
+    quote_path: Path | None, sig_path: Path | None, pcrs_path: Path | None, nonce: str | None, *, as_json: bool
+) -> None:
+    """``--quote``, ``--quote-sig``, ``--pcrs`` and ``--nonce`` of :data:`azure_inputs`: all or none (exit 2)."""
+    given = [value is not None for value in (quote_path, sig_path, pcrs_path, nonce)]
+    if any(given) and not all(given):
+        usage_error("--quote, --quote-sig, --pcrs and --nonce go together", as_json=as_json)
+
+
 evidence_inputs = stacked(
     click.argument("evidence_path", type=PathArg, metavar="EVIDENCE.json"),
     click.option("--nonce", required=True, help="Hex nonce given to the agent (on-chain evidence: the block hash)."),
@@ -296,9 +307,7 @@ def verify_azure(
 ) -> None:
     """An Azure CVM's HCL report (SNP report + runtime data with the vTPM AK), and optionally its quote."""
     as_json = bool(options["as_json"])
-    quote_args = (quote_path, sig_path, pcrs_path, nonce)
-    if any(a is not None for a in quote_args) and not all(a is not None for a in quote_args):
-        usage_error("--quote, --quote-sig, --pcrs and --nonce go together", as_json=as_json)
+    require_quote_group(quote_path, sig_path, pcrs_path, nonce, as_json=as_json)
     progress = _Progress()
 
     def body() -> None:
