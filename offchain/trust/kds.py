@@ -156,13 +156,9 @@ class KdsClient:
 
     def _get(self, url: str, parse: Callable[[bytes], T], fresh: Callable[[T], bool] = lambda _value: True) -> T:
         path = self._cache_path(url)
-        if path is not None and path.is_file():
-            try:
-                cached = parse(path.read_bytes())
-                if fresh(cached):
-                    return cached
-            except (CvmAttestError, OSError):
-                pass  # a damaged (or outdated) entry is simply fetched again below
+        cached = None if path is None else _read_cache(path, parse, fresh)
+        if cached is not None:
+            return cached
         body = self.fetcher(url)
         try:
             value = parse(body)
@@ -175,6 +171,15 @@ class KdsClient:
         if path is not None:
             _write_atomically(path, body)
         return value
+
+
+def _read_cache(path: Path, parse: Callable[[bytes], T], fresh: Callable[[T], bool]) -> T | None:
+    """The value cached at ``path``; None when it is absent, unreadable, damaged or stale (it is fetched again)."""
+    try:
+        cached = parse(path.read_bytes())
+    except (CvmAttestError, OSError):
+        return None
+    return cached if fresh(cached) else None
 
 
 def hwid_for(product: Product, chip_id: bytes) -> bytes:
