@@ -7,6 +7,8 @@ One implementation of each, shared by the agent (which produces them), the off-c
 * :func:`direct_report_data`: ``REPORT_DATA = SHA-256(AK TPMT_PUBLIC) || 32 zero bytes``.
 * :func:`offchain_extra_data`: the quote's qualifyingData for ``GET /collaterals/{nonce}``.
 * :func:`onchain_extra_data`: the quote's qualifyingData the registry recomputes.
+* :func:`golden_consent_digest`: what a CVM's own key signs to consent to being attested against
+  one golden measurement (``registerCvm`` recovers the signer and requires it to be the CVM).
 
 The agent never quotes a caller's bytes as they are: both forms are domain separated, so the AK
 cannot be made to sign a value meant for another protocol.
@@ -22,6 +24,7 @@ from offchain.errors import ParseError, Reason
 REPORT_DATA_SIZE = 64
 OFFCHAIN_DOMAIN = b"cvm-attest/offchain/v1"
 ONCHAIN_QUOTE_TYPEHASH = keccak256(b"cvm-attest.quote.v1")
+GOLDEN_CONSENT_TYPEHASH = keccak256(b"cvm-attest.consent.v1")
 NONCE_MIN_BYTES = 1
 NONCE_MAX_BYTES = 64
 
@@ -91,4 +94,22 @@ def onchain_extra_data(chain_id: int, registry: str | bytes, cvm_address: str | 
         + _word_address(registry)
         + _word_address(cvm_address)
         + _word_bytes32(block_hash)
+    )
+
+
+def golden_consent_digest(chain_id: int, registry: str | bytes, cvm_address: str | bytes, golden_id: bytes) -> bytes:
+    """``keccak256(abi.encode(keccak256("cvm-attest.consent.v1"), chainId, registry, cvmAddress, goldenId))``.
+
+    The CVM's Ethereum key signs this 32-byte digest as it is (ECDSA secp256k1, ``r || s || v``, low
+    ``s``) to say "I may be attested against golden measurement ``goldenId`` in this registry".
+    ``registerCvm`` recovers the signer and requires it to be ``cvmAddress``: so nobody but the CVM
+    (its agent, configured with the golden ids it consents to) chooses which golden it is attested
+    under. The domain differs from the quote's, so neither value can stand in for the other.
+    """
+    return keccak256(
+        GOLDEN_CONSENT_TYPEHASH
+        + _word_uint(chain_id)
+        + _word_address(registry)
+        + _word_address(cvm_address)
+        + _word_bytes32(golden_id)
     )
