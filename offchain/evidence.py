@@ -90,13 +90,18 @@ class OffchainNonce:
 
 @dataclass(frozen=True, slots=True)
 class OnchainNonce:
-    """``{"form": "onchain", chain_id, registry, block_number, block_hash}``: the challenge of an
-    on-chain attestation; the quote binds these with the bundle's ``cvm_address``."""
+    """``{"form": "onchain", chain_id, registry, block_number, block_hash, golden_id, consent}``: the
+    challenge of an on-chain attestation; the quote binds the first four with the bundle's
+    ``cvm_address``. ``consent`` is the CVM key's 65-byte signature (``r || s || v``) over
+    :func:`offchain.abi.binding.golden_consent_digest` for ``golden_id``: the agent gives it only
+    for golden measurements it was configured to consent to, and ``registerCvm`` requires it."""
 
     chain_id: int
     registry: bytes
     block_number: int
     block_hash: bytes
+    golden_id: bytes
+    consent: bytes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +110,8 @@ class OnchainNonce:
             "registry": "0x" + self.registry.hex(),
             "block_number": self.block_number,
             "block_hash": "0x" + self.block_hash.hex(),
+            "golden_id": "0x" + self.golden_id.hex(),
+            "consent": "0x" + self.consent.hex(),
         }
 
 
@@ -336,13 +343,17 @@ def _nonce(value: Any) -> NonceSpec:
         except ParseError as exc:
             raise _malformed("nonce.value", exc.detail) from None
         return OffchainNonce(raw)
-    if set(value) != {"form", "chain_id", "registry", "block_number", "block_hash"}:
-        raise _malformed("nonce", "the onchain form has form, chain_id, registry, block_number and block_hash")
+    if set(value) != {"form", "chain_id", "registry", "block_number", "block_hash", "golden_id", "consent"}:
+        raise _malformed(
+            "nonce", "the onchain form has form, chain_id, registry, block_number, block_hash, golden_id and consent"
+        )
     return OnchainNonce(
         chain_id=_uint(value["chain_id"], "nonce.chain_id", 256),
         registry=_hex(value["registry"], "nonce.registry", 20),
         block_number=_uint(value["block_number"], "nonce.block_number", 64),
         block_hash=_hex(value["block_hash"], "nonce.block_hash", 32),
+        golden_id=_hex(value["golden_id"], "nonce.golden_id", 32),
+        consent=_hex(value["consent"], "nonce.consent", 65),
     )
 
 
