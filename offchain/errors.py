@@ -111,6 +111,10 @@ class Reason(str, enum.Enum):
     HTTP_NOT_FOUND = "http.not_found"
     HTTP_METHOD_NOT_ALLOWED = "http.method_not_allowed"
     AGENT_INTERNAL_ERROR = "agent.internal_error"
+    AGENT_GOLDEN_NOT_CONSENTED = "agent.golden_not_consented"
+    AGENT_SOCKET_SYMLINK = "agent.socket.symlink"
+    AGENT_SOCKET_NOT_A_SOCKET = "agent.socket.not_a_socket"
+    AGENT_SOCKET_DIRECTORY_UNSAFE = "agent.socket.directory_unsafe"
 
     # --- chain -----------------------------------------------------------------------------
     CHAIN_REVERTED = "chain.reverted"
