@@ -74,6 +74,7 @@ class Reason(str, enum.Enum):
     TPM_QUOTE_PCR_DIGEST_MISMATCH = "tpm.quote.pcr_digest_mismatch"
     TPM_QUOTE_PCR_SELECTION = "tpm.quote.pcr_selection_mismatch"
     TPM_QUOTE_ALGORITHM_UNSUPPORTED = "tpm.quote.algorithm_unsupported"
+    EVIDENCE_NONCE_FORM_MISMATCH = "evidence.nonce_form_mismatch"
 
     # --- workload (PCR23) ------------------------------------------------------------------
     EVENT_LOG_REPLAY_MISMATCH = "workload.event_log.replay_mismatch"
@@ -93,6 +94,8 @@ class Reason(str, enum.Enum):
     POLICY_PCR_MISMATCH = "policy.pcr_mismatch"
     POLICY_PCR_MISSING = "policy.pcr_missing"
     POLICY_WORKLOAD_MISMATCH = "policy.workload_mismatch"
+    POLICY_GOLDEN_ALLOWS_DEBUG = "policy.golden_allows_debug"
+    POLICY_QUOTE_REQUIRED = "policy.quote_required"
 
     # --- collateral (retryable) ------------------------------------------------------------
     COLLATERAL_UNAVAILABLE = "collateral.unavailable"
