@@ -476,14 +476,16 @@ def verify_evidence(
     fetcher: Fetcher | KdsClient | None = None,
     chain_cache: ChainCache | None = None,
     revocation: CrlSource | None = None,
+    allow_debug_golden: bool = False,
 ) -> VerifiedEvidence:
     """Verify a whole evidence bundle (see the module docstring); raise on the first failure.
 
     ``certificates`` override the bundle's; ``fetcher`` (a URL fetcher or a configured
     :class:`KdsClient`) lets missing certificates come from AMD KDS; ``chain_cache`` remembers
     verified chains between calls; ``revocation`` supplies the ARK's CRL, against which the chain
-    is then checked (:mod:`offchain.verify.revocation`). Errors after the chain verified carry
-    ``product`` and ``signer`` in their context.
+    is then checked (:mod:`offchain.verify.revocation`); ``allow_debug_golden`` accepts a golden
+    measurement that allows debug guests (development only: :func:`offchain.policy.check_policy`).
+    Errors after the chain verified carry ``product`` and ``signer`` in their context.
     """
     kds = fetcher if isinstance(fetcher, KdsClient) or fetcher is None else KdsClient(fetcher)
     chain = _chain(bundle, certificates=certificates, roots=roots, now=now, kds=kds, cache=chain_cache)
@@ -520,6 +522,7 @@ def verify_evidence(
                 binding=bundle.binding,
                 pcrs=quote.pcrs,
                 pcr23_events=bundle.event_log,
+                allow_debug_golden=allow_debug_golden,
             )
     except CvmAttestError as exc:
         exc.context.setdefault("product", chain.product.value)

@@ -10,7 +10,9 @@
 Every command also takes ``--dev-root ARK.pem`` (trust a development ARK, e.g. the simulated
 platform's), ``--kds`` with ``--cache-dir DIR`` (let missing certificates come from AMD KDS),
 ``--crl FILE`` or ``--kds-crl`` (check the chain against the ARK's revocation list, from a file or
-from KDS) and ``--at`` (the verification time; default: now, UTC). Certificates come from ``--vcek``/``--ask``/
+from KDS), ``--allow-debug-golden`` (accept a golden measurement that allows debug guests: development
+only, refused by default because the host can read a debug guest's memory) and ``--at`` (the
+verification time; default: now, UTC). Certificates come from ``--vcek``/``--ask``/
 ``--ark`` when given, else from the evidence, else from KDS only with ``--kds``; anything still
 missing is ``snp.chain.incomplete``. Exit codes and output: offchain.cli.output.
 """
@@ -68,6 +70,7 @@ class _Common:
     golden: GoldenMeasurement | None
     kds: KdsClient | None
     revocation: CrlSource | None
+    allow_debug_golden: bool
 
 
 def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -80,6 +83,11 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kds-url", default=KDS_BASE_URL, show_default=True, help="KDS base URL (a mirror)."),
         click.option("--crl", "crl_path", type=PathArg, help="Check the chain against this ARK CRL (DER or PEM)."),
         click.option("--kds-crl", is_flag=True, help="Check the chain against the ARK's CRL fetched from AMD KDS."),
+        click.option(
+            "--allow-debug-golden",
+            is_flag=True,
+            help="Accept a golden measurement that allows debug guests (development only: the host can read their memory).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
     ]
     for option in reversed(options):
@@ -107,7 +115,7 @@ def parse_hex_option(text: str, option: str) -> bytes:
 
 def _common(
     *, at: str | None, golden: Path | None, dev_root: Path | None, kds: bool, cache_dir: Path | None, kds_url: str,
-    crl_path: Path | None, kds_crl: bool, as_json: bool,
+    crl_path: Path | None, kds_crl: bool, allow_debug_golden: bool, as_json: bool,
 ) -> _Common:
     if cache_dir is not None and not (kds or kds_crl):
         raise ParseError(Reason.INPUT_INVALID, "--cache-dir only makes sense with --kds or --kds-crl")
@@ -139,6 +147,7 @@ def _common(
         golden=None if golden is None else GoldenMeasurement.from_file(golden),
         kds=client if kds else None,
         revocation=revocation,
+        allow_debug_golden=allow_debug_golden,
     )
 
 
@@ -207,6 +216,11 @@ def _check_revocation(chain: VerifiedChain, common: _Common, progress: _Progress
 def _golden_line(golden: GoldenMeasurement, progress: _Progress) -> None:
     progress.extra["golden_id"] = "0x" + golden.canonical_id().hex()
     progress.lines.append(f"  golden       {golden.name or ''} 0x{golden.canonical_id().hex()}: every rule holds")
+    if golden.policy.debug_allowed:
+        progress.extra["golden_allows_debug"] = True
+        progress.lines.append(
+            "  golden       ALLOWS DEBUG GUESTS (accepted because of --allow-debug-golden): the host can read their memory"
+        )
 
 
 @click.group("verify", context_settings={"help_option_names": ["-h", "--help"]})
@@ -271,6 +285,7 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
                 signer=verified.signer,
                 binding=None,
                 pcrs=None,
+                allow_debug_golden=common.allow_debug_golden,
             )
             _golden_line(common.golden, progress)
 
@@ -341,6 +356,7 @@ def verify_azure(
                 signer=verified.signer,
                 binding=Binding.AZURE,
                 pcrs=pcrs,
+                allow_debug_golden=common.allow_debug_golden,
             )
             _golden_line(common.golden, progress)
 
@@ -376,6 +392,7 @@ def verify_evidence_cmd(
             certificates=overrides,
             fetcher=common.kds,
             revocation=common.revocation,
+            allow_debug_golden=common.allow_debug_golden,
         )
         progress.product, progress.signer = verified.product, verified.signer.value
         progress.extra.update(

@@ -8,6 +8,10 @@ decides nothing cryptographic. The rules, one :class:`~offchain.errors.Violation
 * ``measurement``: the report's MEASUREMENT equals the golden value;
 * ``policy.debug_allowed`` / ``policy.migrate_ma_allowed`` / ``policy.smt_allowed``: a POLICY bit
   the golden measurement does not allow (DEBUG bit 19, MIGRATE_MA bit 18, SMT bit 16);
+* ``policy.debug_allowed`` of the golden measurement itself: a golden that allows debugging is
+  refused (``policy.golden_allows_debug``) whatever the report says, because the host can read a
+  debug guest's memory; only a caller that passes ``allow_debug_golden=True`` (development) may
+  use one, and the registry never publishes one;
 * ``policy.min_abi``: the POLICY's (ABI_MAJOR, ABI_MINOR) compared as a version, at least the minimum;
 * ``vmpl``: equal to the golden VMPL;
 * ``min_tcb.<field>``: each REPORTED_TCB component at least the minimum (``fmc`` on Turin only);
@@ -40,11 +44,13 @@ def policy_violations(
     binding: Binding | None,
     pcrs: Mapping[int, bytes] | None,
     pcr23_events: Sequence[WorkloadEvent] | None = None,
+    allow_debug_golden: bool = False,
 ) -> list[Violation]:
     """Every rule of ``golden`` the evidence breaks, in document order (empty when it complies).
 
     ``binding=None`` means no AK was verified (a bare SNP report): the binding rule does not apply.
     ``pcrs=None`` means no quote was verified: every pinned PCR is then missing.
+    ``allow_debug_golden`` accepts a golden measurement that allows debug guests (development only).
     """
     out: list[Violation] = []
     if not hmac.compare_digest(report.measurement, golden.measurement):
@@ -53,6 +59,8 @@ def policy_violations(
         )
     guest = report.guest_policy
     rules = golden.policy
+    if rules.debug_allowed and not allow_debug_golden:
+        out.append(Violation(Reason.POLICY_GOLDEN_ALLOWS_DEBUG, "policy.debug_allowed", False, True))
     if guest.debug and not rules.debug_allowed:
         out.append(Violation(Reason.POLICY_DEBUG_ALLOWED, "policy.debug_allowed", False, True))
     if guest.migrate_ma and not rules.migrate_ma_allowed:
@@ -111,10 +119,18 @@ def check_policy(
     binding: Binding | None,
     pcrs: Mapping[int, bytes] | None,
     pcr23_events: Sequence[WorkloadEvent] | None = None,
+    allow_debug_golden: bool = False,
 ) -> None:
     """Raise :class:`~offchain.errors.PolicyError` carrying every violation, if there is any."""
     violations = policy_violations(
-        golden, report, product=product, signer=signer, binding=binding, pcrs=pcrs, pcr23_events=pcr23_events
+        golden,
+        report,
+        product=product,
+        signer=signer,
+        binding=binding,
+        pcrs=pcrs,
+        pcr23_events=pcr23_events,
+        allow_debug_golden=allow_debug_golden,
     )
     if violations:
         raise PolicyError(violations)

@@ -25,7 +25,7 @@ from offchain.abi.jsontext import loads_bounded
 from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, replay
-from offchain.errors import CvmAttestError, ParseError, Reason
+from offchain.errors import CvmAttestError, ParseError, PolicyError, Reason, Violation
 
 GOLDEN_VERSION = 1
 MEASUREMENT_SIZE = 48
@@ -356,15 +356,26 @@ class GoldenMeasurement:
         lifetime: int = 86400,
         *,
         name: str | None = None,
+        allow_debug: bool = False,
     ) -> GoldenMeasurement:
         """Describe a running CVM exactly: its measurement, guest policy, ABI, reported TCB, VMPL.
 
         The agent's ``GET /golden-measurement`` serves this for an owner to review and publish.
-        The rules are what the report shows (a debug CVM yields ``debug_allowed: true``, which a
-        reviewer should refuse), the minimum TCB is the reported TCB, and ``pcrs`` are pinned as
-        given; ``events`` (the PCR23 workload log) must replay to ``pcrs[23]``.
+        The rules are what the report shows, the minimum TCB is the reported TCB, and ``pcrs`` are
+        pinned as given; ``events`` (the PCR23 workload log) must replay to ``pcrs[23]``.
+
+        A report whose POLICY allows debugging (bit 19: the host can read and write the guest's
+        memory) describes no CVM a golden measurement may accept: :class:`PolicyError`
+        (``policy.debug_allowed``). ``allow_debug=True`` is the development escape hatch: the
+        result says ``debug_allowed: true``, which the registry refuses to publish and every
+        off-chain policy check refuses unless its caller also allows debug goldens
+        (:func:`offchain.policy.check.policy_violations`, ``cvm-cli verify --allow-debug-golden``).
         """
         guest = report.guest_policy
+        if guest.debug and not allow_debug:
+            raise PolicyError(
+                [Violation(Reason.POLICY_DEBUG_ALLOWED, "policy.debug_allowed", False, True)],
+            )
         return cls(
             measurement=report.measurement,
             policy=PolicyRules(

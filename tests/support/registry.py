@@ -154,8 +154,11 @@ class SimCvm:
     def leaf_id(self) -> bytes:
         return certificate_id(self.leaf_der)
 
-    def golden(self, *, pinned: tuple[int, ...] = (0, 23), lifetime: int = 3600) -> GoldenMeasurement:
-        """The golden measurement that describes exactly this CVM, pinning ``pinned`` PCRs."""
+    def golden(
+        self, *, pinned: tuple[int, ...] = (0, 23), lifetime: int = 3600, allow_debug: bool = False
+    ) -> GoldenMeasurement:
+        """The golden measurement that describes exactly this CVM, pinning ``pinned`` PCRs
+        (``allow_debug``: describe a debug guest too, as ``GoldenMeasurement.from_report`` allows)."""
         return GoldenMeasurement.from_report(
             self.report,
             self.chain.product,
@@ -163,6 +166,7 @@ class SimCvm:
             Binding.DIRECT,
             pcrs={i: self.pcrs[i] for i in pinned},
             lifetime=lifetime,
+            allow_debug=allow_debug,
         )
 
     def quote(self, extra_data: bytes, *, ak: SoftAk | None = None, pcrs: Mapping[int, bytes] | None = None) -> Quote:

@@ -229,7 +229,7 @@ def _policy_case(
 
 def test_debug_policy_is_refused(w3: Web3, registry: RegistryClient, dev_chain: Any, rsa_ak: SoftAk) -> None:
     debug_cvm = sim_cvm(dev_chain, rsa_ak, policy=0x30000 | 1 << 19)
-    described = debug_cvm.golden(pinned=(0, 12, 23))
+    described = debug_cvm.golden(pinned=(0, 12, 23), allow_debug=True)
     assert described.policy.debug_allowed  # what the CVM is; the registry refuses to publish that
     golden = dataclasses.replace(described, policy=dataclasses.replace(described.policy, debug_allowed=False))
     assert _policy_case(w3, registry, debug_cvm, golden).reason is Reason.POLICY_DEBUG_ALLOWED

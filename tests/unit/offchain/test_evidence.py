@@ -108,6 +108,16 @@ def test_with_a_golden_measurement() -> None:
     assert exc.value.context["product"] == "genoa" and exc.value.context["signer"] == "vcek"
 
 
+def test_a_golden_that_allows_debug_is_refused_unless_the_caller_allows_it() -> None:
+    parts = make_parts()
+    described = GoldenMeasurement.from_report(parts.report, Product.GENOA, SignerKind.VCEK, Binding.DIRECT)
+    debug = GoldenMeasurement.from_json({**described.to_json(), "policy": {**described.to_json()["policy"], "debug_allowed": True}})
+    with pytest.raises(PolicyError) as exc:
+        _verify(parts.to_json(), golden=debug)
+    assert exc.value.reasons == [Reason.POLICY_GOLDEN_ALLOWS_DEBUG]
+    assert _verify(parts.to_json(), golden=debug, allow_debug_golden=True).golden_id == debug.canonical_id()
+
+
 # --- negative twins, one per step ---------------------------------------------------------------
 
 

@@ -187,6 +187,8 @@ def evidence_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (directory / "golden.json").write_text(golden.dumps())
     strict = {**golden.to_json(), "vmpl": 2, "signers": ["vlek"]}
     (directory / "strict.json").write_text(json.dumps(strict))
+    debug = {**golden.to_json(), "policy": {**golden.to_json()["policy"], "debug_allowed": True}}
+    (directory / "debug-golden.json").write_text(json.dumps(debug))
     (directory / "bad-golden.json").write_text('{"version": 1}')
     return {p.stem: p for p in directory.iterdir()}
 
@@ -219,6 +221,35 @@ def test_verify_evidence_negative_twins(evidence_files: dict[str, Path]) -> None
     ]
     human = run(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["strict"]))
     assert human.exit_code == 1 and human.stderr.count("\n  [policy.") == 2
+
+
+def test_a_golden_that_allows_debug_needs_the_second_flag(evidence_files: dict[str, Path]) -> None:
+    f = evidence_files
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["debug-golden"]))
+    assert (code, out["ok"], out["reason"]) == (1, False, Reason.POLICY_GOLDEN_ALLOWS_DEBUG.value)
+    assert out["violations"] == [
+        {"reason": "policy.golden_allows_debug", "field": "policy.debug_allowed", "expected": False, "actual": True}
+    ]
+    allowed = _evidence_args(f, "--dev-root", f["ark"], "--golden", f["debug-golden"], "--allow-debug-golden")
+    code, out = run_json(*allowed)
+    assert (code, out["ok"], out["golden_allows_debug"]) == (0, True, True)
+    assert "ALLOWS DEBUG GUESTS" in run(*allowed).stdout
+    code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["golden"], "--allow-debug-golden"))
+    assert (code, out["ok"]) == (0, True) and "golden_allows_debug" not in out  # the flag alone changes nothing
+
+
+def test_verify_snp_refuses_a_golden_made_from_the_real_debug_report(vectors: Path, tmp_path: Path) -> None:
+    v = load_vector(vectors, "snp/milan-vcek-v2-gosevguest")
+    golden = GoldenMeasurement.from_report(v.report, Product.MILAN, SignerKind.VCEK, Binding.DIRECT, allow_debug=True)
+    (tmp_path / "golden.json").write_text(golden.dumps())
+    code, out = run_json(*_snp_args(v), "--golden", tmp_path / "golden.json")
+    assert (code, out["reason"]) == (1, Reason.POLICY_GOLDEN_ALLOWS_DEBUG.value)
+    code, out = run_json(*_snp_args(v), "--golden", tmp_path / "golden.json", "--allow-debug-golden")
+    assert (code, out["ok"]) == (0, True)
+    honest = GoldenMeasurement.from_json({**golden.to_json(), "policy": {**golden.to_json()["policy"], "debug_allowed": False}})
+    (tmp_path / "honest.json").write_text(honest.dumps())
+    code, out = run_json(*_snp_args(v), "--golden", tmp_path / "honest.json", "--allow-debug-golden")
+    assert (code, out["reason"]) == (1, Reason.POLICY_DEBUG_ALLOWED.value)  # the guest is still a debug guest
 
 
 @pytest.mark.parametrize(

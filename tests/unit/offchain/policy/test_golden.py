@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -15,9 +16,10 @@ from hypothesis import strategies as st
 
 from offchain.abi.snp_report import Product, SignerKind, TcbVersion
 from offchain.abi.workload import replay
-from offchain.errors import ParseError, Reason
+from offchain.errors import ParseError, PolicyError, Reason
 from offchain.policy.golden import GOLDEN_TYPEHASH, SCHEMA_FILE, Binding, GoldenMeasurement, PolicyRules
 from tests.support.evidence import EVENTS, MEASUREMENT, dev_chain
+from tests.support.snp_vectors import load_vector
 
 PCR0 = bytes(range(32))
 DOC: dict[str, Any] = {
@@ -267,6 +269,35 @@ def test_from_report_describes_the_running_cvm() -> None:
     with pytest.raises(ParseError) as exc:  # events must replay to the PCR23 given
         GoldenMeasurement.from_report(report, Product.TURIN, SignerKind.VCEK, "direct", {23: PCR0}, EVENTS, 3600)
     assert exc.value.reason is Reason.GOLDEN_MALFORMED
+
+
+DEBUG_POLICY = 0x31F05 | 1 << 19  # the report above, with DEBUG (bit 19): the host can read the guest's memory
+
+
+def test_from_report_refuses_a_debug_guest() -> None:
+    chain = dev_chain(Product.TURIN, SignerKind.VCEK)
+    report = chain.sign(chain.report_template(measurement=MEASUREMENT, policy=DEBUG_POLICY))
+    with pytest.raises(PolicyError) as exc:
+        GoldenMeasurement.from_report(report, Product.TURIN, SignerKind.VCEK, "direct")
+    assert exc.value.reason is Reason.POLICY_DEBUG_ALLOWED and exc.value.reasons == [Reason.POLICY_DEBUG_ALLOWED]
+
+
+def test_from_report_of_a_debug_guest_only_with_the_escape_hatch() -> None:
+    chain = dev_chain(Product.TURIN, SignerKind.VCEK)
+    report = chain.sign(chain.report_template(measurement=MEASUREMENT, policy=DEBUG_POLICY))
+    golden = GoldenMeasurement.from_report(report, Product.TURIN, SignerKind.VCEK, "direct", allow_debug=True)
+    assert golden.policy.debug_allowed  # what the guest is: every policy check refuses it by default
+    not_debug = chain.sign(chain.report_template(measurement=MEASUREMENT, policy=0x31F05))
+    described = GoldenMeasurement.from_report(not_debug, Product.TURIN, SignerKind.VCEK, "direct", allow_debug=True)
+    assert not described.policy.debug_allowed  # the flag allows a debug report, it does not make one
+
+
+def test_from_report_refuses_the_real_debug_report(vectors: Path) -> None:
+    v = load_vector(vectors, "snp/milan-vcek-v2-gosevguest")  # POLICY 0xb0000: DEBUG set
+    assert v.report.guest_policy.debug
+    with pytest.raises(PolicyError) as exc:
+        GoldenMeasurement.from_report(v.report, Product.MILAN, SignerKind.VCEK, "direct")
+    assert exc.value.reason is Reason.POLICY_DEBUG_ALLOWED
 
 
 golden_docs = st.fixed_dictionaries(

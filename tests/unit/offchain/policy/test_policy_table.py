@@ -34,6 +34,7 @@ class Case:
     binding: Binding | None = Binding.DIRECT
     pcrs: dict[int, bytes] | None = field(default_factory=default_pcrs)
     events: tuple[WorkloadEvent, ...] | None = EVENTS
+    allow_debug_golden: bool = False
 
 
 def _report(case: Case) -> SnpReport:
@@ -44,8 +45,9 @@ def _report(case: Case) -> SnpReport:
 
 def _golden(case: Case, report: SnpReport) -> GoldenMeasurement:
     pcrs = default_pcrs()
+    # allow_debug: a row may sign a debug report; the rows set what the golden says about debug.
     base = GoldenMeasurement.from_report(
-        report, case.product, case.signer, Binding.DIRECT, {0: pcrs[0], 23: pcrs[23]}, EVENTS, 86400
+        report, case.product, case.signer, Binding.DIRECT, {0: pcrs[0], 23: pcrs[23]}, EVENTS, 86400, allow_debug=True
     )
     policy_changes = {k[len("policy.") :]: v for k, v in case.golden.items() if k.startswith("policy.")}
     tcb_changes = {k[len("min_tcb.") :]: v for k, v in case.golden.items() if k.startswith("min_tcb.")}
@@ -68,6 +70,7 @@ def _violations(case: Case) -> list[Reason]:
         binding=case.binding,
         pcrs=case.pcrs,
         pcr23_events=case.events,
+        allow_debug_golden=case.allow_debug_golden,
     )
     return [v.reason for v in violations]
 
@@ -78,7 +81,10 @@ ROWS: list[tuple[str, Callable[[], Case], Reason | None]] = [
     ("baseline", lambda: Case(), None),
     ("measurement", lambda: Case(golden={"measurement": b"\x01" * 48}), Reason.POLICY_MEASUREMENT_MISMATCH),
     ("debug", lambda: Case(golden={"policy.debug_allowed": False}, report={"policy": BASE_POLICY | 1 << 19}), Reason.POLICY_DEBUG_ALLOWED),
-    ("debug-allowed", lambda: Case(golden={"policy.debug_allowed": True}), None),
+    ("golden-allows-debug", lambda: Case(golden={"policy.debug_allowed": True}), Reason.POLICY_GOLDEN_ALLOWS_DEBUG),
+    ("golden-allows-debug-debug-guest", lambda: Case(golden={"policy.debug_allowed": True}, report={"policy": BASE_POLICY | 1 << 19}), Reason.POLICY_GOLDEN_ALLOWS_DEBUG),
+    ("debug-golden-allowed-by-the-caller", lambda: Case(golden={"policy.debug_allowed": True}, report={"policy": BASE_POLICY | 1 << 19}, allow_debug_golden=True), None),
+    ("debug-guest-despite-the-caller", lambda: Case(golden={"policy.debug_allowed": False}, report={"policy": BASE_POLICY | 1 << 19}, allow_debug_golden=True), Reason.POLICY_DEBUG_ALLOWED),
     ("migrate-ma", lambda: Case(report={"policy": BASE_POLICY | 1 << 18}, golden={"policy.migrate_ma_allowed": False}), Reason.POLICY_MIGRATE_MA_ALLOWED),
     ("smt", lambda: Case(golden={"policy.smt_allowed": False}), Reason.POLICY_SMT_NOT_ALLOWED),
     ("smt-off-in-report", lambda: Case(golden={"policy.smt_allowed": False}, report={"policy": BASE_POLICY & ~(1 << 16)}), None),
@@ -109,7 +115,8 @@ def test_policy_row(row: str, make: Callable[[], Case], reason: Reason | None) -
     case = make()
     assert _violations(case) == ([] if reason is None else [reason])
     report = _report(case)
-    kwargs = dict(product=case.product, signer=case.signer, binding=case.binding, pcrs=case.pcrs, pcr23_events=case.events)
+    kwargs = dict(product=case.product, signer=case.signer, binding=case.binding, pcrs=case.pcrs, pcr23_events=case.events,
+                  allow_debug_golden=case.allow_debug_golden)
     if reason is None:
         check_policy(_golden(case, report), report, **kwargs)  # type: ignore[arg-type]
     else:
