@@ -1,14 +1,18 @@
 """The agent's HTTP API (FastAPI): two applications over one :class:`agent.service.Agent`.
 
-* **internal** (default ``127.0.0.1:7999``), for the workload in the same CVM: everything a
-  verifier can ask for, plus ``POST /offchain-verify``, ``POST /sign-message`` and
-  ``POST /sign-transaction`` (the CVM key signs only for code inside the CVM).
+* **internal** (default the Unix socket ``/run/cvm-agent/internal.sock``, which only the workload's
+  containers are given), for the workload in the same CVM: everything a verifier can ask for, plus
+  ``POST /offchain-verify``, ``POST /sign-message`` and ``POST /sign-transaction`` (the CVM key
+  signs only for code the socket's permissions admit).
 * **external** (default ``0.0.0.0:8000``, TLS when configured), for verifiers and operators:
-  evidence, identity, health, and ``POST /update-workload`` behind a bearer token.
+  evidence, identity, health, and behind a bearer token ``POST /update-workload`` and
+  ``GET``/``POST /golden-consents``.
 
 Every error is JSON ``{"reason", "detail", "context"?}`` with a stable reason (offchain.errors):
-4xx for the caller's mistakes (422 for bad parameters, 401/403 for authentication, 413 for
-oversize), 503 when the TPM or the firmware is unavailable, 502 when the workload runner failed.
+4xx for the caller's mistakes (422 for bad parameters, 401/403 for authentication, 403 for a
+golden id the CVM does not consent to, 409 when the CVM itself is unfit, e.g. a debug guest asked
+for its golden measurement, 413 for oversize), 503 when the TPM or the firmware is unavailable,
+502 when the workload runner failed.
 OpenAPI is served at ``/openapi.json`` and ``/docs`` on both listeners.
 """
 
@@ -35,6 +39,7 @@ from offchain.errors import (
     CollateralError,
     CvmAttestError,
     PlatformError,
+    PolicyError,
     Reason,
     RequestError,
     VerificationError,
@@ -46,6 +51,7 @@ log = logging.getLogger("cvm_agent.http")
 
 MAX_JSON_BODY = 2 << 20
 UPDATE_PATH = "/update-workload"
+CONSENTS_PATH = "/golden-consents"
 _HEX_NONCE = r"^(?:[0-9a-fA-F]{2}){1,64}$"
 _ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 _BYTES32 = r"^0x[0-9a-fA-F]{64}$"
@@ -61,6 +67,8 @@ _STATUS_BY_REASON = {
     Reason.AUTH_REQUIRED: 401,
     Reason.AUTH_INVALID: 401,
     Reason.WORKLOAD_UPDATE_DISABLED: 403,
+    Reason.AGENT_GOLDEN_NOT_CONSENTED: 403,
+    Reason.POLICY_DEBUG_ALLOWED: 409,
     Reason.HTTP_NOT_FOUND: 404,
     Reason.HTTP_METHOD_NOT_ALLOWED: 405,
     Reason.WORKLOAD_ARCHIVE_TOO_LARGE: 413,
@@ -79,6 +87,9 @@ def status_for(error: CvmAttestError) -> int:
         return 503
     if isinstance(error, ChainError):
         return 502
+    if isinstance(error, PolicyError):
+        # Reaches a route only from GET /golden-measurement: this CVM is not one a golden may describe.
+        return 409
     if isinstance(error, RequestError):
         return 400
     return 422
@@ -120,6 +131,13 @@ class SignTransactionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     transaction: dict[str, Any]
+
+
+class GoldenConsentRequest(BaseModel):
+    """A golden measurement's canonical id (``0x`` and 64 hex digits) this CVM consents to."""
+
+    model_config = ConfigDict(extra="forbid")
+    golden_id: str = Field(pattern=_BYTES32)
 
 
 class OffchainVerifyRequest(BaseModel):
@@ -242,18 +260,27 @@ def collaterals(
     summary="Evidence bundle for on-chain registration",
     description="The same bundle, quoted over `keccak256(abi.encode(keccak256(\"cvm-attest.quote.v1\"), chain_id, "
     "registry, <this CVM's address>, block_hash))`. The agent fills in its own address; nothing else can be "
-    "bound. The bundle's `nonce` object repeats chain id, registry, block number and hash, and `cvm_address` the "
-    "address, which is what a relayer needs to build `registerCvm`/`refreshCvm`. " + WHERE_BOTH,
-    dependencies=[Depends(only_query("chain_id", "registry", "block_number", "block_hash"))],
+    "bound. The bundle's `nonce` object repeats chain id, registry, block number and hash, and carries "
+    "`golden_id` with `consent`, the CVM key's signature (r||s||v) over `keccak256(abi.encode("
+    "keccak256(\"cvm-attest.consent.v1\"), chain_id, registry, <this CVM's address>, golden_id))`; with "
+    "`cvm_address` that is what a relayer needs to build `registerCvm`/`refreshCvm`. A golden id the agent "
+    "was not configured to consent to is refused (403 `agent.golden_not_consented`) and nothing is quoted. "
+    + WHERE_BOTH,
+    dependencies=[Depends(only_query("chain_id", "registry", "block_number", "block_hash", "golden_id"))],
+    responses={403: {"model": ErrorBody, "description": "This CVM does not consent to that golden measurement"}},
 )
 def onchain_collaterals(
     chain_id: int = Query(ge=1, le=(1 << 256) - 1, description="EIP-155 chain id"),
     registry: str = Query(pattern=_ADDRESS, description="CvmRegistry address, 0x-hex"),
     block_number: int = Query(ge=0, le=(1 << 64) - 1, description="A recent block's number"),
     block_hash: str = Query(pattern=_BYTES32, description="That block's hash, 0x-hex"),
+    golden_id: str = Query(pattern=_BYTES32, description="The golden measurement to register under, 0x-hex"),
     agent: Agent = Depends(agent_of),
 ) -> dict[str, Any]:
-    return agent.onchain_collaterals(chain_id, registry, block_number, _hex_bytes(block_hash)).to_json()
+    bundle = agent.onchain_collaterals(
+        chain_id, registry, block_number, _hex_bytes(block_hash), _hex_bytes(golden_id)
+    )
+    return bundle.to_json()
 
 
 @both.get(
@@ -262,8 +289,10 @@ def onchain_collaterals(
     description="A golden-measurement document (docs/formats.md) with this CVM's launch measurement, guest "
     "policy, reported TCB as minimum, VMPL, product, signer, binding, every quoted PCR pinned to its current "
     "value and the PCR23 event list. Review it before publishing it. Its canonical id is in the `X-Golden-Id` "
-    "header. " + WHERE_BOTH,
+    "header. A guest whose policy allows debugging (the host can read its memory) has none: 409 "
+    "`policy.debug_allowed`. " + WHERE_BOTH,
     dependencies=[Depends(only_query())],
+    responses={409: {"model": ErrorBody, "description": "This CVM is not one a golden measurement may describe"}},
 )
 def golden_measurement(agent: Agent = Depends(agent_of)) -> JSONResponse:
     golden = agent.golden_measurement()
@@ -353,7 +382,8 @@ def _bearer(request: Request) -> None:
     token: bytes | None = request.app.state.update_token
     if token is None:
         raise RequestError(
-            Reason.WORKLOAD_UPDATE_DISABLED, "updates are disabled: the agent was started without --token-file"
+            Reason.WORKLOAD_UPDATE_DISABLED,
+            f"{request.url.path} is disabled: the agent was started without --token-file",
         )
     header = request.headers.get("authorization")
     if not header:
@@ -407,6 +437,41 @@ async def update_workload(request: Request, agent: Agent = Depends(agent_of)) ->
         "events": [event.to_json() for event in result.events],
         "files": list(result.files),
     }
+
+
+_TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
+    403: {"model": ErrorBody, "description": "Disabled (no --token-file)"},
+}
+
+
+@external_only.get(
+    CONSENTS_PATH,
+    summary="Golden measurements this CVM consents to",
+    description="Every golden id `GET /onchain/collaterals` accepts, with its source: `configured` "
+    "(`--consent-golden`, `--consent-file`) or `runtime` (added by `POST " + CONSENTS_PATH + "`, kept in the "
+    "state directory). Needs `Authorization: Bearer <token>`. " + WHERE_EXTERNAL,
+    dependencies=[Depends(only_query()), Depends(_bearer)],
+    responses=_TOKEN_ERRORS,
+)
+def list_golden_consents(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    return {"consents": agent.consents.entries()}
+
+
+@external_only.post(
+    CONSENTS_PATH,
+    summary="Consent to a golden measurement",
+    description="From now on (and after a restart) `GET /onchain/collaterals` signs this CVM's consent to be "
+    "registered under `golden_id`. `added` is false when it was consented already. Needs "
+    "`Authorization: Bearer <token>`. " + WHERE_EXTERNAL,
+    dependencies=[Depends(only_query()), Depends(_bearer)],
+    responses={**_TOKEN_ERRORS, 422: {"model": ErrorBody, "description": "Not a golden id, or too many"}},
+)
+def add_golden_consent(body: GoldenConsentRequest, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    added = agent.consents.add(_hex_bytes(body.golden_id))
+    if added:
+        log.info("consent to golden measurement %s added", body.golden_id.lower())
+    return {"golden_id": body.golden_id.lower(), "added": added, "consents": agent.consents.entries()}
 
 
 # --- the two applications ---------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """The agent's configuration: one frozen value built by the command line (agent.main) or by tests.
 
 Defaults describe a real CVM: the kernel's TPM resource manager (``device:/dev/tpmrm0``), the
-internal listener on loopback for the workload, the external one on every interface for
-verifiers and operators, the workload started with ``podman-compose up -d``.
+internal listener on a Unix socket for the workload (``/run/cvm-agent/internal.sock``, which the
+image mounts into the workload's containers), the external one on every interface for verifiers
+and operators, the workload started with ``podman-compose up -d``.
 """
 
 from __future__ import annotations
 
 import enum
+import grp
 import hashlib
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +34,22 @@ DEFAULT_SIM_MEASUREMENT = hashlib.sha384(b"cvm-attest/sim/measurement/v1").diges
 
 DEFAULT_TCTI = "device:/dev/tpmrm0"
 DEFAULT_STATE_DIR = Path("/var/lib/cvm-agent")
-DEFAULT_INTERNAL = "127.0.0.1:7999"
+DEFAULT_INTERNAL = "unix:/run/cvm-agent/internal.sock"
 DEFAULT_EXTERNAL = "0.0.0.0:8000"
 DEFAULT_RUNNER = ("podman-compose", "up", "-d")
 DEFAULT_IMAGE_LOADER = ("podman", "load", "-i")
 DEFAULT_TSM_ROOT = Path("/sys/kernel/config/tsm/report")
 DEFAULT_SEV_GUEST = Path("/dev/sev-guest")
 TCTI_NAMES = ("device", "swtpm", "mssim")
+#: ``sockaddr_un.sun_path`` holds 108 bytes on Linux, the terminating NUL included.
+MAX_SOCKET_PATH = 107
+#: The directory of the internal socket and the socket itself: the owner (the agent) and its group
+#: (``--internal-group``, what the workload's containers run with) only.
+SOCKET_DIRECTORY_MODE = 0o750
+SOCKET_MODE = 0o660
+#: At most this many golden ids consented to (configured and added at run time together).
+MAX_CONSENTS = 256
+CONSENTS_FILE = "golden-consents.json"
 
 
 def _is_decimal(text: str) -> bool:
@@ -106,6 +118,69 @@ class Listen:
 
 
 @dataclass(frozen=True, slots=True)
+class UnixListen:
+    """A Unix socket listener ``unix:/ABSOLUTE/PATH`` (agent.listeners creates it safely)."""
+
+    path: Path
+
+    @classmethod
+    def parse(cls, text: str) -> UnixListen:
+        raw = text.removeprefix("unix:")
+        if raw == text or not raw.startswith("/"):
+            raise ParseError(Reason.INPUT_INVALID, f"a Unix socket listener is unix:/ABSOLUTE/PATH, got {text!r}")
+        if "\0" in raw or len(os.fsencode(raw)) > MAX_SOCKET_PATH:
+            raise ParseError(Reason.INPUT_INVALID, f"a Unix socket path is at most {MAX_SOCKET_PATH} bytes")
+        path = Path(raw)
+        if raw.endswith("/") or ".." in path.parts or path.parent == path:
+            raise ParseError(Reason.INPUT_INVALID, f"{raw!r} does not name a socket inside a directory")
+        return cls(path)
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
+def parse_internal(text: str) -> Listen | UnixListen:
+    """``--internal``: ``unix:/PATH`` (the default form), or ``HOST:PORT`` to opt in to TCP."""
+    return UnixListen.parse(text) if text.startswith("unix:") else Listen.parse(text)
+
+
+def parse_group(text: str) -> int:
+    """``--internal-group``: a group name or a numeric gid."""
+    if _is_decimal(text):
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except (KeyError, ValueError):
+        raise ParseError(Reason.INPUT_INVALID, f"--internal-group: no group named {text!r}") from None
+
+
+def parse_golden_id(text: str) -> bytes:
+    """A golden measurement's canonical id: ``0x`` and 64 hex digits."""
+    digits = text.removeprefix("0x")
+    if digits == text or len(digits) != 64 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        raise ParseError(Reason.INPUT_INVALID, f"a golden id is 0x and 64 hex digits, got {text[:80]!r}")
+    return bytes.fromhex(digits)
+
+
+def read_consent_file(path: Path) -> tuple[bytes, ...]:
+    """``--consent-file``: one golden id per line; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParseError(Reason.INPUT_INVALID, f"cannot read the consent file {path}: {exc}") from None
+    ids: list[bytes] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            ids.append(parse_golden_id(entry))
+        except ParseError as exc:
+            raise ParseError(Reason.INPUT_INVALID, f"{path}:{number}: {exc.detail}") from None
+    return tuple(ids)
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveLimits:
     """Bounds on an uploaded workload archive (POST /update-workload)."""
 
@@ -151,7 +226,8 @@ class AgentConfig:
     tcti: Tcti
     state_dir: Path
     workload_dir: Path
-    internal: Listen = field(default_factory=lambda: Listen.parse(DEFAULT_INTERNAL))
+    internal: Listen | UnixListen = field(default_factory=lambda: parse_internal(DEFAULT_INTERNAL))
+    internal_group: int | None = None
     external: Listen | None = field(default_factory=lambda: Listen.parse(DEFAULT_EXTERNAL))
     token_file: Path | None = None
     tls_cert: Path | None = None
@@ -170,6 +246,10 @@ class AgentConfig:
     tsm_root: Path = DEFAULT_TSM_ROOT
     sev_guest: Path = DEFAULT_SEV_GUEST
     snp_privlevel: int | None = None
+    sim_debug: bool = False
+    #: Golden ids this CVM consents to be attested against (``--consent-golden``, ``--consent-file``);
+    #: ``POST /golden-consents`` adds more at run time, kept in :attr:`consents_path`.
+    consented_goldens: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if WORKLOAD_PCR not in self.pcrs:
@@ -184,6 +264,18 @@ class AgentConfig:
             raise ParseError(Reason.INPUT_INVALID, "the runner command must not be empty")
         if self.snp_privlevel is not None and not 0 <= self.snp_privlevel <= 3:
             raise ParseError(Reason.INPUT_INVALID, "--snp-privlevel is a VMPL, 0..3")
+        if self.internal_group is not None and not isinstance(self.internal, UnixListen):
+            raise ParseError(Reason.INPUT_INVALID, "--internal-group applies to a unix: internal listener only")
+        if any(len(golden_id) != 32 for golden_id in self.consented_goldens):
+            raise ParseError(Reason.INPUT_INVALID, "a golden id is 32 bytes")
+        if len(set(self.consented_goldens)) > MAX_CONSENTS:
+            raise ParseError(Reason.INPUT_INVALID, f"at most {MAX_CONSENTS} golden ids may be consented to")
+        if self.sim_debug and self.platform is not PlatformName.SIM:
+            raise ParseError(Reason.INPUT_INVALID, "--sim-debug applies to the sim platform only")
+        if _inside(self.consents_path, self.workload_dir):
+            # The golden id covers PCR23, which measures the workload's config/: a consent kept there
+            # would change the id it names, and an update would replace it.
+            raise ParseError(Reason.INPUT_INVALID, "the state directory must not be inside the workload directory")
 
     @property
     def event_log_path(self) -> Path:
@@ -191,6 +283,16 @@ class AgentConfig:
         return self.state_dir / "event-log.jsonl"
 
     @property
+    def consents_path(self) -> Path:
+        """The golden ids consented to at run time (``POST /golden-consents``), outside the workload."""
+        return self.state_dir / CONSENTS_FILE
+
+    @property
     def sim_dir(self) -> Path:
         """The simulated platform's development AMD chain (``ark.pem`` is what verifiers pin)."""
         return self.state_dir / "sim"
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` is ``directory`` or below it, once both are made absolute and resolved."""
+    return path.resolve().is_relative_to(directory.resolve())

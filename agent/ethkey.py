@@ -3,7 +3,9 @@
 Its address is what on-chain attestation binds (PROTOCOL.md, "Evidence binding" step 2: the
 on-chain quote's extraData includes ``cvmAddress``), so only code inside this CVM, through the
 agent's internal listener, can act as the attested CVM. The private key is not exposed by any
-route; the workload asks the agent to sign EIP-191 messages and transactions.
+route; the workload asks the agent to sign EIP-191 messages and transactions. The agent itself
+signs one raw digest: its consent to a golden measurement (:meth:`CvmKey.sign_digest`), which no
+route lets a caller choose.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ class CvmKey:
     @property
     def address_bytes(self) -> bytes:
         return parse_address(self.address)
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """``r || s || v`` (65 bytes, low ``s``, ``v`` 27 or 28) over the 32-byte ``digest`` as it is,
+        without the EIP-191 prefix: what ``ECDSA.recover(digest, signature)`` takes on chain.
+
+        Only for digests the agent computes itself under its own domain tag
+        (:func:`offchain.abi.binding.golden_consent_digest`): signing a caller's digest would let it
+        obtain this key's signature over anything, a transaction hash included.
+        """
+        if len(digest) != 32:
+            raise RequestError(Reason.INPUT_INVALID, "a digest to sign is 32 bytes")
+        signed = self._account.unsafe_sign_hash(digest)
+        return bytes(signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v]))
 
     def sign_message(self, *, text: str | None = None, data: bytes | None = None) -> dict[str, Any]:
         """EIP-191 version 0x45 (``personal_sign``) over UTF-8 ``text`` or raw ``data``."""

@@ -3,12 +3,14 @@
 ::
 
     cvm-agent --platform {snp,azure,sim} --tpm TCTI --state-dir DIR [--workload-dir DIR]
-              [--internal HOST:PORT] [--external HOST:PORT|off] [--token-file FILE]
+              [--internal unix:PATH|HOST:PORT] [--internal-group GROUP] [--external HOST:PORT|off]
+              [--token-file FILE] [--consent-golden 0xID ...] [--consent-file FILE]
               [--tls-cert F --tls-key F] [--ak rsa|ecc] [--sim-measurement HEX] ...
 
-Defaults suit a real CVM (``snp``, ``device:/dev/tpmrm0``, ``/var/lib/cvm-agent``). Startup
-problems (no TPM, no configfs-tsm, a port taken, a log that does not replay to PCR23) print
-``[reason] message`` on stderr and exit with status 2; nothing is served half-started.
+Defaults suit a real CVM (``snp``, ``device:/dev/tpmrm0``, ``/var/lib/cvm-agent``, the internal
+listener on ``/run/cvm-agent/internal.sock``). Startup problems (no TPM, no configfs-tsm, a port
+taken, an unsafe socket path, a log that does not replay to PCR23) print ``[reason] message`` on
+stderr and exit with status 2; nothing is served half-started.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shlex
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,32 +49,30 @@ from agent.config import (
     Listen,
     PlatformName,
     Tcti,
+    UnixListen,
+    parse_golden_id,
+    parse_group,
+    parse_internal,
     parse_measurement,
     parse_pcrs,
+    read_consent_file,
 )
+from agent.listeners import UnixSocketListener, bind_tcp
 from agent.service import Agent
 
 EXIT_STARTUP = 2
 log = logging.getLogger("cvm_agent")
 
 
-def bind(listen: Listen) -> socket.socket:
-    """A listening socket, bound before uvicorn starts, so a taken port is a clear startup error."""
-    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    # proto=IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
-    # listening socket says so; without it keep-alive responses wait ~40 ms for delayed ACKs.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((listen.host, listen.port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise PlatformError(
-            Reason.PLATFORM_UNAVAILABLE, f"cannot listen on {listen}: {exc.strerror or exc}", listener=str(listen)
-        ) from None
-    sock.set_inheritable(True)
-    return sock
+def bind_internal(config: AgentConfig) -> tuple[socket.socket, Callable[[], None]]:
+    """The internal listener's socket and what closes it (and removes a Unix socket)."""
+    if isinstance(config.internal, UnixListen):
+        listener = UnixSocketListener.bind(config.internal, config.internal_group)
+        return listener.socket, listener.close
+    log.warning("the internal listener is TCP %s: every process that reaches it can have the CVM key sign",
+                config.internal)
+    sock = bind_tcp(config.internal)
+    return sock, sock.close
 
 
 async def serve(agent: Agent, sockets: list[socket.socket], update_token: bytes | None) -> None:
@@ -99,14 +100,15 @@ async def serve(agent: Agent, sockets: list[socket.socket], update_token: bytes 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     for _, sock in servers:
-        host, port = sock.getsockname()[:2]
-        log.info("listening on %s:%d", host, port)
+        where = str(config.internal) if sock.family == socket.AF_UNIX else "%s:%d" % sock.getsockname()[:2]
+        log.info("listening on %s", where)
     await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
 
 
-def _listen(value: str, name: str) -> Listen:
+def _option(parse: Callable[[Any], Any], value: Any, name: str) -> Any:
+    """``parse(value)``, its typed error a usage error naming the option."""
     try:
-        return Listen.parse(value)
+        return parse(value)
     except CvmAttestError as exc:
         raise click.BadParameter(exc.detail, param_hint=name) from None
 
@@ -123,12 +125,20 @@ def _listen(value: str, name: str) -> Listen:
               show_default=True, help="Event log, the sim platform's dev chain (sim/ark.pem), upload spool.")
 @click.option("--workload-dir", type=click.Path(file_okay=False, path_type=Path),
               help="The workload (docker-compose.yml, config/, secrets/). Default: STATE_DIR/workload.")
-@click.option("--internal", default=DEFAULT_INTERNAL, show_default=True, metavar="HOST:PORT",
-              help="Listener for the workload (signing, offchain-verify).")
+@click.option("--internal", default=DEFAULT_INTERNAL, show_default=True, metavar="unix:PATH|HOST:PORT",
+              help="Listener for the workload (signing, offchain-verify): a Unix socket in a directory of its own "
+              "(0750, socket 0660), or HOST:PORT to opt in to TCP, which every process reaching it may use.")
+@click.option("--internal-group", metavar="GROUP",
+              help="Group (name or gid) of the socket and its directory: what the workload's containers run with.")
 @click.option("--external", default=DEFAULT_EXTERNAL, show_default=True, metavar="HOST:PORT|off",
               help="Listener for verifiers and operators (update-workload).")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Bearer token for POST /update-workload; without it updates are disabled.")
+              help="Bearer token for POST /update-workload and /golden-consents; without it both are disabled.")
+@click.option("--consent-golden", "consent_goldens", multiple=True, metavar="0xID",
+              help="A golden id this CVM consents to be attested against (repeatable); GET /onchain/collaterals "
+              "refuses any other.")
+@click.option("--consent-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Golden ids to consent to, one per line (# comments); outside the workload directory.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS certificate (external).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS private key (external).")
 @click.option("--ak", "ak_kind", type=click.Choice([k.value for k in AkKind]), default="rsa", show_default=True,
@@ -136,6 +146,8 @@ def _listen(value: str, name: str) -> Listen:
 @click.option("--pcrs", default=",".join(map(str, DEFAULT_PCRS)), show_default=True, metavar="LIST",
               help="SHA-256 PCRs every quote covers, e.g. 0-9,11,12; PCR23 is always added.")
 @click.option("--sim-measurement", metavar="HEX", help="sim: the 48-byte launch MEASUREMENT (96 hex digits).")
+@click.option("--sim-debug", is_flag=True,
+              help="sim: report a guest policy that allows debugging (a CVM no golden measurement may accept).")
 @click.option("--product", type=click.Choice([p.value for p in Product]),
               help="The product line: sim: of the development chain (default genoa); snp/azure: used only when "
               "a version 2 report and the certificates do not name it.")
@@ -174,37 +186,53 @@ def main(**options: Any) -> None:
     except CvmAttestError as exc:
         raise click.UsageError(exc.detail) from None
     sockets: list[socket.socket] = []
+    closers: list[Callable[[], None]] = []
     try:
         token = read_token(config.token_file) if config.token_file is not None else None
-        sockets.append(bind(config.internal))
+        internal, close_internal = bind_internal(config)
+        sockets.append(internal)
+        closers.append(close_internal)
         if config.external is not None:
-            sockets.append(bind(config.external))
+            sockets.append(bind_tcp(config.external))
+            closers.append(sockets[-1].close)
         agent = Agent.start(config)
     except CvmAttestError as exc:
-        for sock in sockets:
-            sock.close()
+        for close in closers:
+            close()
         click.echo(f"[{exc.reason.value}] {exc.detail}", err=True)
         sys.exit(EXIT_STARTUP)
     try:
         asyncio.run(serve(agent, sockets, token))
     finally:
         agent.close()
+        for close in closers:
+            close()
 
 
 def _config(options: dict[str, Any]) -> AgentConfig:
     platform = PlatformName(options["platform_name"])
     state_dir: Path = options["state_dir"]
-    external = None if options["external"] == "off" else _listen(options["external"], "--external")
+    external = None if options["external"] == "off" else _option(Listen.parse, options["external"], "--external")
+    workload_dir: Path = options["workload_dir"] or state_dir / "workload"
     extra: dict[str, Any] = {}
     if options["sim_measurement"] is not None:
         extra["sim_measurement"] = parse_measurement(options["sim_measurement"])
+    if options["internal_group"] is not None:
+        extra["internal_group"] = _option(parse_group, options["internal_group"], "--internal-group")
+    consents = [_option(parse_golden_id, text, "--consent-golden") for text in options["consent_goldens"]]
+    if options["consent_file"] is not None:
+        consent_file: Path = options["consent_file"]
+        if consent_file.resolve().is_relative_to(workload_dir.resolve()):
+            # config/ is measured into PCR23, which the golden id covers; an update replaces the rest.
+            raise click.BadParameter("must be outside the workload directory", param_hint="--consent-file")
+        consents += _option(read_consent_file, consent_file, "--consent-file")
     reset = options["reset_pcr23"]
     return AgentConfig(
         platform=platform,
         tcti=Tcti.parse(options["tcti"]),
         state_dir=state_dir,
-        workload_dir=options["workload_dir"] or state_dir / "workload",
-        internal=_listen(options["internal"], "--internal"),
+        workload_dir=workload_dir,
+        internal=_option(parse_internal, options["internal"], "--internal"),
         external=external,
         token_file=options["token_file"],
         tls_cert=options["tls_cert"],
@@ -226,5 +254,7 @@ def _config(options: dict[str, Any]) -> AgentConfig:
         tsm_root=options["tsm_root"],
         sev_guest=options["sev_guest"],
         snp_privlevel=options["snp_privlevel"],
+        sim_debug=options["sim_debug"],
+        consented_goldens=tuple(dict.fromkeys(consents)),
         **extra,
     )

@@ -18,17 +18,23 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from offchain.abi.binding import check_nonce, offchain_extra_data, onchain_extra_data, parse_address
+from offchain.abi.binding import (
+    check_nonce,
+    golden_consent_digest,
+    offchain_extra_data,
+    onchain_extra_data,
+    parse_address,
+)
 from offchain.abi.snp_report import Product
 from offchain.abi.tpm import TpmtPublic, TpmtSignature
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent
 from offchain.cli.output import verdict
-from offchain.errors import CvmAttestError, ParseError, Reason
+from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
 from offchain.evidence import (
     EvidenceBundle,
     OffchainNonce,
     OnchainNonce,
-    expected_extra_data_for,
+    offchain_expected_extra_data,
     verify_evidence,
 )
 from offchain.policy.golden import GoldenMeasurement
@@ -36,6 +42,7 @@ from offchain.trust.certs import parse_certificate
 from offchain.trust.roots import TrustRoots
 
 from agent.config import AgentConfig, PlatformName
+from agent.consent import GoldenConsents
 from agent.ethkey import CvmKey
 from agent.platforms import AttestationPlatform
 from agent.platforms.azure import AzurePlatform
@@ -50,7 +57,9 @@ log = logging.getLogger("cvm_agent")
 def make_platform(config: AgentConfig, tpm: AgentTpm) -> AttestationPlatform:
     """The platform the configuration names."""
     if config.platform is PlatformName.SIM:
-        return SimPlatform(config.sim_dir, config.product or Product.GENOA, config.sim_measurement)
+        return SimPlatform(
+            config.sim_dir, config.product or Product.GENOA, config.sim_measurement, debug=config.sim_debug
+        )
     if config.platform is PlatformName.SNP:
         vmpl = config.snp_privlevel or 0
         return SnpPlatform(ConfigfsTsm(config.tsm_root, config.snp_privlevel), SevGuestDevice(config.sev_guest, vmpl))
@@ -67,12 +76,14 @@ class Agent:
         platform: AttestationPlatform,
         workload: Workload,
         key: CvmKey,
+        consents: GoldenConsents,
     ) -> None:
         self.config = config
         self.tpm = tpm
         self.platform = platform
         self.workload = workload
         self.key = key
+        self.consents = consents
         self.ak = TpmtPublic.from_bytes(tpm.ak_public)
         self.started_at = dt.datetime.now(dt.timezone.utc)
 
@@ -83,6 +94,7 @@ class Agent:
         ``platform`` replaces the configured one (tests feed the Azure platform from a file).
         """
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        consents = GoldenConsents(config.consented_goldens, config.consents_path)
         tpm = AgentTpm.open(config.tcti)
         try:
             chosen = platform or make_platform(config, tpm)
@@ -99,7 +111,7 @@ class Agent:
                 config.limits,
             )
             measured = workload.start(reset_pcr23=config.reset_pcr23)
-            agent = cls(config, tpm, chosen, workload, CvmKey())
+            agent = cls(config, tpm, chosen, workload, CvmKey(), consents)
         except BaseException:
             tpm.close()
             raise
@@ -153,16 +165,34 @@ class Agent:
         check_nonce(nonce)
         return self._bundle(offchain_extra_data(nonce), OffchainNonce(nonce))
 
-    def onchain_collaterals(self, chain_id: int, registry: str, block_number: int, block_hash: bytes) -> EvidenceBundle:
-        """On-chain evidence: extraData binds chain id, registry, *this agent's* address and a block hash.
+    def onchain_collaterals(
+        self, chain_id: int, registry: str, block_number: int, block_hash: bytes, golden_id: bytes
+    ) -> EvidenceBundle:
+        """On-chain evidence: extraData binds chain id, registry, *this agent's* address and a block hash;
+        the nonce carries the CVM key's consent to be registered under ``golden_id``.
 
-        The agent cannot check that the block hash is recent or real; the registry does
-        (``blockhash(block_number)``), so a made-up challenge only yields a quote nobody accepts.
+        ``golden_id`` must be one this CVM consents to (agent.consent), else
+        ``agent.golden_not_consented`` and no quote is taken. The agent cannot check that the block
+        hash is recent or real; the registry does (``blockhash(block_number)``), so a made-up
+        challenge only yields a quote nobody accepts.
         """
         registry_bytes = parse_address(registry)
+        if len(golden_id) != 32:
+            raise RequestError(Reason.INPUT_INVALID, "a golden id is 32 bytes")
+        if not self.consents.allows(golden_id):
+            raise RequestError(
+                Reason.AGENT_GOLDEN_NOT_CONSENTED,
+                f"this CVM does not consent to golden measurement 0x{golden_id.hex()}: its operator adds it with "
+                "--consent-golden or POST /golden-consents",
+                golden_id="0x" + golden_id.hex(),
+            )
         extra = onchain_extra_data(chain_id, registry_bytes, self.key.address_bytes, block_hash)
+        consent = self.key.sign_digest(
+            golden_consent_digest(chain_id, registry_bytes, self.key.address_bytes, golden_id)
+        )
         nonce = OnchainNonce(
-            chain_id=chain_id, registry=registry_bytes, block_number=block_number, block_hash=block_hash
+            chain_id=chain_id, registry=registry_bytes, block_number=block_number, block_hash=block_hash,
+            golden_id=golden_id, consent=consent,
         )
         return self._bundle(extra, nonce)
 
@@ -237,7 +267,7 @@ class Agent:
             golden_doc = GoldenMeasurement.from_json(dict(golden)) if golden is not None else None
             verified = verify_evidence(
                 bundle,
-                expected_extra_data=expected_extra_data_for(bundle, nonce),
+                expected_extra_data=offchain_expected_extra_data(bundle, nonce),
                 golden=golden_doc,
                 roots=roots,
                 now=now or dt.datetime.now(dt.timezone.utc),

@@ -7,8 +7,8 @@ section 7.3 and Table 23 "ATTESTATION_REPORT Structure"), with development keys:
   into ``<state-dir>/sim/`` (``ark.pem``, ``ask.pem``, ``vcek.pem``, ``cert_chain.pem`` and the
   VCEK's private key; the CA private keys are not kept) and reused on every start;
 * reports laid out as a version-5 report of the chosen product (CPUID, TCBs, firmware version),
-  guest policy 0x30000 (SMT allowed, the reserved bit 17 set, debug and migration forbidden),
-  VMPL 0, the configured launch MEASUREMENT, a REPORT_ID chosen at start, and REPORT_DATA from
+  guest policy 0x30000 (SMT allowed, the reserved bit 17 set, debug and migration forbidden; with
+  ``debug`` also bit 19, DEBUG allowed, to play a guest whose memory the host can read), VMPL 0, the configured launch MEASUREMENT, a REPORT_ID chosen at start, and REPORT_DATA from
   the caller; signed with ECDSA P-384 / SHA-384 over bytes 0x000-0x29F.
 
 Verifiers accept it only when they pin ``<state-dir>/sim/ark.pem`` explicitly (``--dev-root``).
@@ -29,6 +29,7 @@ from offchain.evidence import Platform
 from agent.platforms import AttestationPlatform, PlatformEvidence
 
 SIM_POLICY = 0x30000
+SIM_POLICY_DEBUG = 1 << 19
 SIM_VMPL = 0
 
 
@@ -57,10 +58,11 @@ class SimPlatform(AttestationPlatform):
 
     platform = Platform.SIM
 
-    def __init__(self, directory: Path, product: Product, measurement: bytes) -> None:
+    def __init__(self, directory: Path, product: Product, measurement: bytes, *, debug: bool = False) -> None:
         self.directory = directory
         self.chain = load_or_create_chain(directory, product)
         self.measurement = measurement
+        self.policy = SIM_POLICY | (SIM_POLICY_DEBUG if debug else 0)
         self.report_id = secrets.token_bytes(32)
         self._cache: tuple[bytes, PlatformEvidence] | None = None
 
@@ -71,7 +73,7 @@ class SimPlatform(AttestationPlatform):
         template = self.chain.report_template(
             report_data=direct_report_data(ak_public),
             measurement=self.measurement,
-            policy=SIM_POLICY,
+            policy=self.policy,
             vmpl=SIM_VMPL,
             report_id=self.report_id,
         )
@@ -89,4 +91,5 @@ class SimPlatform(AttestationPlatform):
             "dev_root": str(self.directory / ARK_FILE),
             "product": self.chain.product.value,
             "measurement": self.measurement.hex(),
+            "policy": hex(self.policy),
         }

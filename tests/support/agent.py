@@ -21,6 +21,9 @@ from agent.swtpm import Swtpm
 
 COMPOSE = b"services:\n  app:\n    image: example/app@sha256:" + b"ab" * 32 + b"\n"
 
+#: The golden id the unit tests' shared agent (tests/unit/agent/conftest.py) consents to.
+CONSENTED_GOLDEN = bytes.fromhex("77" * 32)
+
 #: A small workload: compose file, two config files, a secret (never measured).
 WORKLOAD: dict[str, bytes] = {
     "docker-compose.yml": COMPOSE,

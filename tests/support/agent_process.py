@@ -1,8 +1,10 @@
-"""A real ``cvm-agent`` process (uvicorn, both listeners on free ports) on a real swtpm, and
-``cvm-cli`` as a subprocess: what the agent's integration tests drive from outside."""
+"""A real ``cvm-agent`` process on a real swtpm (the internal listener on a Unix socket under the
+test's directory, the external one on a free port), and ``cvm-cli`` as a subprocess: what the
+agent's integration tests drive from outside."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
@@ -22,6 +24,37 @@ TOKEN = "integration-token-0123456789"
 _READY_ATTEMPTS = 600
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (what ``curl --unix-socket`` does)."""
+
+    def __init__(self, path: Path, timeout: float = 60.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.unix_path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def unix_request(path: Path, method: str, route: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    """One request over the Unix socket at ``path``: ``(status, JSON or None, raw body)``."""
+    connection = UnixHTTPConnection(path)
+    try:
+        connection.request(method, route, body=body, headers=headers or {})
+        response = connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None, raw
+    finally:
+        connection.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -32,9 +65,14 @@ def free_port() -> int:
 class AgentProcess:
     process: subprocess.Popen[bytes]
     root: Path
+    #: ``--internal`` as given: ``unix:PATH`` or ``HOST:PORT``.
     internal: str
     external: str
     scheme: str = "http"
+
+    @property
+    def internal_socket(self) -> Path | None:
+        return Path(self.internal.removeprefix("unix:")) if self.internal.startswith("unix:") else None
 
     @property
     def state_dir(self) -> Path:
@@ -55,6 +93,8 @@ class AgentProcess:
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
                 *, internal: bool = False, context: Any = None) -> tuple[int, Any, bytes]:
         """``(status, JSON or None, raw body)``; HTTP errors are returned, not raised."""
+        if internal and self.internal_socket is not None:
+            return unix_request(self.internal_socket, method, path, body, headers)
         req = urllib.request.Request(self.url(path, internal=internal), data=body, method=method,
                                      headers=headers or {})
         try:
@@ -75,11 +115,17 @@ class AgentProcess:
                 self.process.wait()
 
 
-def start_agent(tpm: Swtpm, root: Path, *extra: str, tls: tuple[Path, Path] | None = None) -> AgentProcess:
-    """Start ``cvm-agent --platform sim`` with the test WORKLOAD and a runner that records its calls."""
+def start_agent(tpm: Swtpm, root: Path, *extra: str, tls: tuple[Path, Path] | None = None,
+                internal: str | None = None) -> AgentProcess:
+    """Start ``cvm-agent --platform sim`` with the test WORKLOAD and a runner that records its calls.
+
+    The internal listener is ``unix:ROOT/run/internal.sock`` unless ``internal`` says otherwise
+    (``HOST:PORT`` opts in to TCP); ``extra`` may add ``--consent-golden 0xID`` and any other option.
+    """
     write_tree(root / "workload", WORKLOAD)
     (root / "token").write_text(TOKEN + "\n")
-    internal, external = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    internal = internal or f"unix:{root / 'run' / 'internal.sock'}"
+    external = f"127.0.0.1:{free_port()}"
     runner = f"sh -c 'echo \"$PWD\" >> {root / 'runner.log'}'"
     args = [str(CVM_AGENT), "--platform", "sim", "--tpm", tpm.tcti, "--state-dir", str(root / "state"),
             "--workload-dir", str(root / "workload"), "--internal", internal, "--external", external,
@@ -94,11 +140,10 @@ def start_agent(tpm: Swtpm, root: Path, *extra: str, tls: tuple[Path, Path] | No
         if process.poll() is not None:
             raise AssertionError(f"cvm-agent exited {process.returncode}: {(root / 'agent.log').read_text()}")
         try:
-            with socket.create_connection(tuple(internal.split(":")), timeout=0.1):  # type: ignore[arg-type]
-                status, _, _ = agent.request("GET", "/healthz", internal=True)
-                if status == 200:
-                    return agent
-        except OSError:
+            status, _, _ = agent.request("GET", "/healthz", internal=True)
+            if status == 200:
+                return agent
+        except (OSError, http.client.HTTPException):
             pass
         try:
             process.wait(timeout=0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -38,6 +39,21 @@ class Stack:
 
     def cvm(self) -> str:
         return Web3.to_checksum_address(http_json("GET", self.agent.external + "/identity")["cvm_address"])
+
+    def consent(self, golden: GoldenMeasurement | bytes) -> None:
+        """The CVM's operator consents to ``golden`` (or that id) through the agent's token-guarded
+        ``POST /golden-consents``; it lasts across agent restarts on the same state directory."""
+        golden_id = golden if isinstance(golden, bytes) else golden.canonical_id()
+        token = (self.state_dir / "token").read_text().strip()
+        http_json("POST", self.agent.external + "/golden-consents",
+                  json.dumps({"golden_id": "0x" + golden_id.hex()}).encode(),
+                  {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+
+    def consented_golden(self) -> GoldenMeasurement:
+        """The agent's golden measurement, consented to (what a relayer registers it under)."""
+        golden = self.golden()
+        self.consent(golden)
+        return golden
 
 
 def funded(w3: Web3) -> LocalAccount:

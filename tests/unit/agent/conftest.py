@@ -11,7 +11,7 @@ import pytest
 from agent.config import AkKind
 from agent.service import Agent
 from offchain.devamd import DevAmdChain
-from tests.support.agent import WORKLOAD, agent_config, generate_sim_chain, write_tree
+from tests.support.agent import CONSENTED_GOLDEN, WORKLOAD, agent_config, generate_sim_chain, write_tree
 from tests.support.swtpm import Swtpm, running_swtpm, swtpm_or_skip
 
 
@@ -43,10 +43,12 @@ def session_swtpm() -> Iterator[Swtpm]:
 
 @pytest.fixture(scope="session")
 def sim_agent(session_swtpm: Swtpm, sim_chain: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    """One running sim agent (RSA AK) on the session swtpm, with the WORKLOAD measured.
+    """One running sim agent (RSA AK) on the session swtpm, with the WORKLOAD measured, consenting
+    to CONSENTED_GOLDEN.
     Tests that change the workload or PCR23 build their own agent on their own swtpm."""
     root = tmp_path_factory.mktemp("sim-agent")
     write_tree(root / "workload", WORKLOAD)
-    agent = Agent.start(agent_config(session_swtpm, root, sim_chain, ak=AkKind.RSA))
+    agent = Agent.start(agent_config(session_swtpm, root, sim_chain, ak=AkKind.RSA,
+                                     consented_goldens=(CONSENTED_GOLDEN,)))
     yield agent
     agent.close()

@@ -25,14 +25,17 @@ from agent.service import Agent
 from offchain.abi.binding import offchain_extra_data, onchain_extra_data
 from offchain.abi.tpm import TpmsAttest
 from offchain.evidence import EvidenceBundle
-from tests.support.agent import WORKLOAD, agent_config, make_zip, tree_digest, write_tree
+from tests.support.agent import CONSENTED_GOLDEN, WORKLOAD, agent_config, make_zip, tree_digest, write_tree
 from tests.support.swtpm import Swtpm
 
 TOKEN = b"update-token-0123456789"
 AUTH = {"Authorization": "Bearer " + TOKEN.decode()}
 REGISTRY = "0x" + "ab" * 20
 BLOCK_HASH = "0x" + "cd" * 32
-ONCHAIN = f"/onchain/collaterals?chain_id=31337&registry={REGISTRY}&block_number=7&block_hash={BLOCK_HASH}"
+GOLDEN_ID = "0x" + CONSENTED_GOLDEN.hex()
+OTHER_GOLDEN_ID = "0x" + "66" * 32
+ONCHAIN_BASE = f"/onchain/collaterals?chain_id=31337&registry={REGISTRY}&block_number=7&block_hash={BLOCK_HASH}"
+ONCHAIN = f"{ONCHAIN_BASE}&golden_id={GOLDEN_ID}"
 
 
 @pytest.fixture(scope="module")
@@ -87,24 +90,37 @@ def test_onchain_collaterals_bind_the_agents_address(external: TestClient, sim_a
     expected = onchain_extra_data(31337, REGISTRY, sim_agent.key.address_bytes, bytes.fromhex(BLOCK_HASH[2:]))
     assert TpmsAttest.from_bytes(bundle.quote_attest).extra_data == expected
     assert bundle.cvm_address == sim_agent.key.address_bytes
-    assert response.json()["nonce"] == {"form": "onchain", "chain_id": 31337, "registry": REGISTRY,
-                                        "block_number": 7, "block_hash": BLOCK_HASH}
+    nonce = response.json()["nonce"]
+    assert {k: v for k, v in nonce.items() if k != "consent"} == {
+        "form": "onchain", "chain_id": 31337, "registry": REGISTRY, "block_number": 7, "block_hash": BLOCK_HASH,
+        "golden_id": GOLDEN_ID}
+    assert len(bytes.fromhex(nonce["consent"][2:])) == 65
+
+
+def test_onchain_collaterals_for_a_golden_not_consented_to_are_403(external: TestClient) -> None:
+    body = _error(external.get(f"{ONCHAIN_BASE}&golden_id={OTHER_GOLDEN_ID}"), 403, "agent.golden_not_consented")
+    assert body["context"] == {"golden_id": OTHER_GOLDEN_ID}
 
 
 @pytest.mark.parametrize(
     "query",
     [
-        "chain_id=0&registry={r}&block_number=1&block_hash={h}",
-        "chain_id=1&registry=0x12&block_number=1&block_hash={h}",
-        "chain_id=1&registry={r}&block_number=-1&block_hash={h}",
-        "chain_id=1&registry={r}&block_number=1&block_hash=0x12",
-        "chain_id=1&registry={r}&block_number=1",
-        "chain_id=x&registry={r}&block_number=1&block_hash={h}",
+        "chain_id=0&registry={r}&block_number=1&block_hash={h}&golden_id={g}",
+        "chain_id=1&registry=0x12&block_number=1&block_hash={h}&golden_id={g}",
+        "chain_id=1&registry={r}&block_number=-1&block_hash={h}&golden_id={g}",
+        "chain_id=1&registry={r}&block_number=1&block_hash=0x12&golden_id={g}",
+        "chain_id=1&registry={r}&block_number=1&golden_id={g}",
+        "chain_id=x&registry={r}&block_number=1&block_hash={h}&golden_id={g}",
+        "chain_id=1&registry={r}&block_number=1&block_hash={h}",
+        "chain_id=1&registry={r}&block_number=1&block_hash={h}&golden_id=0x77",
+        "chain_id=1&registry={r}&block_number=1&block_hash={h}&golden_id=" + "77" * 32,
     ],
-    ids=["chain-id-zero", "short-registry", "negative-block", "short-hash", "missing-hash", "chain-id-text"],
+    ids=["chain-id-zero", "short-registry", "negative-block", "short-hash", "missing-hash", "chain-id-text",
+         "missing-golden-id", "short-golden-id", "unprefixed-golden-id"],
 )
 def test_bad_onchain_parameters_are_422(external: TestClient, query: str) -> None:
-    _error(external.get("/onchain/collaterals?" + query.format(r=REGISTRY, h=BLOCK_HASH)), 422, "input.invalid")
+    path = "/onchain/collaterals?" + query.format(r=REGISTRY, h=BLOCK_HASH, g=GOLDEN_ID)
+    _error(external.get(path), 422, "input.invalid")
 
 
 @pytest.mark.parametrize(
@@ -133,7 +149,7 @@ def test_every_quote_binds_only_the_agents_forms(apps: tuple[FastAPI, FastAPI], 
             for path, item in app.openapi()["paths"].items()
         }
         assert params["/collaterals/{nonce}"] == ["nonce"]
-        assert params["/onchain/collaterals"] == ["block_hash", "block_number", "chain_id", "registry"]
+        assert params["/onchain/collaterals"] == ["block_hash", "block_number", "chain_id", "golden_id", "registry"]
         named = {name for names in params.values() for name in names}
         assert not named & {"cvm_address", "address", "extra_data", "qualifying_data"}
 
@@ -288,6 +304,89 @@ def test_tpm_gone_is_503(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> None:
             _error(client.get("/collaterals/00"), 503, "tpm.unavailable")
             _error(client.get("/healthz"), 503, "tpm.unavailable")
             _error(client.get("/golden-measurement"), 503, "tpm.unavailable")
+    finally:
+        agent.close()
+
+
+# --- consent to golden measurements ----------------------------------------------------------------------
+
+
+def test_consent_added_at_run_time_is_listed_persisted_and_used(small_agent: Agent) -> None:
+    other = OTHER_GOLDEN_ID
+    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+        assert client.get("/golden-consents", headers=AUTH).json() == {"consents": []}
+        _error(client.get(f"{ONCHAIN_BASE}&golden_id={other}"), 403, "agent.golden_not_consented")
+        response = client.post("/golden-consents", json={"golden_id": other.upper().replace("0X", "0x")},
+                               headers=AUTH)
+        assert response.status_code == 200, response.text
+        assert response.json()["added"] is True and response.json()["golden_id"] == other
+        assert client.post("/golden-consents", json={"golden_id": other}, headers=AUTH).json()["added"] is False
+        assert client.get("/golden-consents", headers=AUTH).json() == {
+            "consents": [{"golden_id": other, "source": "runtime"}]}
+        bundle = client.get(f"{ONCHAIN_BASE}&golden_id={other}")
+        assert bundle.status_code == 200 and bundle.json()["nonce"]["golden_id"] == other
+    # Kept in the state directory, outside the measured workload.
+    stored = small_agent.config.consents_path
+    assert stored.parent == small_agent.config.state_dir and not stored.is_relative_to(small_agent.config.workload_dir)
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert stored.read_text().count(other[2:]) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status", "reason"),
+    [
+        ("get", {}, 401, "auth.required"),
+        ("post", {}, 401, "auth.required"),
+        ("post", {"Authorization": "Bearer wrong-token-0123456789"}, 401, "auth.invalid"),
+    ],
+    ids=["list-without-token", "add-without-token", "add-wrong-token"],
+)
+def test_consent_routes_need_the_token(small_agent: Agent, method: str, headers: dict[str, str], status: int,
+                                       reason: str) -> None:
+    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+        response = client.request(method, "/golden-consents", json={"golden_id": OTHER_GOLDEN_ID}, headers=headers)
+        _error(response, status, reason)
+        _error(client.get(f"{ONCHAIN_BASE}&golden_id={OTHER_GOLDEN_ID}"), 403, "agent.golden_not_consented")
+    assert not small_agent.config.consents_path.exists()
+
+
+def test_consent_routes_without_token_file_are_disabled(sim_agent: Agent) -> None:
+    with TestClient(create_apps(sim_agent, update_token=None)[1]) as client:
+        _error(client.post("/golden-consents", json={"golden_id": OTHER_GOLDEN_ID}, headers=AUTH), 403,
+               "workload.update_disabled")
+        _error(client.get("/golden-consents", headers=AUTH), 403, "workload.update_disabled")
+
+
+@pytest.mark.parametrize("body", [{}, {"golden_id": "0x77"}, {"golden_id": "77" * 32}, {"golden_id": GOLDEN_ID, "x": 1},
+                                  {"golden_id": "0x" + "zz" * 32}],
+                         ids=["missing", "short", "unprefixed", "unknown-field", "not-hex"])
+def test_consent_rejects_what_is_not_a_golden_id(small_agent: Agent, body: dict[str, object]) -> None:
+    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+        _error(client.post("/golden-consents", json=body, headers=AUTH), 422, "input.invalid")
+    assert not small_agent.config.consents_path.exists()
+
+
+def test_consent_routes_are_absent_inside(internal: TestClient) -> None:
+    _error(internal.post("/golden-consents", json={"golden_id": OTHER_GOLDEN_ID}, headers=AUTH), 404,
+           "http.not_found")
+
+
+def test_configured_consents_are_listed(sim_agent: Agent, external: TestClient) -> None:
+    assert external.get("/golden-consents", headers=AUTH).json()["consents"][0] == {
+        "golden_id": GOLDEN_ID, "source": "configured"}
+
+
+# --- a debug guest has no golden measurement ------------------------------------------------------------
+
+
+def test_golden_measurement_of_a_debug_guest_is_a_typed_409(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> None:
+    write_tree(tmp_path / "workload", WORKLOAD)
+    agent = Agent.start(agent_config(swtpm, tmp_path, sim_chain, ak=AkKind.ECC, sim_debug=True))
+    try:
+        assert agent.platform.attest(agent.tpm.ak_public).snp_report.guest_policy.debug
+        with TestClient(create_apps(agent, update_token=None)[1], raise_server_exceptions=False) as client:
+            _error(client.get("/golden-measurement"), 409, "policy.debug_allowed")
+            assert client.get("/collaterals/00").status_code == 200  # evidence is still served, honestly
     finally:
         agent.close()
 

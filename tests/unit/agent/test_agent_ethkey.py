@@ -6,6 +6,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.typed_transactions import TypedTransaction
+from eth_keys import keys
 from hexbytes import HexBytes
 
 from agent.ethkey import CvmKey
@@ -63,4 +64,28 @@ def test_sign_transaction_rejects(changes: dict[str, object]) -> None:
     tx = {k: v for k, v in {**TX, **changes}.items() if v is not None}
     with pytest.raises(RequestError) as exc:
         CvmKey().sign_transaction(tx)
+    assert exc.value.reason is Reason.INPUT_INVALID
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def test_sign_digest_is_a_raw_low_s_signature_that_recovers_to_the_address() -> None:
+    key = CvmKey()
+    for n in range(32):  # about half of raw ECDSA signatures have a high s before normalisation
+        digest = bytes([n]) * 32
+        signature = key.sign_digest(digest)
+        assert len(signature) == 65 and signature[64] in (27, 28)
+        assert int.from_bytes(signature[32:64], "big") <= SECP256K1_N // 2
+        r, s, v = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
+        public = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest)
+        assert public.to_checksum_address() == key.address
+        # No EIP-191 prefix: the personal_sign hash of the same bytes recovers to someone else.
+        assert Account.recover_message(encode_defunct(primitive=digest), signature=signature) != key.address
+
+
+@pytest.mark.parametrize("size", [0, 31, 33])
+def test_sign_digest_takes_32_bytes_only(size: int) -> None:
+    with pytest.raises(RequestError) as exc:
+        CvmKey().sign_digest(bytes(size))
     assert exc.value.reason is Reason.INPUT_INVALID

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from agent.main import main
 from agent.swtpm import consecutive_free_ports
-from offchain.errors import CvmAttestError, Reason
 from tests.support.swtpm import Swtpm
 
 CVM_AGENT = Path(sys.executable).parent / "cvm-agent"
@@ -40,12 +39,28 @@ def _listeners() -> list[str]:
 @pytest.mark.parametrize(
     "args",
     [["--pcrs", "0-24"], ["--sim-measurement", "zz"], ["--internal", "nowhere"], ["--tpm", "tabrmd:x"],
-     ["--platform", "tdx"], ["--tls-cert", "c.pem"]],
-    ids=["pcrs", "measurement", "listener", "tcti", "platform", "tls-half"],
+     ["--platform", "tdx"], ["--tls-cert", "c.pem"], ["--internal", "unix:relative.sock"],
+     ["--internal", "127.0.0.1:1", "--internal-group", "0"], ["--internal-group", "no-such-group-cvm-attest"],
+     ["--consent-golden", "0x12"], ["--consent-file", "{tmp}/absent"], ["--consent-file", "{tmp}/workload/c"],
+     ["--sim-debug"]],
+    ids=["pcrs", "measurement", "listener", "tcti", "platform", "tls-half", "relative-socket", "group-on-tcp",
+         "unknown-group", "short-golden-id", "absent-consent-file", "consent-file-in-workload", "sim-debug-on-snp"],
 )
 def test_usage_errors(args: list[str], tmp_path: Path) -> None:
+    (tmp_path / "workload").mkdir()
+    (tmp_path / "workload" / "c").write_text("0x" + "11" * 32 + "\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = CliRunner().invoke(main, ["--state-dir", str(tmp_path), *args])
-    assert result.exit_code == 2
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_symlink_at_the_socket_path_stops_the_start(swtpm: Swtpm, tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "internal.sock").symlink_to(tmp_path / "elsewhere")
+    code, reason = _start("--platform", "sim", "--tpm", swtpm.tcti, "--state-dir", str(tmp_path / "state"),
+                          "--internal", f"unix:{tmp_path / 'run' / 'internal.sock'}", "--external", "off")
+    assert (code, reason) == (2, "agent.socket.symlink")
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "state" / "event-log.jsonl").exists()
 
 
 def test_no_tpm(tmp_path: Path) -> None:
@@ -78,22 +93,3 @@ def test_weak_token_file(swtpm: Swtpm, tmp_path: Path) -> None:
     code, reason = _start("--platform", "sim", "--tpm", swtpm.tcti, "--state-dir", str(tmp_path),
                           "--token-file", str(tmp_path / "token"), *_listeners())
     assert (code, reason) == (2, "input.invalid")
-
-
-def test_listening_socket_lets_asyncio_disable_nagle() -> None:
-    """asyncio sets TCP_NODELAY on accepted connections only when the listener's proto is TCP;
-    without it every keep-alive response waited ~40 ms for a delayed ACK (benchmarks/agent.py)."""
-    from agent.config import Listen
-    from agent.main import bind
-
-    sock = bind(Listen("127.0.0.1", 0))
-    try:
-        assert sock.proto == socket.IPPROTO_TCP
-    finally:
-        sock.close()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        with pytest.raises(CvmAttestError) as exc:
-            bind(Listen("127.0.0.1", taken.getsockname()[1]))
-    assert exc.value.reason is Reason.PLATFORM_UNAVAILABLE

@@ -15,22 +15,37 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.config import AkKind, PlatformName
 from agent.service import Agent
-from offchain.abi.binding import offchain_extra_data, onchain_extra_data
+from eth_keys import keys
+
+from offchain.abi.binding import golden_consent_digest, offchain_extra_data, onchain_extra_data
 from offchain.abi.tpm import TpmsAttest, TpmtPublic
 from offchain.abi.workload import replay
 from offchain.devamd import DevAmdChain
 from offchain.errors import CvmAttestError, PlatformError, Reason, VerificationError
-from offchain.evidence import EvidenceBundle, expected_extra_data_for, verify_evidence
+from offchain.evidence import (
+    EvidenceBundle,
+    offchain_expected_extra_data,
+    onchain_expected_extra_data,
+    verify_evidence,
+)
 from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.trust.certs import CertificateSet
 from offchain.trust.roots import TrustRoots
-from tests.support.agent import WORKLOAD, agent_config, write_tree
+from tests.support.agent import CONSENTED_GOLDEN, WORKLOAD, agent_config, write_tree
 from tests.support.fake_snp import FakeConfigfsTsm, azure_hcl_report
 from tests.support.swtpm import Swtpm, provision_persistent_ak, write_nv
 
 NONCE = bytes.fromhex("c0ffee")
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 REGISTRY = "0x" + "ab" * 20
 BLOCK_HASH = bytes(range(32))
+
+
+def _recover(digest: bytes, signature: bytes) -> str:
+    """The address ECDSA recovery gives for a raw 32-byte digest (what OpenZeppelin's ECDSA.recover does)."""
+    r, s, v = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
+    public = keys.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(digest)
+    return str(public.to_checksum_address())
 
 
 def _roots(chain_dir: Path) -> TrustRoots:
@@ -46,7 +61,7 @@ def _verify(bundle: EvidenceBundle, chain_dir: Path, nonce: bytes = NONCE, golde
             roots: TrustRoots | None = None, certificates: CertificateSet | None = None) -> object:
     # The JSON round trip is what a verifier receives over HTTP.
     received = EvidenceBundle.from_json(json.dumps(bundle.to_json()))
-    return verify_evidence(received, expected_extra_data=expected_extra_data_for(received, nonce), golden=golden,
+    return verify_evidence(received, expected_extra_data=offchain_expected_extra_data(received, nonce), golden=golden,
                            roots=roots or _roots(chain_dir), now=_now(chain_dir), certificates=certificates)
 
 
@@ -93,16 +108,21 @@ def test_golden_measurement_accepts_the_evidence(sim_agent: Agent, sim_chain: Pa
 
 
 def test_onchain_evidence_binds_the_agents_own_address(sim_agent: Agent, sim_chain: Path) -> None:
-    bundle = sim_agent.onchain_collaterals(31337, REGISTRY, 12, BLOCK_HASH)
+    bundle = sim_agent.onchain_collaterals(31337, REGISTRY, 12, BLOCK_HASH, CONSENTED_GOLDEN)
     attest = TpmsAttest.from_bytes(bundle.quote_attest)
     assert attest.extra_data == onchain_extra_data(31337, REGISTRY, sim_agent.key.address_bytes, BLOCK_HASH)
-    _verify(bundle, sim_chain, nonce=BLOCK_HASH)
+    received = EvidenceBundle.from_json(json.dumps(bundle.to_json()))
+    verify_evidence(received, golden=None, roots=_roots(sim_chain), now=_now(sim_chain),
+                    expected_extra_data=onchain_expected_extra_data(
+                        received, chain_id=31337, registry=REGISTRY, block_hash=BLOCK_HASH))
     # Relabelling the bundle with another address cannot work: the quote binds the agent's.
     doc = bundle.to_json()
     doc["cvm_address"] = "0x" + "66" * 20
     forged = EvidenceBundle.from_json(doc)
     with pytest.raises(VerificationError) as exc:
-        verify_evidence(forged, expected_extra_data=expected_extra_data_for(forged, BLOCK_HASH), golden=None,
+        verify_evidence(forged, golden=None,
+                        expected_extra_data=onchain_expected_extra_data(
+                            forged, chain_id=31337, registry=REGISTRY, block_hash=BLOCK_HASH),
                         roots=_roots(sim_chain), now=_now(sim_chain))
     assert exc.value.reason is Reason.TPM_QUOTE_NONCE_MISMATCH
 
@@ -115,8 +135,32 @@ def test_onchain_evidence_binds_the_agents_own_address(sim_agent: Agent, sim_cha
 )
 def test_onchain_parameters_are_checked(sim_agent: Agent, chain_id: int, registry: str, block_hash: bytes) -> None:
     with pytest.raises(CvmAttestError) as exc:
-        sim_agent.onchain_collaterals(chain_id, registry, 1, block_hash)
+        sim_agent.onchain_collaterals(chain_id, registry, 1, block_hash, CONSENTED_GOLDEN)
     assert exc.value.reason is Reason.INPUT_INVALID
+
+
+def test_onchain_evidence_carries_the_cvm_keys_consent(sim_agent: Agent) -> None:
+    """The consent is r||s||v over golden_consent_digest, signed as a raw hash: ECDSA recovery (what
+    registerCvm does) gives the CVM's address, and s is in the lower half of the curve order."""
+    nonce = sim_agent.onchain_collaterals(31337, REGISTRY, 12, BLOCK_HASH, CONSENTED_GOLDEN).nonce
+    assert nonce is not None and nonce.to_json()["form"] == "onchain"
+    consent = nonce.consent  # type: ignore[union-attr]
+    assert nonce.golden_id == CONSENTED_GOLDEN and len(consent) == 65  # type: ignore[union-attr]
+    digest = golden_consent_digest(31337, REGISTRY, sim_agent.key.address_bytes, CONSENTED_GOLDEN)
+    assert _recover(digest, consent) == sim_agent.key.address
+    assert int.from_bytes(consent[32:64], "big") <= SECP256K1_N // 2 and consent[64] in (27, 28)
+    # Over another chain, registry or golden the same signature names someone else.
+    for other in (golden_consent_digest(1, REGISTRY, sim_agent.key.address_bytes, CONSENTED_GOLDEN),
+                  golden_consent_digest(31337, REGISTRY, sim_agent.key.address_bytes, bytes(32))):
+        assert _recover(other, consent) != sim_agent.key.address
+
+
+def test_onchain_evidence_for_a_golden_not_consented_to_is_refused(sim_agent: Agent) -> None:
+    other = bytes.fromhex("66" * 32)
+    with pytest.raises(CvmAttestError) as exc:
+        sim_agent.onchain_collaterals(31337, REGISTRY, 12, BLOCK_HASH, other)
+    assert exc.value.reason is Reason.AGENT_GOLDEN_NOT_CONSENTED
+    assert exc.value.context == {"golden_id": "0x" + other.hex()}
 
 
 def test_offchain_verify_verdicts(sim_agent: Agent, sim_chain: Path) -> None:
