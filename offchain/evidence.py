@@ -12,9 +12,11 @@ checks all of it and returns a :class:`VerifiedEvidence` only when every step pa
 4. the workload event log, when present, replays to the quoted PCR23;
 5. the golden measurement, when given: every violation is reported (offchain.policy).
 
-The caller supplies the expected extraData: :func:`expected_extra_data_for` computes it for
-cvm-attest evidence (the off-chain form from the verifier's nonce, the on-chain form from the
-bundle's chain id, registry and CVM address and the block hash the verifier trusts).
+The caller supplies the expected extraData, and says which nonce form it expects: for cvm-attest
+evidence :func:`offchain_expected_extra_data` computes the off-chain form from the verifier's nonce,
+:func:`onchain_expected_extra_data` the on-chain form from the verifier's chain id, registry and block
+hash and the bundle's CVM address. Neither takes a value from the bundle's ``nonce`` object, and each
+refuses a bundle that declares the other form (``evidence.nonce_form_mismatch``).
 """
 
 from __future__ import annotations
@@ -358,34 +360,45 @@ def _nonce(value: Any) -> NonceSpec:
 
 
 # --- expected extraData --------------------------------------------------------------------
+#
+# The verifier, not the evidence, chooses the form: a bundle's ``nonce`` object only declares what
+# the agent was asked for. A bundle without one declares nothing and is checked against the form the
+# caller chose (the quote decides); a bundle that declares the other form is refused before any
+# cryptography, so an on-chain quote can never pass for an answer to an off-chain challenge, nor
+# the reverse.
 
 
-def offchain_expected_extra_data(nonce: bytes) -> bytes:
-    """The extraData of off-chain cvm-attest evidence for the verifier's ``nonce`` (1..64 bytes)."""
+def _require_form(bundle: EvidenceBundle, expected: NonceForm) -> None:
+    declared = bundle.nonce
+    if declared is None:
+        return
+    form = NonceForm.ONCHAIN if isinstance(declared, OnchainNonce) else NonceForm.OFFCHAIN
+    if form is not expected:
+        raise VerificationError(
+            Reason.EVIDENCE_NONCE_FORM_MISMATCH,
+            f"the verifier expects {expected.value} evidence, the bundle is in the {form.value} form",
+            expected=expected.value,
+            actual=form.value,
+        )
+
+
+def offchain_expected_extra_data(bundle: EvidenceBundle, nonce: bytes) -> bytes:
+    """The extraData of off-chain cvm-attest evidence for the verifier's ``nonce`` (1..64 bytes):
+    ``SHA-256("cvm-attest/offchain/v1" || nonce)``. A bundle in the on-chain form is refused."""
+    _require_form(bundle, NonceForm.OFFCHAIN)
     return offchain_extra_data(nonce)
 
 
 def onchain_expected_extra_data(bundle: EvidenceBundle, *, chain_id: int, registry: bytes | str, block_hash: bytes) -> bytes:
-    """The extraData of on-chain evidence for this bundle's CVM address and the verifier's own values."""
+    """The extraData of on-chain evidence for the verifier's chain id, registry and the 32-byte hash of
+    a block it trusts, and the bundle's CVM address (the quote must bind exactly them). A bundle in
+    the off-chain form is refused."""
+    _require_form(bundle, NonceForm.ONCHAIN)
     if bundle.cvm_address is None:
         raise _malformed("cvm_address", "on-chain evidence names the CVM address its quote binds")
+    if len(block_hash) != 32:
+        raise ParseError(Reason.INPUT_INVALID, f"a block hash is 32 bytes, got {len(block_hash)}", field="block_hash")
     return onchain_extra_data(chain_id, registry, bundle.cvm_address, block_hash)
-
-
-def expected_extra_data_for(bundle: EvidenceBundle, nonce: bytes) -> bytes:
-    """The extraData to expect for ``bundle`` given the verifier's ``nonce``.
-
-    Off-chain form (or no ``nonce`` object): ``SHA-256("cvm-attest/offchain/v1" || nonce)``.
-    On-chain form: ``nonce`` is the 32-byte block hash the verifier trusts; chain id and registry
-    come from the bundle and the CVM address is the bundle's, so the quote must bind exactly them.
-    """
-    if not isinstance(bundle.nonce, OnchainNonce):
-        return offchain_expected_extra_data(nonce)
-    if len(nonce) != 32:
-        raise ParseError(Reason.INPUT_INVALID, "on-chain evidence is checked against a 32-byte block hash")
-    return onchain_expected_extra_data(
-        bundle, chain_id=bundle.nonce.chain_id, registry=bundle.nonce.registry, block_hash=nonce
-    )
 
 
 # --- verification --------------------------------------------------------------------------

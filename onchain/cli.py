@@ -41,6 +41,7 @@ from offchain.abi.snp_report import SnpReport
 from offchain.cli.verify import (
     azure_inputs,
     evidence_inputs,
+    expected_extra_data,
     parse_hex_option,
     read_pcrs_file,
     require_quote_group,
@@ -48,7 +49,7 @@ from offchain.cli.verify import (
 )
 from offchain.cli.output import emit, fail
 from offchain.errors import ChainError, CvmAttestError, ParseError, Reason
-from offchain.evidence import EvidenceBundle, expected_extra_data_for
+from offchain.evidence import EvidenceBundle
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import CertificateSet, parse_certificate, read_file
 from offchain.trust.kds import KDS_BASE_URL, KdsClient, UrllibFetcher
@@ -321,19 +322,31 @@ def verify_azure(
 @evidence_inputs
 @_options
 def verify_evidence_cmd(
-    evidence_path: Path, nonce: str, vcek: Path | None, ask: Path | None, ark: Path | None, **raw: Any
+    evidence_path: Path,
+    nonce: str | None,
+    chain_id: int | None,
+    block_hash: str | None,
+    vcek: Path | None,
+    ask: Path | None,
+    ark: Path | None,
+    **raw: Any,
 ) -> None:
-    """A cvm-attest evidence bundle: verifyEvidence with the extraData the nonce implies."""
+    """A cvm-attest evidence bundle: verifyEvidence with the extraData of the form you name.
+
+    --nonce HEX for off-chain evidence; --chain-id N --block-hash HEX for on-chain evidence, whose
+    quote must bind the registry at --rpc/--registry (the one that would register it).
+    """
     result = _Result()
 
     def body() -> None:
         options = _build_options(**raw)
-        nonce_bytes = parse_hex_option(nonce, "--nonce")
         bundle = EvidenceBundle.from_file(evidence_path)
         explicit = CertificateSet.from_files([p for p in (vcek, ask, ark) if p is not None])
         available = _certificates(options, explicit, bundle.certificate_set())
         chain = resolve_chain(available, bundle.snp_report, kds=options.kds)
-        expected = expected_extra_data_for(bundle, nonce_bytes)
+        expected = expected_extra_data(bundle, nonce=nonce, chain_id=chain_id, block_hash=block_hash,
+                                       registry=raw["registry"] if chain_id is not None or block_hash is not None
+                                       else None)
         evidence = evidence_struct(
             report=bundle.snp_report,
             leaf=chain.leaf,

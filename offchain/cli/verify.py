@@ -5,7 +5,12 @@
     cvm-cli verify snp --report R [--vcek LEAF] [--ask INTERMEDIATE] [--ark ROOT] [--at ISO8601] [--golden G] [--json]
     cvm-cli verify azure --hcl-report H [--vcek LEAF] [--ask ...] [--ark ...]
                          [--quote ATTEST --quote-sig SIG --pcrs PCRS.json --nonce HEX] [--at ISO8601] [--golden G] [--json]
-    cvm-cli verify evidence EVIDENCE.json --nonce HEX [--golden G] [--dev-root ARK.pem] [--at ISO8601] [--json]
+    cvm-cli verify evidence EVIDENCE.json (--nonce HEX | --chain-id N --registry ADDR --block-hash HEX)
+                           [--golden G] [--dev-root ARK.pem] [--at ISO8601] [--json]
+
+The caller, not the evidence, says which nonce form it expects: ``--nonce`` for evidence the agent
+gave for a raw nonce (GET /collaterals/{nonce}), ``--chain-id --registry --block-hash`` for on-chain
+evidence (GET /onchain/collaterals). A bundle of the other form is ``evidence.nonce_form_mismatch``.
 
 Every command also takes ``--dev-root ARK.pem`` (trust a development ARK, e.g. the simulated
 platform's), ``--kds`` with ``--cache-dir DIR`` (let missing certificates come from AMD KDS),
@@ -33,7 +38,13 @@ from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
 from offchain.cli.output import emit, fail, stacked, usage_error, verdict
 from offchain.errors import CvmAttestError, ParseError, Reason
-from offchain.evidence import EvidenceBundle, expected_extra_data_for, verify_evidence
+from offchain.abi.binding import parse_address
+from offchain.evidence import (
+    EvidenceBundle,
+    offchain_expected_extra_data,
+    onchain_expected_extra_data,
+    verify_evidence,
+)
 from offchain.policy.check import check_policy
 from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.trust.certs import CertificateSet, parse_certificate, read_file
@@ -111,6 +122,37 @@ def parse_hex_option(text: str, option: str) -> bytes:
         return bytes.fromhex(body)
     except ValueError:
         raise ParseError(Reason.INPUT_INVALID, f"{option} is not hex") from None
+
+
+def expected_extra_data(
+    bundle: EvidenceBundle, *, nonce: str | None, chain_id: int | None, registry: str | None, block_hash: str | None
+) -> bytes:
+    """The extraData the verifier expects, in the nonce form its options name (never the bundle's).
+
+    ``--nonce`` alone: the off-chain form. ``--chain-id``, ``--registry`` and ``--block-hash``
+    together: the on-chain form. Anything else is a usage error naming what is missing.
+    """
+    onchain = {"--chain-id": chain_id, "--registry": registry, "--block-hash": block_hash}
+    given = [name for name, value in onchain.items() if value is not None]
+    if nonce is not None:
+        if given:
+            raise ParseError(Reason.INPUT_INVALID, f"--nonce is for off-chain evidence; {', '.join(given)} for"
+                             " on-chain evidence: give one form")
+        return offchain_expected_extra_data(bundle, parse_hex_option(nonce, "--nonce"))
+    missing = [name for name, value in onchain.items() if value is None]
+    if not given:
+        raise ParseError(Reason.INPUT_INVALID, "say which evidence you expect: --nonce HEX (off-chain) or"
+                         " --chain-id N --registry ADDR --block-hash HEX (on-chain)")
+    if missing:
+        raise ParseError(Reason.INPUT_INVALID, f"on-chain evidence also needs {', '.join(missing)}")
+    assert chain_id is not None and registry is not None and block_hash is not None
+    try:
+        registry_bytes = parse_address(registry)
+    except CvmAttestError:
+        raise ParseError(Reason.INPUT_INVALID, f"--registry {registry!r} is not an address") from None
+    return onchain_expected_extra_data(
+        bundle, chain_id=chain_id, registry=registry_bytes, block_hash=parse_hex_option(block_hash, "--block-hash")
+    )
 
 
 def _common(
@@ -258,7 +300,9 @@ def require_quote_group(
 
 evidence_inputs = stacked(
     click.argument("evidence_path", type=PathArg, metavar="EVIDENCE.json"),
-    click.option("--nonce", required=True, help="Hex nonce given to the agent (on-chain evidence: the block hash)."),
+    click.option("--nonce", help="Off-chain evidence: the hex nonce given to the agent."),
+    click.option("--chain-id", type=int, help="On-chain evidence: the chain id its quote must bind."),
+    click.option("--block-hash", help="On-chain evidence: the hex hash of the block the challenge named."),
     click.option("--vcek", type=PathArg, help="Override the evidence's VCEK/VLEK."),
     click.option("--ask", type=PathArg, help="Override the evidence's ASK/ASVK."),
     click.option("--ark", type=PathArg, help="Override the evidence's ARK."),
@@ -365,9 +409,18 @@ def verify_azure(
 
 @verify.command("evidence")
 @evidence_inputs
+@click.option("--registry", help="On-chain evidence: the registry address its quote must bind.")
 @_common_options
 def verify_evidence_cmd(
-    evidence_path: Path, nonce: str, vcek: Path | None, ask: Path | None, ark: Path | None, **options: Any
+    evidence_path: Path,
+    nonce: str | None,
+    chain_id: int | None,
+    block_hash: str | None,
+    registry: str | None,
+    vcek: Path | None,
+    ask: Path | None,
+    ark: Path | None,
+    **options: Any,
 ) -> None:
     """A cvm-attest evidence bundle (GET /collaterals/{nonce}) against a nonce and a golden measurement."""
     as_json = bool(options["as_json"])
@@ -375,11 +428,11 @@ def verify_evidence_cmd(
 
     def body() -> None:
         common = _common(**options)
-        nonce_bytes = parse_hex_option(nonce, "--nonce")
         explicit = _explicit_certificates(vcek, ask, ark)
         bundle = EvidenceBundle.from_file(evidence_path)
         progress.report = bundle.snp_report
-        expected = expected_extra_data_for(bundle, nonce_bytes)
+        expected = expected_extra_data(bundle, nonce=nonce, chain_id=chain_id, registry=registry,
+                                       block_hash=block_hash)
         overrides = None
         if explicit.roles() or common.dev_root.ark is not None:
             overrides = explicit.over(bundle.certificate_set()).over(common.dev_root)

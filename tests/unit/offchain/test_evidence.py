@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offchain.abi.binding import direct_report_data, onchain_extra_data
+from offchain.abi.binding import direct_report_data, offchain_extra_data, onchain_extra_data
 from offchain.abi.hcl import HclReport
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.abi.tpm import TPM_ALG_SHA256, TpmtPublic, TpmtSignature
@@ -21,7 +21,7 @@ from offchain.errors import CvmAttestError, ParseError, PolicyError, Reason, Ver
 from offchain.evidence import (
     EvidenceBundle,
     OnchainNonce,
-    expected_extra_data_for,
+    offchain_expected_extra_data,
     onchain_expected_extra_data,
     verify_evidence,
 )
@@ -56,7 +56,16 @@ def _verify(doc: dict[str, Any], *, nonce: bytes = NONCE, roots: TrustRoots | No
     bundle = EvidenceBundle.from_json(json.dumps(doc))
     roots = roots if roots is not None else TrustRoots().with_dev_root(dev_chain().ark)
     kw.setdefault("golden", None)
-    return verify_evidence(bundle, expected_extra_data=expected_extra_data_for(bundle, nonce), roots=roots, now=DEV_NOW, **kw)
+    return verify_evidence(bundle, expected_extra_data=offchain_expected_extra_data(bundle, nonce), roots=roots,
+                           now=DEV_NOW, **kw)
+
+
+def _verify_onchain(doc: dict[str, Any], *, block_hash: bytes = BLOCK_HASH, chain_id: int = CHAIN_ID,
+                    registry: str = REGISTRY):
+    bundle = EvidenceBundle.from_json(json.dumps(doc))
+    expected = onchain_expected_extra_data(bundle, chain_id=chain_id, registry=registry, block_hash=block_hash)
+    return verify_evidence(bundle, expected_extra_data=expected, roots=TrustRoots().with_dev_root(dev_chain().ark),
+                           now=DEV_NOW, golden=None)
 
 
 def _reason(fn: Any) -> Reason:
@@ -228,6 +237,8 @@ def _onchain_doc(cvm: str = CVM) -> dict[str, Any]:
         "registry": REGISTRY,
         "block_number": 12,
         "block_hash": "0x" + BLOCK_HASH.hex(),
+        "golden_id": "0x" + "ab" * 32,
+        "consent": "0x" + "01" * 65,
     }
     return doc
 
@@ -235,25 +246,41 @@ def _onchain_doc(cvm: str = CVM) -> dict[str, Any]:
 def test_onchain_evidence() -> None:
     bundle = EvidenceBundle.from_json(_onchain_doc())
     assert isinstance(bundle.nonce, OnchainNonce) and bundle.nonce.block_number == 12
-    assert _verify(_onchain_doc(), nonce=BLOCK_HASH).bundle.cvm_address == bytes.fromhex("cd" * 20)
-    expected = onchain_expected_extra_data(bundle, chain_id=CHAIN_ID, registry=REGISTRY, block_hash=BLOCK_HASH)
-    assert expected == expected_extra_data_for(bundle, BLOCK_HASH)
+    assert bundle.nonce.golden_id == bytes.fromhex("ab" * 32) and len(bundle.nonce.consent) == 65
+    assert _verify_onchain(_onchain_doc()).bundle.cvm_address == bytes.fromhex("cd" * 20)
 
 
 def test_onchain_evidence_negative_twins() -> None:
-    assert _reason(lambda: _verify(_onchain_doc(), nonce=bytes(32))) is Reason.TPM_QUOTE_NONCE_MISMATCH
+    assert _reason(lambda: _verify_onchain(_onchain_doc(), block_hash=bytes(32))) is Reason.TPM_QUOTE_NONCE_MISMATCH
+    assert _reason(lambda: _verify_onchain(_onchain_doc(), chain_id=1)) is Reason.TPM_QUOTE_NONCE_MISMATCH
+    assert _reason(lambda: _verify_onchain(_onchain_doc(), registry="0x" + "99" * 20)) is Reason.TPM_QUOTE_NONCE_MISMATCH
     # The quote bound another CVM address than the bundle claims.
-    assert _reason(lambda: _verify(_onchain_doc(cvm="0x" + "ee" * 20), nonce=BLOCK_HASH)) is Reason.TPM_QUOTE_NONCE_MISMATCH
-    assert _reason(lambda: _verify(_onchain_doc(), nonce=b"short")) is Reason.INPUT_INVALID
+    assert _reason(lambda: _verify_onchain(_onchain_doc(cvm="0x" + "ee" * 20))) is Reason.TPM_QUOTE_NONCE_MISMATCH
+    assert _reason(lambda: _verify_onchain(_onchain_doc(), block_hash=b"short")) is Reason.INPUT_INVALID
     doc = _onchain_doc()
     del doc["cvm_address"]
     assert _reason(lambda: EvidenceBundle.from_json(doc)) is Reason.EVIDENCE_MALFORMED
 
 
+def test_the_verifier_not_the_evidence_chooses_the_nonce_form() -> None:
+    # An on-chain bundle handed to an off-chain verifier must not turn its nonce into a block hash
+    # with chain id and registry taken from the bundle (issue 11, item 7).
+    onchain = EvidenceBundle.from_json(_onchain_doc())
+    assert _reason(lambda: offchain_expected_extra_data(onchain, BLOCK_HASH)) is Reason.EVIDENCE_NONCE_FORM_MISMATCH
+    offchain = make_parts().to_json()
+    offchain["nonce"] = {"form": "offchain", "value": NONCE.hex()}
+    bundle = EvidenceBundle.from_json(offchain)
+    assert _reason(lambda: onchain_expected_extra_data(
+        bundle, chain_id=CHAIN_ID, registry=REGISTRY, block_hash=BLOCK_HASH)) is Reason.EVIDENCE_NONCE_FORM_MISMATCH
+    # A bundle that declares no form is checked in the form the caller chose: the quote decides.
+    bare = EvidenceBundle.from_json(make_parts().to_json())
+    assert offchain_expected_extra_data(bare, NONCE) == offchain_extra_data(NONCE)
+
+
 @pytest.mark.parametrize("nonce", [b"", bytes(65)], ids=["empty", "65-bytes"])
 def test_offchain_nonce_length(nonce: bytes) -> None:
     bundle = EvidenceBundle.from_json(make_parts().to_json())
-    assert _reason(lambda: expected_extra_data_for(bundle, nonce)) is Reason.INPUT_INVALID
+    assert _reason(lambda: offchain_expected_extra_data(bundle, nonce)) is Reason.INPUT_INVALID
 
 
 # --- real Azure evidence (third-party: the quote carries the raw nonce) ----------------------------

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 
+from offchain.abi.binding import onchain_extra_data
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.cli.verify import verify
 from offchain.errors import Reason
@@ -223,6 +224,40 @@ def test_verify_evidence_negative_twins(evidence_files: dict[str, Path]) -> None
     assert human.exit_code == 1 and human.stderr.count("\n  [policy.") == 2
 
 
+CHAIN_ID, REGISTRY, CVM, BLOCK_HASH = 31337, "0x" + "12" * 20, "0x" + "cd" * 20, bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def onchain_evidence(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("onchain-evidence")
+    parts = make_parts(extra_data=onchain_extra_data(CHAIN_ID, REGISTRY, CVM, BLOCK_HASH))
+    doc = parts.to_json()
+    doc["cvm_address"] = CVM
+    doc["nonce"] = {"form": "onchain", "chain_id": CHAIN_ID, "registry": REGISTRY, "block_number": 7,
+                    "block_hash": "0x" + BLOCK_HASH.hex(), "golden_id": "0x" + "ab" * 32, "consent": "0x" + "01" * 65}
+    (directory / "evidence.json").write_text(json.dumps(doc))
+    (directory / "ark.pem").write_text(to_pem(parts.chain.ark))
+    return {p.stem: p for p in directory.iterdir()}
+
+
+def test_the_caller_names_the_nonce_form(onchain_evidence: dict[str, Path]) -> None:
+    f = onchain_evidence
+    base = ["evidence", f["evidence"], "--at", DEV_NOW.isoformat(), "--dev-root", f["ark"]]
+    onchain = ["--chain-id", str(CHAIN_ID), "--registry", REGISTRY, "--block-hash", BLOCK_HASH.hex()]
+    code, out = run_json(*base, *onchain)
+    assert (code, out["ok"]) == (0, True)
+    # The same bundle against an off-chain challenge: its nonce is not read as a block hash.
+    code, out = run_json(*base, "--nonce", BLOCK_HASH.hex())
+    assert (code, out["reason"]) == (1, Reason.EVIDENCE_NONCE_FORM_MISMATCH.value)
+    # The verifier's registry, not the bundle's, is what the quote must bind.
+    code, out = run_json(*base, *onchain[:2], "--registry", "0x" + "99" * 20, *onchain[4:])
+    assert (code, out["reason"]) == (1, Reason.TPM_QUOTE_NONCE_MISMATCH.value)
+    # Half an on-chain form, both forms, or none: usage errors naming what to give.
+    for args, words in ((onchain[:4], "--block-hash"), ([*onchain, "--nonce", "00"], "one form"), ([], "--nonce HEX")):
+        code, out = run_json(*base, *args)
+        assert (code, out["reason"]) == (2, Reason.INPUT_INVALID.value) and words in out["detail"], out
+
+
 def test_a_golden_that_allows_debug_needs_the_second_flag(evidence_files: dict[str, Path]) -> None:
     f = evidence_files
     code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["debug-golden"]))
@@ -286,7 +321,6 @@ def test_quote_options_go_together(vectors: Path) -> None:
 
 def test_missing_required_options_are_usage_errors() -> None:
     assert run("snp").exit_code == 2
-    assert run("evidence").exit_code == 2
     assert run("azure", "--vcek", "x").exit_code == 2
 
 

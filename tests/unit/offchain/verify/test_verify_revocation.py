@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.devamd import DevAmdChain
 from offchain.errors import ParseError, Reason, VerificationError
-from offchain.evidence import EvidenceBundle, expected_extra_data_for, verify_evidence
+from offchain.evidence import EvidenceBundle, offchain_expected_extra_data, verify_evidence
 from offchain.trust.certs import MAX_CRL_BYTES, load_crl
 from offchain.trust.roots import TrustRoots
 from offchain.verify.chain import VerifiedChain, verify_chain
@@ -124,7 +124,7 @@ def test_verify_evidence_checks_the_crl_it_is_given() -> None:
     bundle = EvidenceBundle.from_json(json.dumps(parts.to_json()))
 
     def verify(crl: x509.CertificateRevocationList) -> None:
-        verify_evidence(bundle, expected_extra_data=expected_extra_data_for(bundle, NONCE), golden=None,
+        verify_evidence(bundle, expected_extra_data=offchain_expected_extra_data(bundle, NONCE), golden=None,
                         roots=TrustRoots().with_dev_root(dev.ark), now=DEV_NOW, revocation=lambda _chain, _now: crl)
 
     verify(_crl(dev))
