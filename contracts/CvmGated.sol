@@ -13,15 +13,16 @@ import {ICvmRegistry} from "./interfaces/ICvmRegistry.sol";
  * computed for that address, and its private key never leaves the CVM. So `msg.sender` being attested means the call
  * was signed inside a CVM that ran the measured workload when it last proved itself.
  *
- * NOTE: attestation is checked at call time. A CVM whose golden measurement is revoked, or whose attestation
- * expired, is refused from the next call on; nothing it did before is undone.
+ * NOTE: attestation is checked at call time. A CVM whose golden measurement is revoked, whose attestation expired,
+ * whose leaf certificate's validity ended, or under a certificate the registry's owner revoked or a root it unpinned,
+ * is refused from the next call on; nothing it did before is undone.
  */
 abstract contract CvmGated {
     /// @dev The registry this contract trusts.
     ICvmRegistry public immutable cvmRegistry;
 
-    /// @dev `account` is not attested by {cvmRegistry} (for `goldenId`, or for any when it is zero).
-    error CvmGatedNotAttested(address account, bytes32 goldenId);
+    /// @dev `account` is not attested by {cvmRegistry} (for `goldenId`, or for any when it is zero), for `status`.
+    error CvmGatedNotAttested(address account, bytes32 goldenId, ICvmRegistry.AttestationStatus status);
     /// @dev The registry address given to the constructor is zero.
     error CvmGatedZeroRegistry();
 
@@ -33,13 +34,21 @@ abstract contract CvmGated {
 
     /// @dev Only a caller the registry holds as attested, against any golden measurement.
     modifier onlyAttestedCvm() {
-        if (!cvmRegistry.isAttested(msg.sender)) revert CvmGatedNotAttested(msg.sender, bytes32(0));
+        _requireAttested(bytes32(0));
         _;
     }
 
-    /// @dev Only a caller the registry holds as attested against golden measurement `goldenId`.
+    /// @dev Only a caller the registry holds as attested against golden measurement `goldenId` (not zero).
     modifier onlyAttestedCvmFor(bytes32 goldenId) {
-        if (!cvmRegistry.isAttestedFor(msg.sender, goldenId)) revert CvmGatedNotAttested(msg.sender, goldenId);
+        if (goldenId == bytes32(0)) {
+            revert CvmGatedNotAttested(msg.sender, goldenId, ICvmRegistry.AttestationStatus.OtherGolden);
+        }
+        _requireAttested(goldenId);
         _;
+    }
+
+    function _requireAttested(bytes32 goldenId) private view {
+        ICvmRegistry.AttestationStatus status = cvmRegistry.attestationStatus(msg.sender, goldenId);
+        if (status != ICvmRegistry.AttestationStatus.Attested) revert CvmGatedNotAttested(msg.sender, goldenId, status);
     }
 }

@@ -18,8 +18,11 @@ import {TpmQuote} from "./libraries/TpmQuote.sol";
  * {ISnpVerifier} fixed at construction: together they would not fit one contract under EIP-170. The verifier only
  * parses and checks signatures; every decision (what is cached, what matches, which error) is made here.
  *
- * Storage is laid out for the two hot paths: {refreshCvm} reads one golden slot (status and lifetime) and three
- * attestation slots and writes one; {isAttested} reads one attestation slot and one golden slot.
+ * Storage is laid out for the two hot paths: {refreshCvm} reads one attestation slot and the revocation block and
+ * writes the attestation slot; {isAttested} reads two attestation slots, one golden slot and the revocation block.
+ * Revocation reaches attested CVMs through `_lastRevocationBlock`: an attestation whose last nonce block is not newer
+ * than the last revocation or unpinning walks its leaf's chain again (three certificate slots and the root's pin);
+ * every other read skips the walk, since nothing above its leaf can have changed since it was verified.
  *
  * IMPORTANT: the owner decides what is trusted (root keys, golden measurements); a compromised owner key can attest
  * anything. Use a multisig or a timelock as the owner of a production registry.
@@ -33,6 +36,8 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     );
     /// @dev docs/formats.md, "quote extraData, on chain".
     bytes32 public constant QUOTE_TYPEHASH = keccak256("cvm-attest.quote.v1");
+    /// @dev docs/formats.md, "golden consent".
+    bytes32 public constant CONSENT_TYPEHASH = keccak256("cvm-attest.consent.v1");
 
     uint8 internal constant BINDING_DIRECT = 0;
     uint8 internal constant BINDING_AZURE = 1;
@@ -126,6 +131,8 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     mapping(bytes32 id => CachedCert) private _certs;
     mapping(bytes32 id => GoldenRecord) private _goldens;
     mapping(address cvm => Attestation) private _attestations;
+    /// @dev Block number of the last {revokeCertificate} or {unpinRoot}.
+    uint40 private _lastRevocationBlock;
 
     /// @param initialOwner Pins roots and publishes golden measurements; transfer with {transferOwnership} +
     /// {acceptOwnership}.
@@ -150,6 +157,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     function unpinRoot(bytes32 keyHash) external onlyOwner {
         if (_rootProduct[keyHash] == 0) revert RegistryRootNotPinned(keyHash);
         delete _rootProduct[keyHash];
+        _lastRevocationBlock = uint40(block.number);
         emit RootUnpinned(keyHash);
     }
 
@@ -159,6 +167,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         if (cert.kind == CertKind.None) revert RegistryCertificateUnknown(id);
         if (cert.revoked) revert RegistryCertificateRevoked(id);
         cert.revoked = true;
+        _lastRevocationBlock = uint40(block.number);
         emit CertificateRevoked(id);
     }
 
@@ -229,19 +238,30 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     }
 
     /// @inheritdoc ICvmRegistry
-    function registerCvm(bytes32 goldenId_, address cvm, uint256 blockNumber, Evidence calldata evidence) external {
+    function registerCvm(
+        bytes32 goldenId_,
+        address cvm,
+        uint256 blockNumber,
+        Evidence calldata evidence,
+        bytes calldata consent
+    ) external {
         if (cvm == address(0)) revert RegistryZeroAddress();
+        _requireConsent(cvm, goldenId_, consent);
         Attestation storage a = _attestations[cvm];
         bytes32 extraData = _freshExtraData(cvm, blockNumber, a.lastBlock);
         GoldenRecord storage g = _activeGolden(goldenId_);
         (Verdict memory v, uint32 pcrMask, bytes32 pcrDigest_) =
             _verifyEvidence(goldenId_, g, abi.encodePacked(extraData), evidence);
-        uint48 lifetime = uint48(g.lifetime);
-        uint40 expiry = uint40(block.timestamp + lifetime);
+        uint32 lifetime = uint32(g.lifetime);
+        uint64 notAfter = _certs[evidence.leaf].notAfter;
+        uint16 leafEnd = notAfter >> 16 > type(uint16).max ? type(uint16).max : uint16(notAfter >> 16);
+        uint40 expiry = _expiry(lifetime, leafEnd);
+        if (expiry <= block.timestamp) revert RegistryCertificateExpired(evidence.leaf, notAfter);
         a.goldenId = goldenId_;
         a.akHash = v.akHash;
         a.reportHash = v.reportHash;
-        _writeSlot3(a, _quoteKey(v.akHash, pcrMask, pcrDigest_), expiry, uint40(blockNumber), lifetime);
+        a.leaf = evidence.leaf;
+        _writeSlot3(a, _quoteKey(v.akHash, pcrMask, pcrDigest_), expiry, uint40(blockNumber), lifetime, leafEnd);
         emit CvmRegistered(cvm, goldenId_, v.akHash, v.reportHash, expiry);
     }
 
@@ -254,14 +274,16 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         bytes calldata signature
     ) external {
         // The whole transaction must stay under 80,000 gas, of which the modexp precompile takes 32,768 for an
-        // RSA-2048 AK: one storage slot is read and written once.
+        // RSA-2048 AK: one attestation slot is read and written once, and the revocation block read.
         Attestation storage a = _attestations[cvm];
-        (bytes16 quoteKey, uint40 expiry, uint40 lastBlock, uint48 lifetime) =
-            (a.quoteKey, a.expiry, a.lastBlock, a.lifetime);
+        (bytes16 quoteKey, uint40 expiry, uint40 lastBlock, uint32 lifetime, uint16 leafEnd) =
+            (a.quoteKey, a.expiry, a.lastBlock, a.lifetime, a.leafEnd);
         if (expiry <= block.timestamp) {
             if (expiry == 0) revert RegistryCvmNotRegistered(cvm);
+            if (expiry == uint40(leafEnd) << 16) revert RegistryCertificateExpired(a.leaf, _certs[a.leaf].notAfter);
             revert RegistryAttestationExpired(cvm, expiry);
         }
+        if (_lastRevocationBlock >= lastBlock && !_chainActive(a.leaf)) revert RegistryCertificateRevoked(a.leaf);
         (bytes32 quoted, bool isWord, uint32 pcrMask, bytes32 pcrDigest_) = TpmQuote.quoteNonce(attest);
         bytes32 akHash = keccak256(akKey);
         if (_quoteKey(akHash, pcrMask, pcrDigest_) != quoteKey) {
@@ -271,8 +293,9 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         bytes32 extraData = _freshExtraData(cvm, blockNumber, lastBlock);
         if (!TpmQuote.verifyRawWith(sha256(attest), akKey, signature, _p256)) revert RegistryQuoteSignatureInvalid();
         if (!isWord || quoted != extraData) revert RegistryQuoteNonceMismatch();
-        expiry = uint40(block.timestamp + lifetime);
-        _writeSlot3(a, quoteKey, expiry, uint40(blockNumber), lifetime);
+        // An unexpired attestation's leaf is valid past now (expiry <= leafEnd), so the new expiry is in the future.
+        expiry = _expiry(lifetime, leafEnd);
+        _writeSlot3(a, quoteKey, expiry, uint40(blockNumber), lifetime, leafEnd);
         emit CvmRefreshed(cvm, expiry);
     }
 
@@ -307,20 +330,33 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     }
 
     /// @inheritdoc ICvmRegistry
-    function isAttested(address cvm) public view returns (bool) {
-        Attestation storage a = _attestations[cvm];
-        if (a.expiry <= block.timestamp) return false;
-        return _goldens[a.goldenId].status == GoldenStatus.Active;
+    function isAttested(address cvm) external view returns (bool) {
+        return attestationStatus(cvm, bytes32(0)) == AttestationStatus.Attested;
     }
 
     /// @inheritdoc ICvmRegistry
     function isAttestedFor(address cvm, bytes32 goldenId_) external view returns (bool) {
-        return _attestations[cvm].goldenId == goldenId_ && isAttested(cvm);
+        return goldenId_ != bytes32(0) && attestationStatus(cvm, goldenId_) == AttestationStatus.Attested;
     }
 
     /// @inheritdoc ICvmRegistry
-    function attestationOf(address cvm) external view returns (Attestation memory) {
-        return _attestations[cvm];
+    function attestationStatus(address cvm, bytes32 goldenId_) public view returns (AttestationStatus) {
+        Attestation storage a = _attestations[cvm];
+        (uint40 expiry, uint40 lastBlock, uint16 leafEnd) = (a.expiry, a.lastBlock, a.leafEnd);
+        if (expiry <= block.timestamp) {
+            if (expiry == 0) return AttestationStatus.NotRegistered;
+            return expiry == uint40(leafEnd) << 16 ? AttestationStatus.LeafExpired : AttestationStatus.Expired;
+        }
+        bytes32 attestedUnder = a.goldenId;
+        if (goldenId_ != bytes32(0) && attestedUnder != goldenId_) return AttestationStatus.OtherGolden;
+        if (_goldens[attestedUnder].status != GoldenStatus.Active) return AttestationStatus.GoldenRevoked;
+        if (_lastRevocationBlock >= lastBlock && !_chainActive(a.leaf)) return AttestationStatus.ChainRevoked;
+        return AttestationStatus.Attested;
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function attestationOf(address cvm) external view returns (Attestation memory, AttestationStatus) {
+        return (_attestations[cvm], attestationStatus(cvm, bytes32(0)));
     }
 
     /// @inheritdoc ICvmRegistry
@@ -517,15 +553,34 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         return keccak256(abi.encode(QUOTE_TYPEHASH, block.chainid, address(this), cvm, blockHash));
     }
 
-    /// @dev Writes the attestation's last slot (quoteKey, expiry, lastBlock, lifetime) with one SSTORE.
-    function _writeSlot3(Attestation storage a, bytes16 quoteKey, uint40 expiry, uint40 lastBlock, uint48 lifetime)
-        private
-    {
+    /// @dev Writes the attestation's hot slot (quoteKey, expiry, lastBlock, lifetime, leafEnd) with one SSTORE.
+    function _writeSlot3(
+        Attestation storage a,
+        bytes16 quoteKey,
+        uint40 expiry,
+        uint40 lastBlock,
+        uint32 lifetime,
+        uint16 leafEnd
+    ) private {
         uint256 packed = uint256(uint128(quoteKey)) | (uint256(expiry) << 128) | (uint256(lastBlock) << 168)
-            | (uint256(lifetime) << 208);
+            | (uint256(lifetime) << 208) | (uint256(leafEnd) << 240);
         assembly ("memory-safe") {
             sstore(add(a.slot, 3), packed)
         }
+    }
+
+    /// @dev now + `lifetime`, but never past the leaf's end (`leafEnd` units of 65,536 s).
+    function _expiry(uint32 lifetime, uint16 leafEnd) private view returns (uint40) {
+        uint256 byLifetime = block.timestamp + lifetime;
+        uint256 byLeaf = uint256(leafEnd) << 16;
+        return uint40(byLifetime < byLeaf ? byLifetime : byLeaf);
+    }
+
+    /// @dev `consent` is `cvm`'s secp256k1 signature (r || s || v, low s) over its consent to `goldenId_` (`cvm` is
+    /// not zero, so a failed recovery never matches).
+    function _requireConsent(address cvm, bytes32 goldenId_, bytes calldata consent) private view {
+        bytes32 digest = keccak256(abi.encode(CONSENT_TYPEHASH, block.chainid, address(this), cvm, goldenId_));
+        if (ecdsaVerifier.recoverSecp256k1(digest, consent) != cvm) revert RegistryConsentInvalid(cvm, goldenId_);
     }
 
     function _quoteKey(bytes32 akHash, uint32 pcrMask, bytes32 pcrDigest_) private pure returns (bytes16) {
@@ -551,6 +606,17 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
             id = c.issuer;
         }
         revert RegistryWrongIssuer(id);
+    }
+
+    /// @dev {_requireChainActive} as a predicate, for the views.
+    function _chainActive(bytes32 id) private view returns (bool) {
+        for (uint256 depth = 0; depth < 3; ++depth) {
+            CachedCert storage c = _certs[id];
+            if (c.revoked || c.kind == CertKind.None) return false;
+            if (c.kind == CertKind.Ark) return _rootProduct[c.keyHash] != 0;
+            id = c.issuer;
+        }
+        return false;
     }
 
     /// @dev Caches an ARK: RSA, self-signed (issuer name = subject, signature by its own key), key pinned.

@@ -2,6 +2,7 @@
 // cvm-attest: EcdsaVerifier, the P-384 and P-256 verification the registry calls (see IEcdsaVerifier)
 pragma solidity ^0.8.24;
 
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {P256} from "@openzeppelin/contracts/utils/cryptography/P256.sol";
 import {IEcdsaVerifier} from "./interfaces/IEcdsaVerifier.sol";
 import {P384} from "./libraries/P384.sol";
@@ -31,5 +32,11 @@ contract EcdsaVerifier is IEcdsaVerifier {
     /// @inheritdoc IEcdsaVerifier
     function verifyP256(bytes32 digest, bytes32 r, bytes32 s, bytes32 x, bytes32 y) external view returns (bool) {
         return P256.verify(digest, r, s, x, y);
+    }
+
+    /// @inheritdoc IEcdsaVerifier
+    function recoverSecp256k1(bytes32 digest, bytes calldata signature) external pure returns (address) {
+        (address signer, ECDSA.RecoverError error_,) = ECDSA.tryRecover(digest, signature);
+        return error_ == ECDSA.RecoverError.NoError ? signer : address(0);
     }
 }

@@ -137,6 +137,7 @@ class Reason(str, enum.Enum):
     REGISTRY_CVM_NOT_REGISTERED = "chain.cvm_not_registered"
     REGISTRY_ATTESTATION_EXPIRED = "chain.attestation_expired"
     REGISTRY_PCRS_CHANGED = "chain.pcrs_changed"
+    REGISTRY_CONSENT_INVALID = "chain.consent_invalid"
     TPM_AK_ATTRIBUTES = "tpm.public.ak_attributes_invalid"
     REGISTRY_NOT_ATTESTED = "chain.cvm_not_attested"
 

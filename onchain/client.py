@@ -87,7 +87,8 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Attestation:
-    """``ICvmRegistry.Attestation`` of one CVM address (all zero when it never registered)."""
+    """``ICvmRegistry.Attestation`` of one CVM address (all zero when it never registered) and its
+    :class:`AttestationStatus` for any golden measurement, read in the same call."""
 
     golden_id: bytes
     ak_hash: bytes
@@ -96,6 +97,27 @@ class Attestation:
     expiry: int
     last_block: int
     lifetime: int
+    #: The leaf's notAfter in units of 65,536 s (rounded down): the latest expiry the registry sets.
+    leaf_end: int
+    #: Certificate id of the VCEK/VLEK the CVM was accepted under.
+    leaf: bytes
+    status: AttestationStatus
+
+    @property
+    def attested(self) -> bool:
+        return self.status is AttestationStatus.ATTESTED
+
+
+class AttestationStatus(IntEnum):
+    """``ICvmRegistry.AttestationStatus``: why a CVM address is or is not attested."""
+
+    ATTESTED = 0
+    NOT_REGISTERED = 1
+    EXPIRED = 2
+    LEAF_EXPIRED = 3
+    GOLDEN_REVOKED = 4
+    CHAIN_REVOKED = 5
+    OTHER_GOLDEN = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +303,13 @@ class RegistryClient:
         intermediate_id = self.register_certificate(intermediate, ark_id)
         return self.register_certificate(leaf, intermediate_id)
 
-    def register_cvm(self, golden_id: bytes, cvm: str, block_number: int, evidence: EvidenceCalldata) -> TxResult:
+    def register_cvm(
+        self, golden_id: bytes, cvm: str, block_number: int, evidence: EvidenceCalldata, consent: bytes
+    ) -> TxResult:
+        """registerCvm; ``consent`` is the CVM key's signature over its consent to ``golden_id``
+        (the on-chain evidence's ``nonce.consent``, :func:`offchain.abi.binding.golden_consent_digest`)."""
         return self._transact(
-            "registerCvm", golden_id, Web3.to_checksum_address(cvm), block_number, evidence.as_tuple()
+            "registerCvm", golden_id, Web3.to_checksum_address(cvm), block_number, evidence.as_tuple(), consent
         )
 
     def refresh_cvm(
@@ -317,8 +343,13 @@ class RegistryClient:
     def is_attested_for(self, cvm: str, golden_id: bytes) -> bool:
         return bool(self._call("isAttestedFor", Web3.to_checksum_address(cvm), golden_id))
 
+    def attestation_status(self, cvm: str, golden_id: bytes = ZERO32) -> AttestationStatus:
+        """Why ``cvm`` is or is not attested (against ``golden_id``, or any when zero)."""
+        return AttestationStatus(self._call("attestationStatus", Web3.to_checksum_address(cvm), golden_id))
+
     def attestation_of(self, cvm: str) -> Attestation:
-        return Attestation(*self._call("attestationOf", Web3.to_checksum_address(cvm)))
+        record, status = self._call("attestationOf", Web3.to_checksum_address(cvm))
+        return Attestation(*record, status=AttestationStatus(status))
 
     def golden_id(self, golden: GoldenMeasurement) -> bytes:
         """The id the contract computes for ``golden``."""

@@ -236,7 +236,12 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> DemoRes
             result.golden_id = registry.publish_golden(golden)
             assert registry.last_tx is not None
             result.transactions.append(("publishGolden", registry.last_tx.tx_hash, registry.last_tx.gas_used))
-            progress.note(f"golden id 0x{result.golden_id.hex()}")
+            # The CVM's operator consents to this golden: only then does the agent sign the consent
+            # registerCvm requires, so nobody else can move the CVM to another golden it satisfies.
+            http_json("POST", agent.external + "/golden-consents",
+                      json.dumps({"golden_id": "0x" + result.golden_id.hex()}).encode(),
+                      {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+            progress.note(f"golden id 0x{result.golden_id.hex()}, consented to by the CVM's operator")
 
         journal = Journal(workdir / "relayer.db")
         stack.callback(journal.close)

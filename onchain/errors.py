@@ -79,6 +79,7 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryCvmNotRegistered": Reason.REGISTRY_CVM_NOT_REGISTERED,
     "RegistryAttestationExpired": Reason.REGISTRY_ATTESTATION_EXPIRED,
     "RegistryPcrsChanged": Reason.REGISTRY_PCRS_CHANGED,
+    "RegistryConsentInvalid": Reason.REGISTRY_CONSENT_INVALID,
     # X509Lite and RsaPss (through CertificateVerifier)
     "X509Malformed": Reason.CERT_MALFORMED,
     "X509UnsupportedAlgorithm": Reason.CERT_MALFORMED,

@@ -108,7 +108,7 @@ interface ICvmRegistry {
         bytes32 akHash;
     }
 
-    /// @dev The attestation record of a CVM address. The last four fields share one storage slot, the only one
+    /// @dev The attestation record of a CVM address. `quoteKey` through `leafEnd` share one storage slot, the only one
     /// {refreshCvm} reads and writes.
     struct Attestation {
         bytes32 goldenId;
@@ -119,12 +119,32 @@ interface ICvmRegistry {
         /// @dev First 16 bytes of keccak256(abi.encode(akHash, PCR selection mask, pcrDigest)) of the registered
         /// quote: what a refresh must match (finding another AK and PCR state with the same key takes 2^128 work).
         bytes16 quoteKey;
-        /// @dev Unix time the attestation lapses.
+        /// @dev Unix time the attestation lapses: never after the leaf's validity ends (`leafEnd`).
         uint40 expiry;
         /// @dev Block number of the last accepted quote nonce.
         uint40 lastBlock;
         /// @dev The golden measurement's lifetime, kept here so a refresh need not read the golden record.
-        uint48 lifetime;
+        uint32 lifetime;
+        /// @dev The leaf's notAfter (intersected with its chain's) in units of 65,536 s, rounded down: the latest
+        /// expiry a registration or refresh sets (so an attestation may end up to ~18 h before the leaf does).
+        uint16 leafEnd;
+        /// @dev Certificate id of the VCEK/VLEK the report was accepted under: {isAttested} walks its chain after
+        /// any revocation.
+        bytes32 leaf;
+    }
+
+    /// @dev Why a CVM address is or is not attested ({attestationStatus}).
+    enum AttestationStatus {
+        Attested,
+        NotRegistered,
+        Expired,
+        /// @dev The attestation reached the end of its leaf certificate's validity.
+        LeafExpired,
+        GoldenRevoked,
+        /// @dev A certificate of its chain is revoked or its root is unpinned.
+        ChainRevoked,
+        /// @dev Attested, but against another golden measurement than the one asked about.
+        OtherGolden
     }
 
     /// @dev A cached certificate.
@@ -289,6 +309,9 @@ interface ICvmRegistry {
     error RegistryAttestationExpired(address cvm, uint64 expiry);
     /// @dev The refresh quote's PCR selection or digest differs from the registered one.
     error RegistryPcrsChanged();
+    /// @dev `consent` is not `cvm`'s signature over its consent to golden measurement `goldenId`
+    /// (docs/formats.md, "golden consent").
+    error RegistryConsentInvalid(address cvm, bytes32 goldenId);
 
     // ----- owner ------------------------------------------------------------------------------------------------
 
@@ -299,11 +322,12 @@ interface ICvmRegistry {
      */
     function pinRoot(uint8 product, bytes32 keyHash) external;
 
-    /// @dev Unpins a root key: every certificate under it stops verifying. Emits {RootUnpinned}. Owner only.
+    /// @dev Unpins a root key: every certificate under it stops verifying, and every CVM attested under it stops being
+    /// attested (it is again if the key is pinned again). Emits {RootUnpinned}. Owner only.
     function unpinRoot(bytes32 keyHash) external;
 
-    /// @dev Revokes a cached certificate and, transitively, everything under it. Emits {CertificateRevoked}.
-    /// Owner only.
+    /// @dev Revokes a cached certificate and, transitively, everything under it: certificates stop verifying and CVMs
+    /// attested under it stop being attested (final). Emits {CertificateRevoked}. Owner only.
     function revokeCertificate(bytes32 id) external;
 
     /**
@@ -331,15 +355,28 @@ interface ICvmRegistry {
     /**
      * @dev Verifies `evidence` against golden measurement `goldenId` with the quote's extraData bound to this chain,
      * this registry, `cvm` and the hash of block `blockNumber` (docs/formats.md, "quote extraData, on chain"), and
-     * records `cvm` as attested until `block.timestamp + lifetime`. Anyone may relay: `msg.sender` plays no part.
-     * `blockNumber` must be one of the last 256 blocks and newer than the last one accepted for `cvm`.
-     * Emits {CvmRegistered}.
+     * records `cvm` as attested until `block.timestamp + lifetime` (or the end of its leaf's validity, if sooner).
+     * Anyone may relay: `msg.sender` plays no part. `blockNumber` must be one of the last 256 blocks and newer than the
+     * last one accepted for `cvm`. `consent` is `cvm`'s own signature (65 bytes r || s || v, low s) over
+     * keccak256(abi.encode(keccak256("cvm-attest.consent.v1"), chainId, registry, cvm, goldenId)): only the CVM
+     * chooses the golden measurement it is attested under, so nobody can move an attested CVM to another golden it
+     * also satisfies ({RegistryConsentInvalid}). Emits {CvmRegistered}.
      */
-    function registerCvm(bytes32 goldenId, address cvm, uint256 blockNumber, Evidence calldata evidence) external;
+    function registerCvm(
+        bytes32 goldenId,
+        address cvm,
+        uint256 blockNumber,
+        Evidence calldata evidence,
+        bytes calldata consent
+    ) external;
 
     /**
      * @dev Re-attests a registered, unexpired CVM with a new quote by its bound AK over the same PCR selection and
      * digest, with a nonce from a newer block. Extends the attestation by the golden lifetime. Emits {CvmRefreshed}.
+     *
+     * A refresh after any certificate revocation or root unpinning walks the CVM's chain and reverts with the
+     * chain's error ({RegistryCertificateRevoked}); past the leaf's validity it reverts {RegistryCertificateExpired}.
+     * The new expiry never passes the leaf's validity.
      *
      * NOTE: a refresh does not look at the golden measurement's record (one storage read too many for its gas
      * budget), so it also succeeds after the measurement was revoked; that CVM stays unattested all the same, since
@@ -383,14 +420,20 @@ interface ICvmRegistry {
         view
         returns (Verdict memory);
 
-    /// @dev True while `cvm` has an unexpired attestation against a golden measurement that is not revoked.
+    /// @dev True while `cvm` has an unexpired attestation against a golden measurement that is not revoked, under a
+    /// leaf that is still valid and whose chain has no revoked certificate and a pinned root.
     function isAttested(address cvm) external view returns (bool);
 
     /// @dev {isAttested}, and attested against golden measurement `goldenId` in particular.
     function isAttestedFor(address cvm, bytes32 goldenId) external view returns (bool);
 
-    /// @dev The attestation record of `cvm` (all zero when it never registered).
-    function attestationOf(address cvm) external view returns (Attestation memory);
+    /// @dev Whether `cvm` is attested (against `goldenId`, or any when it is zero), and if not, why: the reason
+    /// {isAttested} and {isAttestedFor} answer false.
+    function attestationStatus(address cvm, bytes32 goldenId) external view returns (AttestationStatus);
+
+    /// @dev The attestation record of `cvm` (all zero when it never registered) and its {attestationStatus} for any
+    /// golden measurement.
+    function attestationOf(address cvm) external view returns (Attestation memory record, AttestationStatus status);
 
     /// @dev The canonical id of `golden` (docs/formats.md), the same as `offchain` GoldenMeasurement.canonical_id().
     function goldenId(Golden calldata golden) external pure returns (bytes32);

@@ -30,11 +30,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from eth_keys import keys
+from eth_keys.exceptions import BadSignature
 from web3 import Web3
 
+from offchain.abi.binding import golden_consent_digest
 from offchain.abi.jsontext import loads_bounded
 from offchain.errors import ChainError, CvmAttestError, Reason, RequestError
-from offchain.evidence import EvidenceBundle, onchain_expected_extra_data, verify_evidence
+from offchain.evidence import EvidenceBundle, OnchainNonce, onchain_expected_extra_data, verify_evidence
 from offchain.verify.revocation import CrlSource
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import CertRole, to_der
@@ -47,6 +50,8 @@ from onchain.relayer.sender import Outcome, TxSender
 log = logging.getLogger("cvm_attest.relayer")
 
 MAX_AGENT_RESPONSE = 4 * 1024 * 1024
+#: Order of secp256k1's group: a consent's ``s`` must be at most half of it (EIP-2), as registerCvm requires.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 #: Failures worth retrying later with backoff; anything else is recorded and the next pass tries afresh.
 TRANSIENT = frozenset({Reason.RELAY_AGENT_UNREACHABLE, Reason.CHAIN_RPC_UNAVAILABLE, Reason.CHAIN_TX_FAILED})
 
@@ -164,13 +169,20 @@ class Relayer:
 
         block = self.w3.eth.get_block("latest")
         block_number, block_hash = int(block["number"]), bytes(block["hash"])
+        golden_id = self.golden.canonical_id()
         query = urllib.parse.urlencode({
             "chain_id": self.w3.eth.chain_id, "registry": self.client.address,
-            "block_number": block_number, "block_hash": "0x" + block_hash.hex(),
+            "block_number": block_number, "block_hash": "0x" + block_hash.hex(), "golden_id": "0x" + golden_id.hex(),
         })
         bundle = EvidenceBundle.from_json(self._get(agent, f"/onchain/collaterals?{query}"))
         if bundle.cvm_address is None or Web3.to_checksum_address("0x" + bundle.cvm_address.hex()) != cvm:
             return self._rejected(agent, cvm, "evidence binds another address than the agent's identity")
+        nonce = bundle.nonce
+        if not isinstance(nonce, OnchainNonce) or nonce.golden_id != golden_id:
+            return self._rejected(agent, cvm, f"evidence does not carry the CVM's consent to golden 0x{golden_id.hex()}")
+        digest = golden_consent_digest(self.w3.eth.chain_id, self.client.address, cvm, golden_id)
+        if consent_signer(digest, nonce.consent) != cvm:
+            return self._rejected(agent, cvm, "the consent in the evidence is not the CVM key's signature")
         try:
             verify_evidence(
                 bundle,
@@ -190,8 +202,8 @@ class Relayer:
                 report=bundle.snp_report, leaf=leaf_id, attest=bundle.quote_attest,
                 signature=bundle.quote_signature, pcrs=bundle.pcrs, ak_public=bundle.ak_public,
                 hcl=bundle.hcl_report)
-            data = self.client.calldata("registerCvm", self.golden.canonical_id(), cvm, block_number,
-                                        evidence.as_tuple())
+            data = self.client.calldata("registerCvm", golden_id, cvm, block_number, evidence.as_tuple(),
+                                        nonce.consent)
         else:
             ak_public = azure_ak_public(bundle.hcl_report) if bundle.hcl_report else bundle.ak_public
             data = self.client.refresh_calldata(cvm, block_number, ak_public, bundle.quote_attest,
@@ -251,6 +263,21 @@ class Relayer:
         if not isinstance(doc, dict):
             raise RequestError(Reason.RELAY_EVIDENCE_REJECTED, f"{url}: not a JSON object")
         return doc
+
+
+def consent_signer(digest: bytes, signature: bytes) -> str | None:
+    """The address whose key made the 65-byte ``r || s || v`` ``signature`` over the raw ``digest``,
+    under the rules registerCvm applies (OpenZeppelin ECDSA: ``v`` 27 or 28, low ``s``); None otherwise."""
+    if len(signature) != 65 or signature[64] not in (27, 28):
+        return None
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
+    if not 0 < r < SECP256K1_N or not 0 < s <= SECP256K1_N // 2:
+        return None
+    try:
+        public = keys.Signature(vrs=(signature[64] - 27, r, s)).recover_public_key_from_msg_hash(digest)
+    except (BadSignature, ValueError):
+        return None
+    return str(public.to_checksum_address())
 
 
 def dumps_status(journal: Journal) -> str:

@@ -55,7 +55,7 @@ CACHE_DIR = ROOT / ".cache" / "solc"
 #: 192-bit constants from shifts in every use: Sha384 then costs 33,900 gas per block, not 24,369.
 #: evmVersion "osaka", anvil's default hardfork.
 SOLC_SETTINGS: dict[str, Any] = {
-    "optimizer": {"enabled": True, "runs": 10_000},
+    "optimizer": {"enabled": True, "runs": 2_000},
     "viaIR": True,
     "evmVersion": "osaka",
 }

@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from offchain.abi.binding import direct_report_data, onchain_extra_data
+from offchain.abi.binding import direct_report_data, golden_consent_digest, onchain_extra_data
 from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import SnpReport
 from offchain.abi.tpm import (
@@ -38,7 +40,7 @@ from offchain.devamd import DevAmdChain
 from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.trust.roots import spki_fingerprint
 from onchain.calldata import EvidenceCalldata, certificate_der, certificate_id, evidence_struct
-from onchain.client import RegistryClient
+from onchain.client import RegistryClient, TxResult
 from tests.support.evm import compile_contracts
 
 
@@ -245,3 +247,56 @@ def mine(w3: Web3, blocks: int = 1) -> None:
 def advance_time(w3: Web3, seconds: int) -> None:
     w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
     mine(w3)
+
+
+# --- CVM keys and their consent -------------------------------------------------------------------
+
+#: The keys of the CVM addresses :func:`new_cvm` made, so :func:`consent` can sign for them as the agent does.
+_CVM_KEYS: dict[str, LocalAccount] = {}
+
+
+def new_cvm() -> str:
+    """A fresh address standing for a CVM's Ethereum key; its key is kept to sign consents."""
+    account: LocalAccount = Account.create()
+    _CVM_KEYS[account.address] = account
+    return str(account.address)
+
+
+#: anvil's default accounts come from this mnemonic (m/44'/60'/0'/0/i), so a test may use one as a CVM.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+_ANVIL_KEYS: dict[str, LocalAccount] = {}
+
+
+def _key_of(cvm: str) -> LocalAccount | None:
+    address = Web3.to_checksum_address(cvm)
+    if address in _CVM_KEYS:
+        return _CVM_KEYS[address]
+    if not _ANVIL_KEYS:
+        Account.enable_unaudited_hdwallet_features()
+        for index in range(10):
+            account = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+            _ANVIL_KEYS[account.address] = account
+    return _ANVIL_KEYS.get(address)
+
+
+def consent(registry: RegistryClient, cvm: str, golden_id: bytes) -> bytes:
+    """The CVM key's consent to ``golden_id`` on ``registry`` (r || s || v over golden_consent_digest, as
+    agent.ethkey signs it); 65 zero bytes for an address whose key is unknown (neither :func:`new_cvm`'s nor
+    one of anvil's default accounts)."""
+    key = _key_of(cvm)
+    if key is None:
+        return bytes(65)
+    digest = golden_consent_digest(int(registry.w3.eth.chain_id), registry.address, cvm, golden_id)
+    signed = key.unsafe_sign_hash(digest)
+    return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+
+
+def register_cvm(
+    registry: RegistryClient, golden_id: bytes, cvm: str, block_number: int, evidence: EvidenceCalldata,
+    *, consent_to: bytes | None = None,
+) -> TxResult:
+    """registerCvm with the CVM's consent to ``consent_to`` (default: ``golden_id`` itself)."""
+    signed = consent(registry, cvm, golden_id if consent_to is None else consent_to)
+    return registry.register_cvm(golden_id, cvm, block_number, evidence, signed)

@@ -9,23 +9,27 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError
 
 from offchain.errors import Reason
-from onchain.client import RegistryClient
+from onchain.client import AttestationStatus, RegistryClient
 from onchain.errors import chain_error
 from tests.support.evm import deploy
-from tests.support.registry import publish_once, SimCvm, advance_time, fresh_nonce, registry_artifacts
+from tests.support.registry import SimCvm, advance_time, fresh_nonce, publish_once, register_cvm, registry_artifacts
 
 pytestmark = pytest.mark.integration
 
 
 def attest(w3: Web3, registry: RegistryClient, cvm: SimCvm, golden_id: bytes, address: str) -> None:
     number, extra = fresh_nonce(w3, registry, address)
-    registry.register_cvm(golden_id, address, number, cvm.evidence(cvm.quote(extra)))
+    register_cvm(registry, golden_id, address, number, cvm.evidence(cvm.quote(extra)))
 
 
-def refused(feed: Any, fn: str, sender: str) -> Reason:
+def refused(feed: Any, fn: str, sender: str, status: AttestationStatus | None = None) -> Reason:
+    """The gate's refusal; with ``status``, also the registry's reason the error carries."""
     with pytest.raises(ContractCustomError) as info:
         getattr(feed.functions, fn)(1).transact({"from": sender})
-    return chain_error(info.value, feed.abi).reason
+    error = chain_error(info.value, feed.abi)
+    if status is not None:
+        assert error.context["args"][2] == status.value, error.detail
+    return error.reason
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,7 @@ def test_only_the_attested_cvm_reports(
     w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm, golden_id: bytes, feed: Any
 ) -> None:
     cvm, outsider = str(w3.eth.accounts[5]), str(w3.eth.accounts[6])
-    assert refused(feed, "report", cvm) is Reason.REGISTRY_NOT_ATTESTED
+    assert refused(feed, "report", cvm, AttestationStatus.NOT_REGISTERED) is Reason.REGISTRY_NOT_ATTESTED
     attest(w3, registry, cvm_rsa, golden_id, cvm)  # relayed by the owner's account: the CVM pays nothing
     feed.functions.report(42).transact({"from": cvm})
     assert feed.functions.latestValue().call() == 42 and feed.functions.reporter().call() == cvm
@@ -59,7 +63,7 @@ def test_other_golden_passes_any_but_not_per_golden(
     cvm = str(w3.eth.accounts[7])
     attest(w3, registry, cvm_rsa, other_golden, cvm)
     feed.functions.reportAny(7).transact({"from": cvm})
-    assert refused(feed, "report", cvm) is Reason.REGISTRY_NOT_ATTESTED
+    assert refused(feed, "report", cvm, AttestationStatus.OTHER_GOLDEN) is Reason.REGISTRY_NOT_ATTESTED
 
 
 def test_gate_closes_on_revocation_and_expiry(
@@ -69,13 +73,13 @@ def test_gate_closes_on_revocation_and_expiry(
     attest(w3, registry, cvm_rsa, golden_id, cvm)
     feed.functions.report(1).transact({"from": cvm})
     advance_time(w3, 1201)
-    assert refused(feed, "report", cvm) is Reason.REGISTRY_NOT_ATTESTED
+    assert refused(feed, "report", cvm, AttestationStatus.EXPIRED) is Reason.REGISTRY_NOT_ATTESTED
     revocable = registry.publish_golden(cvm_rsa.golden(pinned=(0, 10, 23)))
     cvm2 = str(w3.eth.accounts[9])
     attest(w3, registry, cvm_rsa, revocable, cvm2)
     feed.functions.reportAny(2).transact({"from": cvm2})
     registry.revoke_golden(revocable)
-    assert refused(feed, "reportAny", cvm2) is Reason.REGISTRY_NOT_ATTESTED
+    assert refused(feed, "reportAny", cvm2, AttestationStatus.GOLDEN_REVOKED) is Reason.REGISTRY_NOT_ATTESTED
 
 
 def test_zero_registry_is_refused(w3: Web3, owner: str) -> None:

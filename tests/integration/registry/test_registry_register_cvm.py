@@ -17,7 +17,17 @@ from offchain.errors import ChainError, Reason
 from offchain.policy.golden import GoldenMeasurement
 from onchain.client import RegistryClient, TxResult
 from tests.support.evm import TX_GAS_CAP
-from tests.support.registry import publish_once, SimCvm, SoftAk, advance_time, fresh_nonce, mine, sim_cvm
+from tests.support.registry import (
+    SimCvm,
+    SoftAk,
+    advance_time,
+    fresh_nonce,
+    mine,
+    new_cvm,
+    publish_once,
+    register_cvm,
+    sim_cvm,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +40,12 @@ def golden_rsa(registry: RegistryClient, cvm_rsa: SimCvm) -> bytes:
     return publish_once(registry, cvm_rsa.golden())
 
 
-def new_cvm(w3: Web3) -> str:
-    """A fresh address standing for a CVM's Ethereum key (the agent quotes it; no key needed here)."""
-    return w3.eth.account.create().address
-
-
 def register(
     w3: Web3, registry: RegistryClient, cvm: SimCvm, golden_id: bytes, address: str, **quote_args: Any
 ) -> TxResult:
     number, extra = fresh_nonce(w3, registry, address)
     quote = cvm.quote(extra, **quote_args)
-    return registry.register_cvm(golden_id, address, number, cvm.evidence(quote))
+    return register_cvm(registry, golden_id, address, number, cvm.evidence(quote))
 
 
 def rejected(action: Callable[[], object]) -> ChainError:
@@ -55,7 +60,7 @@ def rejected(action: Callable[[], object]) -> ChainError:
 def test_register_cvm_attests_the_address(
     w3: Web3, registry: RegistryClient, as_relayer: RegistryClient, cvm_rsa: SimCvm, golden_rsa: bytes
 ) -> None:
-    address = new_cvm(w3)
+    address = new_cvm()
     assert not registry.is_attested(address)
     result = register(w3, as_relayer, cvm_rsa, golden_rsa, address)  # anyone relays
     assert result.gas_used <= REGISTER_CVM_GAS_TARGET < TX_GAS_CAP
@@ -74,13 +79,13 @@ def test_register_cvm_attests_the_address(
 
 def test_register_with_p256_ak(w3: Web3, registry: RegistryClient, cvm_p256: SimCvm) -> None:
     golden_id = registry.publish_golden(cvm_p256.golden(pinned=(23,)))
-    address = new_cvm(w3)
+    address = new_cvm()
     register(w3, registry, cvm_p256, golden_id, address)
     assert registry.is_attested_for(address, golden_id)
 
 
 def test_verify_evidence_view_agrees(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm, golden_rsa: bytes) -> None:
-    address = new_cvm(w3)
+    address = new_cvm()
     number, extra = fresh_nonce(w3, registry, address)
     evidence = cvm_rsa.evidence(cvm_rsa.quote(extra))
     verdict = registry.verify_evidence(golden_rsa, extra, evidence)
@@ -96,11 +101,11 @@ def test_verify_evidence_view_agrees(w3: Web3, registry: RegistryClient, cvm_rsa
 
 
 def test_replayed_quote_is_refused(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm, golden_rsa: bytes) -> None:
-    address = new_cvm(w3)
+    address = new_cvm()
     number, extra = fresh_nonce(w3, registry, address)
     evidence = cvm_rsa.evidence(cvm_rsa.quote(extra))
-    registry.register_cvm(golden_rsa, address, number, evidence)
-    error = rejected(lambda: registry.register_cvm(golden_rsa, address, number, evidence))
+    register_cvm(registry, golden_rsa, address, number, evidence)
+    error = rejected(lambda: register_cvm(registry, golden_rsa, address, number, evidence))
     assert error.reason is Reason.REGISTRY_NONCE_REPLAYED
 
 
@@ -108,42 +113,42 @@ def test_replayed_quote_is_refused(w3: Web3, registry: RegistryClient, cvm_rsa: 
 def test_quote_for_another_context_is_refused(
     w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm, golden_rsa: bytes, what: str
 ) -> None:
-    address = new_cvm(w3)
+    address = new_cvm()
     block = w3.eth.get_block("latest")
     number, block_hash = int(block["number"]), bytes(block["hash"])
     chain_id = int(w3.eth.chain_id)
     context = {"chain": chain_id, "registry": registry.address, "address": address, "block": block_hash}
     context[what] = {
         "chain": chain_id + 1,
-        "registry": new_cvm(w3),
-        "address": new_cvm(w3),
+        "registry": new_cvm(),
+        "address": new_cvm(),
         "block": bytes(w3.eth.get_block(number - 1)["hash"]),
     }[what]
     extra = onchain_extra_data(context["chain"], context["registry"], context["address"], context["block"])
     evidence = cvm_rsa.evidence(cvm_rsa.quote(extra))
-    error = rejected(lambda: registry.register_cvm(golden_rsa, address, number, evidence))
+    error = rejected(lambda: register_cvm(registry, golden_rsa, address, number, evidence))
     assert error.reason is Reason.TPM_QUOTE_NONCE_MISMATCH
     good = onchain_extra_data(chain_id, registry.address, address, block_hash)
-    registry.register_cvm(golden_rsa, address, number, cvm_rsa.evidence(cvm_rsa.quote(good)))
+    register_cvm(registry, golden_rsa, address, number, cvm_rsa.evidence(cvm_rsa.quote(good)))
     assert registry.is_attested(address)
 
 
 def test_stale_block_is_refused(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm, golden_rsa: bytes) -> None:
-    address = new_cvm(w3)
+    address = new_cvm()
     number, extra = fresh_nonce(w3, registry, address)
     evidence = cvm_rsa.evidence(cvm_rsa.quote(extra))
     mine(w3, 257)
-    error = rejected(lambda: registry.register_cvm(golden_rsa, address, number, evidence))
+    error = rejected(lambda: register_cvm(registry, golden_rsa, address, number, evidence))
     assert error.reason is Reason.REGISTRY_NONCE_STALE
     future = int(w3.eth.block_number) + 5
-    error = rejected(lambda: registry.register_cvm(golden_rsa, address, future, evidence))
+    error = rejected(lambda: register_cvm(registry, golden_rsa, address, future, evidence))
     assert error.reason is Reason.REGISTRY_NONCE_STALE
 
 
 def test_zero_address_is_refused(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm, golden_rsa: bytes) -> None:
     zero = "0x" + "00" * 20
     number, extra = fresh_nonce(w3, registry, zero)
-    error = rejected(lambda: registry.register_cvm(golden_rsa, zero, number, cvm_rsa.evidence(cvm_rsa.quote(extra))))
+    error = rejected(lambda: register_cvm(registry, golden_rsa, zero, number, cvm_rsa.evidence(cvm_rsa.quote(extra))))
     assert error.reason is Reason.INPUT_INVALID
 
 
@@ -177,7 +182,7 @@ def _flip(data: bytes, offset: int, mask: int = 1) -> bytes:
 def test_tampered_evidence_is_refused(
     w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm, golden_rsa: bytes, tamper: str, reason: Reason
 ) -> None:
-    address = new_cvm(w3)
+    address = new_cvm()
     number, extra = fresh_nonce(w3, registry, address)
     quote = cvm_rsa.quote(extra)
     evidence = cvm_rsa.evidence(quote)
@@ -211,7 +216,7 @@ def test_tampered_evidence_is_refused(
         evidence = dataclasses.replace(evidence, binding=type(evidence.binding)("azure"), runtime_data=b"{}")
     # The untampered evidence is accepted (the twin's positive half).
     registry.verify_evidence(golden_rsa, extra, cvm_rsa.evidence(quote))
-    error = rejected(lambda: registry.register_cvm(golden_rsa, address, number, evidence))
+    error = rejected(lambda: register_cvm(registry, golden_rsa, address, number, evidence))
     assert error.reason is reason
     assert not registry.is_attested(address)
 
@@ -223,7 +228,7 @@ def _policy_case(
     w3: Web3, registry: RegistryClient, cvm: SimCvm, golden: GoldenMeasurement
 ) -> ChainError:
     golden_id = registry.publish_golden(golden)
-    address = new_cvm(w3)
+    address = new_cvm()
     return rejected(lambda: register(w3, registry, cvm, golden_id, address))
 
 
@@ -259,14 +264,14 @@ def test_pinned_pcr_mismatch_is_refused(w3: Web3, registry: RegistryClient, cvm_
 
 def test_pinned_pcr_not_quoted_is_refused(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm) -> None:
     golden_id = registry.publish_golden(cvm_rsa.golden(pinned=(0, 11, 23)))
-    address = new_cvm(w3)
+    address = new_cvm()
     only_23 = {23: cvm_rsa.pcrs[23]}
     error = rejected(lambda: register(w3, registry, cvm_rsa, golden_id, address, pcrs=only_23))
     assert error.reason is Reason.POLICY_PCR_MISSING
 
 
 def test_unknown_and_revoked_golden(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm) -> None:
-    address = new_cvm(w3)
+    address = new_cvm()
     assert rejected(lambda: register(w3, registry, cvm_rsa, b"\x05" * 32, address)).reason is (
         Reason.REGISTRY_GOLDEN_NOT_FOUND
     )
@@ -282,7 +287,7 @@ def test_unknown_and_revoked_golden(w3: Web3, registry: RegistryClient, cvm_rsa:
 
 def test_is_attested_turns_false_on_revocation(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm) -> None:
     golden_id = registry.publish_golden(cvm_rsa.golden(pinned=(0, 2, 23)))
-    address = new_cvm(w3)
+    address = new_cvm()
     register(w3, registry, cvm_rsa, golden_id, address)
     assert registry.is_attested(address)
     registry.revoke_golden(golden_id)
@@ -291,7 +296,7 @@ def test_is_attested_turns_false_on_revocation(w3: Web3, registry: RegistryClien
 
 def test_is_attested_turns_false_on_expiry(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm) -> None:
     golden_id = registry.publish_golden(cvm_rsa.golden(pinned=(0, 3, 23), lifetime=600))
-    address = new_cvm(w3)
+    address = new_cvm()
     register(w3, registry, cvm_rsa, golden_id, address)
     assert registry.is_attested(address)
     advance_time(w3, 601)
@@ -311,7 +316,7 @@ def test_refresh_extends_and_is_cheap(
 ) -> None:
     cvm = cvm_rsa if kind == "rsa" else cvm_p256
     golden_id = registry.publish_golden(cvm.golden(pinned=(0, 4 if kind == "rsa" else 13, 23), lifetime=900))
-    address = new_cvm(w3)
+    address = new_cvm()
     register(w3, registry, cvm, golden_id, address)
     first = registry.attestation_of(address)
     advance_time(w3, 600)
@@ -325,8 +330,8 @@ def test_refresh_extends_and_is_cheap(
 
 def test_refresh_negative_twins(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm) -> None:
     golden_id = registry.publish_golden(cvm_rsa.golden(pinned=(0, 5, 23), lifetime=900))
-    address = new_cvm(w3)
-    never = new_cvm(w3)
+    address = new_cvm()
+    never = new_cvm()
 
     def refresh(**kwargs: Any) -> ChainError:
         return rejected(lambda: _refresh(w3, registry, cvm_rsa, address, **kwargs))
@@ -366,7 +371,7 @@ def test_refresh_negative_twins(w3: Web3, registry: RegistryClient, cvm_rsa: Sim
 
 def test_refresh_after_revocation_does_not_attest(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm) -> None:
     golden_id = registry.publish_golden(cvm_rsa.golden(pinned=(0, 15, 23), lifetime=900))
-    address = new_cvm(w3)
+    address = new_cvm()
     register(w3, registry, cvm_rsa, golden_id, address)
     registry.revoke_golden(golden_id)
     assert not registry.is_attested(address)
@@ -376,7 +381,7 @@ def test_refresh_after_revocation_does_not_attest(w3: Web3, registry: RegistryCl
 
 def test_refresh_after_expiry_needs_full_registration(w3: Web3, registry: RegistryClient, cvm_rsa: SimCvm) -> None:
     golden_id = registry.publish_golden(cvm_rsa.golden(pinned=(0, 6, 23), lifetime=300))
-    address = new_cvm(w3)
+    address = new_cvm()
     register(w3, registry, cvm_rsa, golden_id, address)
     _refresh(w3, registry, cvm_rsa, address)
     advance_time(w3, 301)
@@ -391,6 +396,6 @@ def test_report_of_another_snp_report_version_parses(
     v3 = sim_cvm(dev_chain, rsa_ak, version=3, launch_mit_vector=0, current_mit_vector=0)
     assert SnpReport.from_bytes(v3.report.to_bytes()).version == 3
     golden_id = registry.publish_golden(v3.golden(pinned=(0, 7, 23)))
-    address = new_cvm(w3)
+    address = new_cvm()
     register(w3, registry, v3, golden_id, address)
     assert registry.is_attested(address)

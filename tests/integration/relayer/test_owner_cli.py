@@ -94,6 +94,7 @@ def test_relay_status_reads_the_journal(stack: Stack, tmp_path: Path) -> None:
         saved = tmp_path / "golden.json"
         _invoke(golden, ["publish", "--rpc", anvil.url, "--registry", registry, "--from-agent", stack.agent.external,
                          "--save", str(saved), "--key", "env:OWNER_KEY"], env)
+        stack.consent(GoldenMeasurement.from_file(saved))  # the CVM's operator, not the owner, consents
         journal = tmp_path / "relayer.db"
         ran = _invoke(relay, ["--rpc", anvil.url, "--registry", registry, "--agent", stack.agent.external,
                               "--golden", str(saved), "--dev-root", ark, "--journal", str(journal), "--once",

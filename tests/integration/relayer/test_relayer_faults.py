@@ -43,9 +43,10 @@ def _registered_events(chain: Chain, cvm: str) -> int:
 
 
 def test_evidence_failing_offchain_verification_is_not_submitted(stack: Stack, chain: Chain, tmp_path: Path) -> None:
-    golden = stack.golden()
+    golden = stack.consented_golden()
     wrong = dataclasses.replace(golden, measurement=bytes(48))
     chain.registry.publish_golden(wrong)
+    stack.consent(wrong)  # the operator consents, so the agent quotes; the relayer's own check must refuse
     journal = Journal(tmp_path / "j.db")
     (result,) = make_relayer(chain, stack, journal, wrong).tick()
     assert result.action == "rejected"
@@ -56,12 +57,24 @@ def test_evidence_failing_offchain_verification_is_not_submitted(stack: Stack, c
     assert not chain.registry.is_attested(stack.cvm())
 
 
+def test_a_golden_the_cvm_did_not_consent_to_is_not_submitted(stack: Stack, chain: Chain, tmp_path: Path) -> None:
+    # A golden the CVM's operator never consented to: the agent refuses to quote for it (nobody can
+    # move the CVM under it), and the relayer records why without sending anything.
+    golden = dataclasses.replace(stack.golden(), name="not consented", lifetime_seconds=1234)
+    chain.registry.publish_golden(golden)
+    journal = Journal(tmp_path / "j.db")
+    (result,) = make_relayer(chain, stack, journal, golden).tick()
+    assert result.action == "error"
+    assert result.error is not None and "agent.golden_not_consented" in result.error
+    assert list(journal.submissions()) == [] and _registered_events(chain, stack.cvm()) == 0
+
+
 def test_evidence_whose_amd_chain_fails_the_crl_check_is_not_submitted(
     stack: Stack, chain: Chain, tmp_path: Path
 ) -> None:
     # The sim ARK's key never leaves the agent, so no CRL can list its ASK here: a CRL of another
     # ARK stands in (snp.crl.invalid). check_revocation's verdicts are unit-tested with dev chains.
-    golden = stack.golden()
+    golden = stack.consented_golden()
     chain.registry.publish_golden(golden)
     other = dev_chain(Product.TURIN)
     crl = other.issue_crl(this_update=DEV_NOW, next_update=DEV_NOW + dt.timedelta(days=3650))
@@ -75,7 +88,7 @@ def test_evidence_whose_amd_chain_fails_the_crl_check_is_not_submitted(
 
 
 def test_a_transaction_that_would_revert_is_decoded_and_not_sent(stack: Stack, chain: Chain, tmp_path: Path) -> None:
-    golden = stack.golden()  # never published on this registry: registerCvm reverts RegistryGoldenNotFound
+    golden = stack.consented_golden()  # never published on this registry: registerCvm reverts RegistryGoldenNotFound
     journal = Journal(tmp_path / "j.db")
     start_nonce = chain.w3.eth.get_transaction_count(chain.relayer_key.address)
     (result,) = make_relayer(chain, stack, journal, golden).tick()
@@ -89,7 +102,7 @@ def test_a_transaction_that_would_revert_is_decoded_and_not_sent(stack: Stack, c
 
 
 def test_unreachable_agent_backs_off_then_recovers(stack: Stack, chain: Chain, tmp_path: Path) -> None:
-    golden = stack.golden()
+    golden = stack.consented_golden()
     chain.registry.publish_golden(golden)
     now = [1000.0]
     relayer = make_relayer(chain, stack, Journal(tmp_path / "j.db"), golden, clock=lambda: now[0])
@@ -125,7 +138,7 @@ def _relay_cli(chain: Chain, stack: Stack, golden_file: Path, journal: Path) -> 
 
 def test_relayer_killed_between_send_and_receipt_loses_nothing_and_sends_once(
         stack: Stack, chain: Chain, tmp_path: Path) -> None:
-    golden = stack.golden()
+    golden = stack.consented_golden()
     chain.registry.publish_golden(golden)
     golden_file = tmp_path / "golden.json"
     golden_file.write_text(json.dumps(golden.to_json()))
@@ -175,7 +188,7 @@ def test_anvil_restarted_with_its_state(stack: Stack, tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.db")
     with AnvilProcess(state=state) as anvil:
         chain = make_chain(stack, anvil)
-        golden = stack.golden()
+        golden = stack.consented_golden()
         chain.registry.publish_golden(golden)
         (result,) = make_relayer(chain, stack, journal, golden).tick()
         assert result.action == "register", result.error

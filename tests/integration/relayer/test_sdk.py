@@ -28,7 +28,7 @@ pytestmark = [
 
 @pytest.fixture()
 def attested(stack: Stack, chain: Chain, tmp_path: Path) -> tuple[Registry, str, bytes]:
-    golden = stack.golden()
+    golden = stack.consented_golden()
     golden_id = chain.registry.publish_golden(golden)
     (result,) = make_relayer(chain, stack, Journal(tmp_path / "j.db"), golden).tick()
     assert result.action == "register", result.error
