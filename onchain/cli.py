@@ -48,7 +48,7 @@ from offchain.cli.verify import (
     snp_inputs,
 )
 from offchain.cli.output import emit, fail
-from offchain.errors import ChainError, CvmAttestError, ParseError, Reason
+from offchain.errors import ChainError, CvmAttestError, ParseError, PolicyError, Reason, Violation
 from offchain.evidence import EvidenceBundle
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import CertificateSet, parse_certificate, read_file
@@ -92,6 +92,8 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kds", is_flag=True, help="Fetch missing AMD certificates from AMD KDS."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="On-disk KDS cache."),
         click.option("--kds-url", default=KDS_BASE_URL, show_default=True, help="KDS base URL (a mirror)."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print one JSON object: the only output form, accepted like cvm-cli verify's."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -123,6 +125,7 @@ def _build_options(
     kds: bool,
     cache_dir: Path | None,
     kds_url: str,
+    as_json: bool = True,
 ) -> _Options:
     if (rpc is None) != (registry is None):
         raise ParseError(Reason.INPUT_INVALID, "--rpc and --registry go together")
@@ -220,9 +223,20 @@ def _run(result: _Result, body: Callable[[], None]) -> None:
     emit(payload, as_json=True, human="")
 
 
-def _verify_report(
-    client: RegistryClient, report: SnpReport, leaf_id: bytes, golden_id: bytes, runtime: bytes, result: _Result
+def _verify_bare_report(
+    client: RegistryClient,
+    report: SnpReport,
+    leaf_id: bytes,
+    golden_id: bytes,
+    runtime: bytes,
+    options: _Options,
+    result: _Result,
 ) -> None:
+    """verifyReport: no quote, so no freshness (``fresh: false``); a golden that requires a quote
+    refuses it here, since that rule lives in the document, not in the registry."""
+    result.extra["fresh"] = False
+    if options.golden is not None and options.golden.require_quote:
+        raise PolicyError([Violation(Reason.POLICY_QUOTE_REQUIRED, "require_quote", True, False)])
     args = (report.to_bytes(), leaf_id, golden_id, runtime)
     result.gas = client.estimate_gas("verifyReport", *args)
     verdict = client.verify_report(*args)
@@ -268,7 +282,7 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
         with _registry(options) as client:
             golden_id = _golden_id(options, result)
             leaf_id = _register(client, chain, result)
-            _verify_report(client, report, leaf_id, golden_id, b"", result)
+            _verify_bare_report(client, report, leaf_id, golden_id, b"", options, result)
 
     _run(result, body)
 
@@ -311,8 +325,9 @@ def verify_azure(
             golden_id = _golden_id(options, result)
             leaf_id = _register(client, chain, result)
             if evidence is None:
-                _verify_report(client, hcl.snp_report, leaf_id, golden_id, hcl.runtime_data, result)
+                _verify_bare_report(client, hcl.snp_report, leaf_id, golden_id, hcl.runtime_data, options, result)
             else:
+                result.extra["fresh"] = True
                 _verify_evidence(client, golden_id, expected, evidence, result)
 
     _run(result, body)
@@ -359,6 +374,7 @@ def verify_evidence_cmd(
         with _registry(options) as client:
             golden_id = _golden_id(options, result)
             _register(client, chain, result)  # the evidence names the leaf by its id (keccak256 of its DER)
+            result.extra["fresh"] = True
             _verify_evidence(client, golden_id, expected, evidence, result)
 
     _run(result, body)

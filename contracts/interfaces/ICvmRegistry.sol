@@ -414,6 +414,9 @@ interface ICvmRegistry {
      * when `goldenId` is not zero, the golden policy's report rules; a golden measurement that pins PCRs fails with
      * {RegistryPcrMissing}, since a bare report proves no PCR. With Azure `runtimeData` it also checks REPORT_DATA ==
      * SHA-256(runtimeData) || 32 zero bytes and that the golden binding is Azure. Reverts with the reason.
+     *
+     * NOTE: a bare report proves no freshness: it may be of any age, replayed by anyone who kept it. Only
+     * {registerCvm} and {refreshCvm} (a quote over a recent block hash) are fresh.
      */
     function verifyReport(bytes calldata report, bytes32 leaf, bytes32 goldenId, bytes calldata runtimeData)
         external

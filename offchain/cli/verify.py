@@ -59,6 +59,15 @@ from offchain.verify.revocation import CrlSource, check_revocation, crl_from_fil
 
 PathArg = click.Path(dir_okay=False, path_type=Path)
 _REVOCATION_LINE = "  revocation   neither the intermediate nor the leaf is on the ARK's current CRL"
+_NOT_FRESH_LINE = ("  freshness    none: a bare report proves no freshness (it may be of any age); a quote over your"
+                   " nonce does")
+
+
+def _freshness(progress: _Progress, fresh: bool) -> None:
+    """``fresh`` in the verdict, and a line saying so when it is false."""
+    progress.extra["fresh"] = fresh
+    if not fresh:
+        progress.lines.append(_NOT_FRESH_LINE)
 
 
 @dataclass
@@ -321,6 +330,7 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
         progress.report = SnpReport.from_bytes(read_file(report_path))
         explicit = _explicit_certificates(vcek, ask, ark)
         verified = _verify_report(progress.report, explicit, common, progress)
+        _freshness(progress, False)
         if common.golden is not None:
             check_policy(
                 common.golden,
@@ -392,6 +402,7 @@ def verify_azure(
             pcrs = dict(quote.pcrs)
             progress.extra["quote"] = {"extra_data": quote.attest.extra_data.hex(), "pcrs": sorted(pcrs)}
             progress.lines.append(f"  quote        signed by the AK, nonce matches, PCRs {sorted(pcrs)}")
+        _freshness(progress, pcrs is not None)
         if common.golden is not None:
             check_policy(
                 common.golden,
@@ -452,6 +463,7 @@ def verify_evidence_cmd(
             binding=bundle.binding.value,
             platform=bundle.platform.value,
             quote={"extra_data": verified.quote.attest.extra_data.hex(), "pcrs": sorted(verified.pcrs)},
+            fresh=True,
         )
         if bundle.cvm_address is not None:
             progress.extra["cvm_address"] = "0x" + bundle.cvm_address.hex()

@@ -49,10 +49,13 @@ def policy_violations(
     """Every rule of ``golden`` the evidence breaks, in document order (empty when it complies).
 
     ``binding=None`` means no AK was verified (a bare SNP report): the binding rule does not apply.
-    ``pcrs=None`` means no quote was verified: every pinned PCR is then missing.
+    ``pcrs=None`` means no quote was verified: every pinned PCR is then missing, and a golden that
+    requires a quote (``require_quote``) is broken, since a bare report may be of any age.
     ``allow_debug_golden`` accepts a golden measurement that allows debug guests (development only).
     """
     out: list[Violation] = []
+    if golden.require_quote and pcrs is None:
+        out.append(Violation(Reason.POLICY_QUOTE_REQUIRED, "require_quote", True, False))
     if not hmac.compare_digest(report.measurement, golden.measurement):
         out.append(
             Violation(Reason.POLICY_MEASUREMENT_MISMATCH, "measurement", golden.measurement.hex(), report.measurement.hex())

@@ -49,9 +49,9 @@ SIGNER_BITS = {SignerKind.VCEK: 1, SignerKind.VLEK: 2}
 
 _TOP_KEYS = {
     "version", "name", "measurement", "policy", "min_tcb", "vmpl", "products", "signers", "binding",
-    "pcrs", "pcr23_events", "lifetime_seconds",
+    "pcrs", "pcr23_events", "lifetime_seconds", "require_quote",
 }
-_OPTIONAL_KEYS = {"name", "pcrs", "pcr23_events"}
+_OPTIONAL_KEYS = {"name", "pcrs", "pcr23_events", "require_quote"}
 _POLICY_KEYS = ("debug_allowed", "migrate_ma_allowed", "smt_allowed", "min_abi_major", "min_abi_minor")
 _TCB_KEYS = ("bootloader", "tee", "snp", "microcode", "fmc")
 
@@ -155,6 +155,10 @@ class GoldenMeasurement:
     pcrs: tuple[tuple[int, bytes], ...] = ()
     pcr23_events: tuple[WorkloadEvent, ...] | None = None
     name: str | None = None
+    #: Evidence must include a quote over the verifier's nonce: a bare report (of any age) is
+    #: ``policy.quote_required``. An off-chain rule, outside the canonical id (on chain every
+    #: registration carries a fresh quote).
+    require_quote: bool = False
     version: int = field(default=GOLDEN_VERSION)
 
     def __post_init__(self) -> None:
@@ -258,6 +262,7 @@ class GoldenMeasurement:
             "pcrs": tuple(sorted(pcrs.items())),
             "pcr23_events": events,
             "name": name,
+            "require_quote": _bool(doc.get("require_quote", False), "require_quote"),
             "version": GOLDEN_VERSION,
         }
         for key, value in values.items():
@@ -293,6 +298,8 @@ class GoldenMeasurement:
                 {"kind": e.kind, "name": e.name, "content_digest": e.content_digest.hex()} for e in self.pcr23_events
             ]
         doc["lifetime_seconds"] = self.lifetime_seconds
+        if self.require_quote:
+            doc["require_quote"] = True
         return doc
 
     def dumps(self) -> str:
@@ -357,6 +364,7 @@ class GoldenMeasurement:
         *,
         name: str | None = None,
         allow_debug: bool = False,
+        require_quote: bool = True,
     ) -> GoldenMeasurement:
         """Describe a running CVM exactly: its measurement, guest policy, ABI, reported TCB, VMPL.
 
@@ -370,6 +378,9 @@ class GoldenMeasurement:
         result says ``debug_allowed: true``, which the registry refuses to publish and every
         off-chain policy check refuses unless its caller also allows debug goldens
         (:func:`offchain.policy.check.policy_violations`, ``cvm-cli verify --allow-debug-golden``).
+
+        ``require_quote`` (default true: a running CVM can always quote) makes a bare report, which
+        proves no freshness, fail against the result with ``policy.quote_required``.
         """
         guest = report.guest_policy
         if guest.debug and not allow_debug:
@@ -394,6 +405,7 @@ class GoldenMeasurement:
             pcrs=tuple(sorted((pcrs or {}).items())),
             pcr23_events=tuple(events) if events is not None else None,
             name=name,
+            require_quote=require_quote,
         )
 
 

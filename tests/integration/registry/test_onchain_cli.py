@@ -39,6 +39,8 @@ def both(onchain_args: list[str], offchain_args: list[str]) -> tuple[dict[str, A
     off_code, off = run(offchain_verify, [*offchain_args, "--json"])
     assert on_code == off_code, (on, off)
     assert on["ok"] == off["ok"] and on["reason"] == off["reason"], (on, off)
+    if on["ok"]:
+        assert on["fresh"] == off["fresh"], (on, off)  # a bare report proves no freshness, in both
     return on, off
 
 
@@ -54,8 +56,9 @@ def snp_args(vector: Vector) -> list[str]:
 @pytest.mark.parametrize("name", ["snp/milan-vcek-v2-virtee", "snp/milan-vlek-v3-vmpl1-trustee", NEGATIVE_VECTOR])
 def test_embedded_snp_verdict_equals_offchain(vectors: Path, name: str) -> None:
     vector = load_vector(vectors, name)
-    on, _ = both(["snp", *snp_args(vector)], ["snp", *snp_args(vector)])
+    on, _ = both(["snp", *snp_args(vector), "--json"], ["snp", *snp_args(vector)])  # --json accepted, as off chain
     assert on["ok"] is (name != NEGATIVE_VECTOR)
+    assert on["fresh"] is False
     assert on["gas"] is None if not on["ok"] else on["gas"] > 0
     if not on["ok"]:
         assert on["reason"] == "snp.signature.invalid"
@@ -196,3 +199,23 @@ def test_deployed_registry_with_the_dev_root_verifies_the_sim_report(w3: Web3, o
     assert trust_dev_chain(registry, cvm_rsa.chain) == cvm_rsa.leaf_id
     verdict = registry.verify_report(cvm_rsa.report.to_bytes(), cvm_rsa.leaf_id)
     assert verdict.product == 2 and verdict.signer == 1
+
+
+def test_a_golden_that_requires_a_quote_refuses_a_bare_report(tmp_path: Path, cvm_rsa: SimCvm) -> None:
+    chain = cvm_rsa.chain
+    files = {"report.bin": cvm_rsa.report.to_bytes(), "ark.pem": to_pem(chain.ark).encode(),
+             "ask.pem": to_pem(chain.ask).encode(), "vcek.pem": to_pem(chain.leaf).encode()}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    golden = cvm_rsa.golden(pinned=())
+    assert golden.require_quote
+    (tmp_path / "golden.json").write_text(golden.dumps())
+    args = ["snp", "--report", str(tmp_path / "report.bin"), "--vcek", str(tmp_path / "vcek.pem"),
+            "--ask", str(tmp_path / "ask.pem"), "--ark", str(tmp_path / "ark.pem"), "--dev-root",
+            str(tmp_path / "ark.pem"), "--golden", str(tmp_path / "golden.json")]
+    on, _ = both(args, args)
+    assert on["reason"] == "policy.quote_required" and on["fresh"] is False
+    lenient = type(golden).from_json({**golden.to_json(), "require_quote": False})
+    (tmp_path / "golden.json").write_text(lenient.dumps())
+    on, _ = both(args, args)
+    assert on["ok"] and on["fresh"] is False

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 
 from offchain.abi.binding import onchain_extra_data
-from offchain.abi.snp_report import Product, SignerKind
+from offchain.abi.snp_report import Product, SignerKind, SnpReport
 from offchain.cli.verify import verify
 from offchain.errors import Reason
 from offchain.policy.golden import Binding, GoldenMeasurement
@@ -69,6 +69,27 @@ def test_verify_snp_accepts_every_real_report(vectors: Path, name: str) -> None:
     assert (code, out["ok"], out["reason"]) == (0, True, None)
     _check_fields(out, v)
     assert out["report"]["reported_tcb"] == v.expected["report"]["reported_tcb"]
+    assert out["fresh"] is False  # a bare report may be of any age, and the verdict says so
+
+
+def test_a_bare_report_says_it_proves_no_freshness(vectors: Path, tmp_path: Path) -> None:
+    v = load_vector(vectors, SNP_REPORT_VECTORS[0])
+    human = run(*_snp_args(v))
+    assert human.exit_code == 0 and "freshness    none: a bare report proves no freshness" in human.stdout
+    expected = v.expected
+    product = Product.from_name(expected["ark_cn"])
+    signer = SignerKind.VCEK if expected["report"]["signing_key"] == 0 else SignerKind.VLEK
+    report = SnpReport.from_bytes(v.file("report.bin").read_bytes())
+    golden = GoldenMeasurement.from_report(report, product, signer, Binding.DIRECT, allow_debug=report.guest_policy.debug)
+    assert golden.require_quote  # made from a running CVM's report: it can always quote
+    (tmp_path / "golden.json").write_text(golden.dumps())
+    code, out = run_json(*_snp_args(v), "--golden", tmp_path / "golden.json", "--allow-debug-golden")
+    assert (code, out["reason"]) == (1, Reason.POLICY_QUOTE_REQUIRED.value)
+    assert out["violations"][0]["field"] == "require_quote"
+    lenient = GoldenMeasurement.from_json({**golden.to_json(), "require_quote": False})
+    (tmp_path / "lenient.json").write_text(lenient.dumps())
+    code, out = run_json(*_snp_args(v), "--golden", tmp_path / "lenient.json", "--allow-debug-golden")
+    assert (code, out["ok"], out["fresh"]) == (0, True, False)
 
 
 def test_verify_snp_rejects_the_negative_vector(vectors: Path) -> None:
@@ -92,8 +113,9 @@ def test_verify_azure_accepts_every_real_hcl_report_and_quote(vectors: Path, nam
         "--quote", v.file("tpm_quote_attest.bin"), "--quote-sig", v.file("tpm_quote_sig.bin"),
         "--pcrs", v.file("tpm_pcrs_sha256.json"), "--nonce", v.file("tpm_nonce.bin").read_bytes().hex(),
     ]
+    assert out["fresh"] is False
     code, out = run_json(*args, *quote)
-    assert (code, out["ok"]) == (0, True)
+    assert (code, out["ok"], out["fresh"]) == (0, True, True)
     assert out["quote"]["pcrs"] == list(range(24))
     # Negative twins: another nonce, a PCR off by one bit.
     code, out = run_json(*args, *quote[:-1], "00" + quote[-1])
@@ -202,6 +224,7 @@ def test_verify_evidence(evidence_files: dict[str, Path]) -> None:
     f = evidence_files
     code, out = run_json(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["golden"]))
     assert (code, out["ok"], out["product"], out["signer"], out["binding"]) == (0, True, "genoa", "vcek", "direct")
+    assert out["fresh"] is True
     golden = GoldenMeasurement.from_file(f["golden"])
     assert out["golden_id"] == "0x" + golden.canonical_id().hex()
     human = run(*_evidence_args(f, "--dev-root", f["ark"], "--golden", f["golden"]))
@@ -275,7 +298,8 @@ def test_a_golden_that_allows_debug_needs_the_second_flag(evidence_files: dict[s
 
 def test_verify_snp_refuses_a_golden_made_from_the_real_debug_report(vectors: Path, tmp_path: Path) -> None:
     v = load_vector(vectors, "snp/milan-vcek-v2-gosevguest")
-    golden = GoldenMeasurement.from_report(v.report, Product.MILAN, SignerKind.VCEK, Binding.DIRECT, allow_debug=True)
+    golden = GoldenMeasurement.from_report(v.report, Product.MILAN, SignerKind.VCEK, Binding.DIRECT, allow_debug=True,
+                                           require_quote=False)
     (tmp_path / "golden.json").write_text(golden.dumps())
     code, out = run_json(*_snp_args(v), "--golden", tmp_path / "golden.json")
     assert (code, out["reason"]) == (1, Reason.POLICY_GOLDEN_ALLOWS_DEBUG.value)

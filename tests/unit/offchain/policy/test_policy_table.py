@@ -137,7 +137,19 @@ def test_a_changed_workload_item_is_named() -> None:
 
 
 def test_no_quote_means_every_pinned_pcr_is_missing() -> None:
-    assert _violations(Case(pcrs=None, events=None)) == [Reason.POLICY_PCR_MISSING, Reason.POLICY_PCR_MISSING]
+    # A golden made from a report requires a quote: a bare report proves no freshness.
+    assert _violations(Case(pcrs=None, events=None)) == [
+        Reason.POLICY_QUOTE_REQUIRED, Reason.POLICY_PCR_MISSING, Reason.POLICY_PCR_MISSING
+    ]
+
+
+def test_a_golden_that_does_not_require_a_quote_still_misses_its_pcrs() -> None:
+    case = Case(pcrs=None, events=None)
+    report = _report(case)
+    golden = dataclasses.replace(_golden(case, report), require_quote=False)
+    with pytest.raises(PolicyError) as exc:
+        check_policy(golden, report, product=case.product, signer=case.signer, binding=None, pcrs=None)
+    assert exc.value.reasons == [Reason.POLICY_PCR_MISSING, Reason.POLICY_PCR_MISSING]
 
 
 def test_every_violation_is_reported_at_once() -> None:
