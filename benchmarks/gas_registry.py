@@ -12,6 +12,11 @@ whole mined transaction (21,000 base and calldata included), what a relayer pays
   measurement pinning PCRs 0 and 23);
 * ``refresh_cvm_rsa`` / ``refresh_cvm_p256``: refreshCvm with an RSA-2048 / P-256 AK;
 * ``publish_golden``: publishGolden pinning PCRs 0 and 23;
+* ``is_attested``: a CvmGated check as a dApp's gated function pays it, for the attested CVM: the
+  registry's ``attestationStatus`` with cold storage, measured with ``gasleft()`` inside an
+  ``eth_call`` (contracts/test/CvmGatedHarness.sol; the gate reverts if the CVM is not attested);
+* ``is_attested_after_revocation``: the same after a certificate of another chain was revoked, so
+  the registry walks the CVM's chain (the slow path until the CVM's next refresh);
 * ``parse_quote``: execution gas of TpmQuote.parseQuote on a 24-PCR quote, measured inside the call
   with ``gasleft()`` (contracts/test/TpmQuoteHarness.sol); as a transaction of its own it would pay
   EIP-7623's calldata floor, which hides it.
@@ -33,7 +38,17 @@ from offchain.trust.roots import spki_fingerprint
 from onchain.calldata import certificate_der
 from onchain.client import RegistryClient
 from tests.support.evm import compile_contracts, deploy
-from tests.support.registry import ISSUED, SoftAk, fresh_nonce, pcr_bank, publish_once, sim_cvm
+from tests.support.registry import (
+    ISSUED,
+    SoftAk,
+    fresh_nonce,
+    new_cvm,
+    pcr_bank,
+    publish_once,
+    register_cvm,
+    sim_cvm,
+    trust_dev_chain,
+)
 
 KEYS = (
     "register_certificate_vcek",
@@ -41,6 +56,8 @@ KEYS = (
     "refresh_cvm_rsa",
     "refresh_cvm_p256",
     "publish_golden",
+    "is_attested",
+    "is_attested_after_revocation",
     "parse_quote",
 )
 
@@ -67,15 +84,24 @@ def measure(w3: Web3, deployer: str) -> dict[str, int]:
         golden_id = publish_once(registry, cvm.golden(pinned=(0, 23)))
         if kind == "rsa":
             out["publish_golden"] = _gas_used(registry)
-        address = w3.eth.account.create().address
+        address = new_cvm()
         number, extra = fresh_nonce(w3, registry, address)
-        registry.register_cvm(golden_id, address, number, cvm.evidence(cvm.quote(extra)))
+        register_cvm(registry, golden_id, address, number, cvm.evidence(cvm.quote(extra)))
         if kind == "rsa":
             out["register_cvm"] = _gas_used(registry)
         number, extra = fresh_nonce(w3, registry, address)
         quote = cvm.quote(extra)
         registry.refresh_cvm(address, number, cvm.ak.public, quote.attest, quote.signature)
         out[f"refresh_cvm_{kind}"] = _gas_used(registry)
+        if kind == "rsa":
+            gated = address
+
+    harness = deploy(w3, compile_contracts(["contracts/test/CvmGatedHarness.sol"])["CvmGatedHarness"],
+                     registry.address, sender=deployer)
+    out["is_attested"] = int(harness.functions.gateGas().call({"from": gated}))
+    other = DevAmdChain.generate(product=Product.GENOA, signer=SignerKind.VCEK, not_before=ISSUED)
+    registry.revoke_certificate(trust_dev_chain(registry, other))
+    out["is_attested_after_revocation"] = int(harness.functions.gateGas().call({"from": gated}))
 
     harness = deploy(w3, compile_contracts(["contracts/test/TpmQuoteHarness.sol"])["TpmQuoteHarness"], sender=deployer)
     attest = SoftAk("rsa").quote(b"\x11" * 32, pcr_bank()).attest

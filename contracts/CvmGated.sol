@@ -47,7 +47,8 @@ abstract contract CvmGated {
         _;
     }
 
-    function _requireAttested(bytes32 goldenId) private view {
+    /// @dev The check both modifiers make, for a function body that decides the golden at run time (zero: any).
+    function _requireAttested(bytes32 goldenId) internal view {
         ICvmRegistry.AttestationStatus status = cvmRegistry.attestationStatus(msg.sender, goldenId);
         if (status != ICvmRegistry.AttestationStatus.Attested) revert CvmGatedNotAttested(msg.sender, goldenId, status);
     }
