@@ -2,7 +2,8 @@
 
 * :func:`compile_contracts` compiles Solidity files (by path, or by contract name found under
   ``contracts/``) with ``tools/solc/solc`` (solc-js behind a native-compatible CLI) and the project's
-  one set of compiler settings, :data:`SOLC_SETTINGS`. Results are cached in memory for the session
+  compiler settings, :data:`SOLC_SETTINGS` (:data:`SIZE_BOUND_RUNS` lowers the optimizer runs of the
+  sources that would not fit EIP-170 otherwise). Results are cached in memory for the session
   and on disk under ``.cache/solc/`` keyed by the request; a disk entry is reused only while every
   source file the compiler read (imports included) still has the content it had.
 * :class:`AnvilProcess` (re-exported from :mod:`onchain.anvil`, product code: the CLI starts anvil
@@ -48,17 +49,31 @@ SOLC = ROOT / "tools" / "solc" / "solc"
 CONTRACTS = ROOT / "contracts"
 CACHE_DIR = ROOT / ".cache" / "solc"
 
-#: The one set of compiler settings (solc 0.8.33): the tests, scripts/build-contracts and
-#: ape-config.yaml compile with these. viaIR: the Yul optimizer inlines and simplifies the libraries'
+#: The compiler settings (solc 0.8.33): the tests, scripts/build-contracts and ape-config.yaml
+#: compile with these, but for :data:`SIZE_BOUND_RUNS`. viaIR: the Yul optimizer inlines and simplifies the libraries'
 #: assembly helpers (the legacy pipeline leaves inline assembly unoptimised). runs 10,000: these
 #: contracts are deployed once and called often; at the default 200 the optimizer rebuilds 64- to
 #: 192-bit constants from shifts in every use: Sha384 then costs 33,900 gas per block, not 24,369.
 #: evmVersion "osaka", anvil's default hardfork.
 SOLC_SETTINGS: dict[str, Any] = {
-    "optimizer": {"enabled": True, "runs": 2_000},
+    "optimizer": {"enabled": True, "runs": 10_000},
     "viaIR": True,
     "evmVersion": "osaka",
 }
+
+#: Sources compiled with fewer optimizer runs than :data:`SOLC_SETTINGS` (a request of their own), because
+#: at 10,000 runs their contract is over EIP-170's 24,576 bytes: CvmRegistry is 25,441 bytes there and
+#: 23,796 at 2,000. Its hot paths are storage and precompiles, which runs barely change; the libraries'
+#: arithmetic (SHA-384, P-384, RSA-PSS) lives in the verifier contracts and keeps 10,000.
+SIZE_BOUND_RUNS: dict[str, int] = {"contracts/CvmRegistry.sol": 2_000}
+
+
+def settings_for(unit: str) -> dict[str, Any]:
+    """The compiler settings ``unit`` (a source unit name, e.g. ``contracts/CvmRegistry.sol``) is built with."""
+    runs = SIZE_BOUND_RUNS.get(unit)
+    if runs is None:
+        return SOLC_SETTINGS
+    return {**SOLC_SETTINGS, "optimizer": {**SOLC_SETTINGS["optimizer"], "runs": runs}}
 _OUTPUT_SELECTION = {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}}
 
 Artifact = dict[str, Any]
@@ -114,11 +129,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _run_solc(units: list[str]) -> dict[str, Any]:
+def _run_solc(units: list[str], settings: Mapping[str, Any]) -> dict[str, Any]:
     request = {
         "language": "Solidity",
         "sources": {unit: {"urls": [unit]} for unit in units},
-        "settings": {**SOLC_SETTINGS, "outputSelection": _OUTPUT_SELECTION},
+        "settings": {**settings, "outputSelection": _OUTPUT_SELECTION},
     }
     proc = subprocess.run(
         [str(SOLC), "--standard-json", "--base-path", str(ROOT), "--allow-paths", str(ROOT)],
@@ -138,26 +153,40 @@ def _run_solc(units: list[str]) -> dict[str, Any]:
 def compile_files(paths: Iterable[Path]) -> tuple[dict[str, Artifact], dict[str, str]]:
     """Compile ``paths`` (no cache). Returns artifacts by contract name and ``{source unit: sha256}``
     of every file the compiler read. Artifacts: ``{"abi", "bytecode", "deployedBytecode", "source"}``
-    with ``0x``-prefixed hex. Raises :class:`CompileError` on compiler errors or duplicate names."""
+    with ``0x``-prefixed hex. Raises :class:`CompileError` on compiler errors or duplicate names.
+
+    Units with their own settings (:data:`SIZE_BOUND_RUNS`) are compiled in a request of their own;
+    a contract's artifact comes from the request that named its source unit (the others may compile
+    it too, as an import)."""
     units = sorted({_unit_name(p) for p in paths})
-    output = _run_solc(units)
+    groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for unit in units:
+        settings = settings_for(unit)
+        groups.setdefault(json.dumps(settings, sort_keys=True), (settings, []))[1].append(unit)
     artifacts: dict[str, Artifact] = {}
-    for unit, contracts in sorted(output.get("contracts", {}).items()):
-        for name, data in sorted(contracts.items()):
-            artifact = {
-                "abi": data["abi"],
-                "bytecode": "0x" + data["evm"]["bytecode"]["object"],
-                "deployedBytecode": "0x" + data["evm"]["deployedBytecode"]["object"],
-                "source": unit,
-            }
-            if name in artifacts and artifacts[name]["source"] != unit:
-                raise CompileError([f"contract name {name} defined in {artifacts[name]['source']} and {unit}"])
-            artifacts[name] = artifact
+    named: set[str] = set()
     sources: dict[str, str] = {}
-    for unit in output.get("sources", {}):
-        path = _source_path(unit)
-        if path is not None:
-            sources[unit] = _digest(path)
+    for settings, group in groups.values():
+        output = _run_solc(group, settings)
+        for unit, contracts in sorted(output.get("contracts", {}).items()):
+            for name, data in sorted(contracts.items()):
+                artifact = {
+                    "abi": data["abi"],
+                    "bytecode": "0x" + data["evm"]["bytecode"]["object"],
+                    "deployedBytecode": "0x" + data["evm"]["deployedBytecode"]["object"],
+                    "source": unit,
+                }
+                if name in artifacts and artifacts[name]["source"] != unit:
+                    raise CompileError([f"contract name {name} defined in {artifacts[name]['source']} and {unit}"])
+                if unit in group:
+                    artifacts[name] = artifact
+                    named.add(name)
+                elif name not in named:
+                    artifacts.setdefault(name, artifact)
+        for unit in output.get("sources", {}):
+            path = _source_path(unit)
+            if path is not None:
+                sources[unit] = _digest(path)
     return artifacts, sources
 
 
@@ -166,7 +195,8 @@ _session_cache: dict[str, dict[str, Artifact]] = {}
 
 def _request_key(paths: list[Path]) -> str:
     material = json.dumps(
-        {"units": sorted(_unit_name(p) for p in paths), "settings": SOLC_SETTINGS, "solc": _solc_stamp()},
+        {"units": sorted(_unit_name(p) for p in paths), "settings": SOLC_SETTINGS, "size_bound": SIZE_BOUND_RUNS,
+         "solc": _solc_stamp()},
         sort_keys=True,
     )
     return hashlib.sha256(material.encode()).hexdigest()[:32]
