@@ -146,6 +146,7 @@ class Reason(str, enum.Enum):
     RELAY_AGENT_UNREACHABLE = "relay.agent_unreachable"
     RELAY_EVIDENCE_REJECTED = "relay.evidence_rejected"
     RELAY_JOURNAL_CORRUPT = "relay.journal_corrupt"
+    RELAY_FEE_CAP_REACHED = "relay.fee_cap_reached"
     SIGNED_REQUEST_INVALID = "sdk.signed_request.invalid"
     SIGNED_REQUEST_STALE = "sdk.signed_request.stale"
 

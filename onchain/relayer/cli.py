@@ -4,11 +4,14 @@
 
     cvm-cli relay --rpc URL --registry ADDR --agent URL [--agent URL ...] --golden G.json --key SOURCE
                   [--dev-root ARK.pem] [--crl FILE | --kds-crl [--kds-url U]] [--journal FILE] [--once]
-                  [--interval S] [--refresh-margin S] [--log-format text|json]
+                  [--interval S] [--refresh-margin S] [--receipt-timeout S] [--replace-after-blocks N]
+                  [--max-fee-gwei X] [--log-format text|json]
     cvm-cli relay status [--journal FILE] [--json]
 
 The journal (SQLite, default ``~/.local/state/cvm-attest/relayer-<chain id>-<registry>.db``) makes
-the relayer safe to kill at any moment: see onchain/relayer/journal.py.
+the relayer safe to kill at any moment: see onchain/relayer/journal.py. A transaction unmined for
+``--replace-after-blocks`` blocks is replaced with higher fees up to ``--max-fee-gwei``; past that it is
+stuck, which ``relay status`` shows: see onchain/relayer/sender.py.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import logging
 import os
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 from web3 import Web3
@@ -35,7 +40,7 @@ from onchain.keys import key_options, load_account
 from onchain.rpc import connect
 from onchain.relayer.journal import Journal
 from onchain.relayer.relayer import RelayPolicy, Relayer, TickResult, dumps_status
-from onchain.relayer.sender import SendPolicy, TxSender
+from onchain.relayer.sender import DEFAULT_MAX_FEE_WEI, GWEI, SendPolicy, TxSender, gwei
 
 PathArg = click.Path(dir_okay=False, path_type=Path)
 
@@ -53,6 +58,12 @@ class JsonLogFormatter(logging.Formatter):
             "ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
             "msg": record.getMessage(),
         })
+
+
+def send_policy(receipt_timeout: float, replace_after_blocks: int, max_fee_gwei: float) -> SendPolicy:
+    """The sender's policy from the command line (the cap given in gwei, kept in wei)."""
+    return SendPolicy(receipt_timeout_s=receipt_timeout, replace_after_blocks=replace_after_blocks,
+                      max_fee_wei=int(Decimal(repr(max_fee_gwei)) * GWEI))
 
 
 def _setup_logging(fmt: str) -> None:
@@ -89,16 +100,22 @@ def _progress(result: TickResult) -> None:
 @click.option("--interval", default=15.0, show_default=True, help="Seconds between passes.")
 @click.option("--refresh-margin", default=600, show_default=True,
               help="Refresh an attestation this many seconds before it expires.")
-@click.option("--receipt-timeout", default=60.0, show_default=True,
-              help="Seconds to wait for a receipt before replacing the transaction with higher fees.")
+@click.option("--receipt-timeout", default=180.0, show_default=True,
+              help="Seconds one pass waits for a transaction to be mined before leaving it to the next pass.")
+@click.option("--replace-after-blocks", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Replace a transaction still unmined after this many blocks: same nonce, fees +12.5 % or the"
+                   " market's.")
+@click.option("--max-fee-gwei", default=float(gwei(DEFAULT_MAX_FEE_WEI)), show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Never offer more than this maxFeePerGas; a transaction unmined at it is stuck (relay status).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @key_options(required=False)
 @click.pass_context
 @guarded()
 def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tuple[str, ...], golden: Path | None,
           dev_root: Path | None, crl_path: Path | None, kds_crl: bool, kds_url: str, journal: Path | None, once: bool,
-          interval: float, refresh_margin: int, receipt_timeout: float, log_format: str, key_source: str | None,
-          password_file: Path | None) -> None:
+          interval: float, refresh_margin: int, receipt_timeout: float, replace_after_blocks: int,
+          max_fee_gwei: float, log_format: str, key_source: str | None, password_file: Path | None) -> None:
     """Carry agents' evidence to the registry and keep their CVMs attested."""
     if ctx.invoked_subcommand is not None:
         return
@@ -118,7 +135,7 @@ def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tup
     account = load_account(key_source, password_file)
     client = RegistryClient(w3, Web3.to_checksum_address(registry), account=account)
     store = Journal(journal or default_journal(w3.eth.chain_id, client.address))
-    sender = TxSender(w3, account, store, policy=SendPolicy(receipt_timeout_s=receipt_timeout),
+    sender = TxSender(w3, account, store, policy=send_policy(receipt_timeout, replace_after_blocks, max_fee_gwei),
                       decode_revert=lambda data: str(client.decode_revert(data)))
     if kds_crl:
         revocation = crl_from_kds(KdsClient(UrllibFetcher(), base_url=kds_url))
@@ -138,17 +155,49 @@ def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tup
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one per CVM.")
 @guarded()
 def status(journal: Path, as_json: bool) -> None:
-    """Per CVM: attested until, last transaction, last error."""
+    """Per CVM: attested until, last transaction, last error, and what is in flight (pending or stuck)."""
     if not journal.is_file():
         raise RequestError(Reason.INPUT_UNREADABLE, f"no journal at {journal}")
     store = Journal(journal)
     try:
         if as_json:
-            click.echo(dumps_status(store), nl=False)
+            for line in dumps_status(store).splitlines():
+                doc = json.loads(line)
+                doc["in_flight"] = _in_flight(store, doc["agent"])
+                click.echo(json.dumps(doc))
             return
         for s in store.cvms():
             until = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.attested_until)) if s.attested_until else "-"
             click.echo(f"{s.cvm_address or '-'}  {s.agent_url}\n  attested until {until} UTC\n"
                        f"  last tx {s.last_tx or '-'}\n  last error {s.last_error or '-'}")
+            for flight in _in_flight(store, s.agent_url):
+                click.echo(_flight_text(flight))
     finally:
         store.close()
+
+
+def _flight_text(flight: dict[str, Any]) -> str:
+    text = f"  in flight: {flight['kind']} (submission {flight['submission']}) {flight['state']}"
+    if flight["tx"] is None:
+        text += ", not signed yet"
+    else:
+        text += (f", nonce {flight['nonce']}, {flight['versions']} version(s), newest {flight['tx']} at max fee"
+                 f" {gwei(flight['max_fee_wei'])} gwei, signed at block {flight['sent_block']}")
+    return text + (f"\n    {flight['error']}" if flight["error"] else "")
+
+
+def _in_flight(store: Journal, agent_url: str) -> list[dict[str, Any]]:
+    """The agent's submissions still in flight, each with its newest signed version."""
+    flights = []
+    for submission in store.pending(agent_url):
+        txs = store.txs(submission.id)
+        newest = txs[-1] if txs else None
+        flights.append({
+            "submission": submission.id, "kind": submission.kind, "state": submission.state,
+            "error": submission.error, "versions": len(txs),
+            "nonce": newest.nonce if newest else None, "tx": newest.hash if newest else None,
+            "max_fee_wei": newest.max_fee if newest else None,
+            "priority_fee_wei": newest.priority_fee if newest else None,
+            "sent_block": newest.sent_block if newest else None,
+        })
+    return flights

@@ -6,7 +6,14 @@ journal back at start, so a relayer killed at any moment and restarted:
 * re-broadcasts the very same signed bytes (same nonce, same hash) of a transaction it may or may
   not have sent, instead of building a second one: no proof is ever submitted twice;
 * learns the outcome of a transaction that was sent but whose receipt it never saw;
+* knows, for every signed version of a submission (the original and its fee-bumped replacements,
+  all with one nonce), the block at which it was signed, so it replaces only a version that stayed
+  unmined for the configured number of blocks;
 * keeps every CVM's status (attested until, last transaction, last error) across restarts.
+
+A submission is ``pending`` while in flight, ``stuck`` while in flight at the operator's fee cap
+(``relay.fee_cap_reached``: its versions are still watched and re-broadcast, no replacement is
+signed), and ends ``mined``, ``reverted`` or ``dropped``. At most one per CVM is in flight.
 
 Each write is one SQLite transaction (``with self._db``), so a crash never leaves half a record.
 """
@@ -21,7 +28,7 @@ from pathlib import Path
 
 from offchain.errors import Reason, RequestError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,7 +47,7 @@ CREATE TABLE IF NOT EXISTS submission (
     cvm_address    TEXT NOT NULL,
     kind           TEXT NOT NULL CHECK (kind IN ('register', 'refresh')),
     block_number   INTEGER NOT NULL,
-    state          TEXT NOT NULL CHECK (state IN ('pending', 'mined', 'reverted', 'dropped')),
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'stuck', 'mined', 'reverted', 'dropped')),
     error          TEXT,
     created_at     INTEGER NOT NULL,
     updated_at     INTEGER NOT NULL,
@@ -54,9 +61,37 @@ CREATE TABLE IF NOT EXISTS tx (
     max_fee        INTEGER NOT NULL,
     priority_fee   INTEGER NOT NULL,
     created_at     INTEGER NOT NULL,
-    gas_used       INTEGER
+    gas_used       INTEGER,
+    sent_block     INTEGER NOT NULL
 );
 """
+
+#: Schema 1 to 2: a submission may be 'stuck' (SQLite changes a CHECK only by rebuilding the table, as
+#: its documentation prescribes: new table, copy, drop, rename), and every version records the block
+#: at which it was signed; one journaled before the upgrade counts as signed at block 0, so it is
+#: replaced at once if still unmined.
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE tx ADD COLUMN sent_block INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE submission_v2 (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_url      TEXT NOT NULL,
+    cvm_address    TEXT NOT NULL,
+    kind           TEXT NOT NULL CHECK (kind IN ('register', 'refresh')),
+    block_number   INTEGER NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'stuck', 'mined', 'reverted', 'dropped')),
+    error          TEXT,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    UNIQUE (cvm_address, kind, block_number)
+)""",
+    "INSERT INTO submission_v2 SELECT id, agent_url, cvm_address, kind, block_number, state, error, created_at,"
+    " updated_at FROM submission",
+    "DROP TABLE submission",
+    "ALTER TABLE submission_v2 RENAME TO submission",
+    "UPDATE meta SET value = '2' WHERE key = 'schema'",
+)
+_IN_FLIGHT = "('pending', 'stuck')"
+_SUBMISSION_COLUMNS = "s.id, s.agent_url, s.cvm_address, s.kind, s.block_number, s.state, s.error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +114,10 @@ class Submission:
     cvm_address: str
     kind: str
     block_number: int
+    #: "pending", "stuck", "mined", "reverted" or "dropped"
     state: str
+    #: Why it did not end mined, or, while stuck, "[relay.fee_cap_reached] ..."
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +129,8 @@ class JournalTx:
     max_fee: int
     priority_fee: int
     created_at: int
+    #: The chain's latest block when this version was signed: replacement counts blocks from it.
+    sent_block: int
 
 
 class Journal:
@@ -108,6 +148,9 @@ class Journal:
                 row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif row[0] == "1":
+                    for statement in _MIGRATE_1_TO_2:
+                        self._db.execute(statement)
                 elif row[0] != str(SCHEMA_VERSION):
                     raise RequestError(Reason.RELAY_JOURNAL_CORRUPT, f"journal schema {row[0]} is not {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
@@ -152,10 +195,16 @@ class Journal:
 
     # --- submissions and their transactions ------------------------------------------------------
     def begin_submission(self, agent_url: str, cvm_address: str, kind: str, block_number: int) -> Submission:
-        """A new proof to send; refuses a second one for the same CVM, kind and block."""
+        """A new proof to send; refuses one for a CVM that has one in flight, and a second one for the
+        same CVM, kind and block."""
         now = self._now()
         try:
             with self._tx():
+                row = self._db.execute(
+                    f"SELECT {_SUBMISSION_COLUMNS} FROM submission s WHERE s.cvm_address = ?"
+                    f" AND s.state IN {_IN_FLIGHT} ORDER BY s.id LIMIT 1", (cvm_address,)).fetchone()
+                if row is not None:
+                    _refuse_second_in_flight(Submission(*row))
                 cur = self._db.execute(
                     "INSERT INTO submission (agent_url, cvm_address, kind, block_number, state, created_at,"
                     " updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
@@ -169,14 +218,23 @@ class Journal:
         return Submission(int(cur.lastrowid or 0), agent_url, cvm_address, kind, block_number, "pending")
 
     def record_tx(self, submission_id: int, tx_hash: str, nonce: int, raw: bytes, max_fee: int,
-                  priority_fee: int) -> None:
-        """Journal a signed transaction. Call before broadcasting it."""
+                  priority_fee: int, *, sent_block: int) -> None:
+        """Journal a signed version of a submission. Call before broadcasting it. A new version of a
+        stuck submission (the operator raised the cap) makes it pending again."""
         with self._tx():
             self._db.execute(
-                "INSERT OR IGNORE INTO tx (hash, submission_id, nonce, raw, max_fee, priority_fee, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (tx_hash, submission_id, nonce, raw, max_fee, priority_fee, self._now()),
+                "INSERT OR IGNORE INTO tx (hash, submission_id, nonce, raw, max_fee, priority_fee, created_at,"
+                " sent_block) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (tx_hash, submission_id, nonce, raw, max_fee, priority_fee, self._now(), sent_block),
             )
+            self._db.execute("UPDATE submission SET state = 'pending', error = NULL, updated_at = ?"
+                             " WHERE id = ? AND state = 'stuck'", (self._now(), submission_id))
+
+    def mark_stuck(self, submission_id: int, error: str) -> None:
+        """The submission is still in flight but its fees are at the cap: no replacement can be signed."""
+        with self._tx():
+            self._db.execute(f"UPDATE submission SET state = 'stuck', error = ?, updated_at = ?"
+                             f" WHERE id = ? AND state IN {_IN_FLIGHT}", (error, self._now(), submission_id))
 
     def finish_submission(self, submission_id: int, state: str, *, tx_hash: str | None = None,
                           gas_used: int | None = None, error: str | None = None) -> None:
@@ -186,33 +244,66 @@ class Journal:
             if tx_hash is not None:
                 self._db.execute("UPDATE tx SET gas_used = ? WHERE hash = ?", (gas_used, tx_hash))
 
-    def pending(self) -> list[Submission]:
-        rows = self._db.execute(
-            "SELECT id, agent_url, cvm_address, kind, block_number, state FROM submission"
-            " WHERE state = 'pending' ORDER BY id").fetchall()
-        return [Submission(*row) for row in rows]
+    def pending(self, agent_url: str | None = None) -> list[Submission]:
+        """Submissions still in flight ('pending' or 'stuck'), oldest first; only ``agent_url``'s if given."""
+        query = f"SELECT {_SUBMISSION_COLUMNS} FROM submission s WHERE s.state IN {_IN_FLIGHT}"
+        args: tuple[object, ...] = ()
+        if agent_url is not None:
+            query += " AND s.agent_url = ?"
+            args = (agent_url,)
+        return [Submission(*row) for row in self._db.execute(query + " ORDER BY s.id", args).fetchall()]
+
+    def highest_pending_nonce(self) -> int | None:
+        """The highest nonce of any version of a submission in flight: a new transaction takes a later one,
+        even when the node has dropped these from its pool."""
+        row = self._db.execute(
+            f"SELECT MAX(t.nonce) FROM tx t JOIN submission s ON s.id = t.submission_id"
+            f" WHERE s.state IN {_IN_FLIGHT}").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def stuck_below(self, nonce: int) -> Submission | None:
+        """A stuck submission whose nonce is lower than ``nonce``: one that a transaction of ``nonce`` waits behind."""
+        row = self._db.execute(
+            f"SELECT {_SUBMISSION_COLUMNS} FROM submission s JOIN tx t ON t.submission_id = s.id"
+            f" WHERE s.state = 'stuck' AND t.nonce < ? ORDER BY t.nonce LIMIT 1", (nonce,)).fetchone()
+        return Submission(*row) if row else None
 
     def submission(self, submission_id: int) -> Submission | None:
-        row = self._db.execute(
-            "SELECT id, agent_url, cvm_address, kind, block_number, state FROM submission WHERE id = ?",
-            (submission_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_SUBMISSION_COLUMNS} FROM submission s WHERE s.id = ?",
+                               (submission_id,)).fetchone()
         return Submission(*row) if row else None
 
     def txs(self, submission_id: int) -> list[JournalTx]:
         """Every signed version (original and fee-bumped replacements) of a submission, oldest first."""
         rows = self._db.execute(
-            "SELECT hash, submission_id, nonce, raw, max_fee, priority_fee, created_at FROM tx"
+            "SELECT hash, submission_id, nonce, raw, max_fee, priority_fee, created_at, sent_block FROM tx"
             " WHERE submission_id = ? ORDER BY created_at, rowid", (submission_id,)).fetchall()
-        return [JournalTx(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6]) for row in rows]
+        return [JournalTx(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6], row[7]) for row in rows]
 
     def submissions(self, state: str | None = None) -> Iterator[Submission]:
-        query = "SELECT id, agent_url, cvm_address, kind, block_number, state FROM submission"
+        query = f"SELECT {_SUBMISSION_COLUMNS} FROM submission s"
         args: tuple[object, ...] = ()
         if state is not None:
-            query += " WHERE state = ?"
+            query += " WHERE s.state = ?"
             args = (state,)
-        for row in self._db.execute(query + " ORDER BY id", args):
+        for row in self._db.execute(query + " ORDER BY s.id", args):
             yield Submission(*row)
+
+
+def _refuse_second_in_flight(current: Submission) -> None:
+    """One proof per CVM in flight: a second would wait behind the first, or replace it."""
+    if current.state == "stuck":
+        raise RequestError(
+            Reason.RELAY_FEE_CAP_REACHED,
+            f"the {current.kind} of {current.cvm_address} (submission {current.id}) is still in flight, stuck at"
+            " the fee cap",
+            submission=current.id,
+        )
+    raise RequestError(
+        Reason.RELAY_EVIDENCE_REJECTED,
+        f"the {current.kind} of {current.cvm_address} (submission {current.id}) is still in flight",
+        submission=current.id,
+    )
 
 
 class _Transaction:

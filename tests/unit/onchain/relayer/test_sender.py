@@ -1,4 +1,7 @@
-"""The relayer's sender on a real anvil: journal before broadcast, recovery, replacement, reverts."""
+"""The relayer's sender on a real anvil: journal before broadcast, recovery, reverts.
+
+Replacing stuck transactions: tests/integration/relayer/test_relayer_replacement.py.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +83,8 @@ def test_killed_before_broadcast_rebroadcasts_the_same_bytes(w3: Web3, journal: 
     tx = {"type": 2, "chainId": w3.eth.chain_id, "nonce": nonce, "to": TARGET, "data": b"\x03", "gas": 50_000,
           "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9, "value": 0}
     signed = account.sign_transaction(tx)
-    journal.record_tx(sub.id, "0x" + bytes(signed.hash).hex(), nonce, bytes(signed.raw_transaction), 10**10, 10**9)
+    journal.record_tx(sub.id, "0x" + bytes(signed.hash).hex(), nonce, bytes(signed.raw_transaction), 10**10, 10**9,
+                      sent_block=w3.eth.block_number)
     # The process "dies" here: nothing was broadcast. A new sender recovers from the journal.
     outcomes = _sender(w3, journal).recover()
     assert [o.state for o in outcomes] == ["mined"]
@@ -93,38 +97,15 @@ def test_killed_after_broadcast_finds_the_receipt_without_resending(w3: Web3, jo
     account = Account.from_key(DEV_KEY)
     w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
     sub = journal.begin_submission("http://agent", TARGET, "refresh", 3)
-    first = _sender(w3, journal, receipt_timeout_s=0.3, max_replacements=0)
+    first = _sender(w3, journal, receipt_timeout_s=0.3)
     with pytest.raises(ChainError) as excinfo:
         first.send(sub, TARGET, b"\x04")  # broadcast, never mined: gives up without a receipt
     assert excinfo.value.reason is Reason.CHAIN_TX_FAILED
-    (journaled,) = journal.txs(sub.id)
+    (journaled,) = journal.txs(sub.id)  # no block went by: time alone never replaces a transaction
     w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     outcomes = _sender(w3, journal).recover()
     assert [(o.state, o.tx_hash) for o in outcomes] == [("mined", journaled.hash)]
     assert _mined_count(w3, account.address, journaled.nonce) == 1
-
-
-def test_stuck_transaction_is_replaced_with_higher_fees(w3: Web3, journal: Journal, tmp_path: Path) -> None:
-    w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
-    sub = journal.begin_submission("http://agent", TARGET, "refresh", 4)
-    sender = _sender(w3, journal, receipt_timeout_s=0.4, max_replacements=3)
-    result: dict[str, object] = {}
-    thread = threading.Thread(target=lambda: result.setdefault("outcome", sender.send(sub, TARGET, b"\x05")))
-    thread.start()
-    watcher = Journal(tmp_path / "relayer.db")  # SQLite connections are per thread
-    deadline = time.monotonic() + 20
-    while len(watcher.txs(sub.id)) < 2 and time.monotonic() < deadline:  # wait for the first replacement
-        thread.join(0.05)
-    watcher.close()
-    w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    thread.join(10)
-    txs = journal.txs(sub.id)
-    outcome = result["outcome"]
-    assert outcome.state == "mined"  # type: ignore[attr-defined]
-    assert outcome.tx_hash in [tx.hash for tx in txs[1:]]  # type: ignore[attr-defined]
-    assert txs[1].max_fee > txs[0].max_fee and txs[1].priority_fee > txs[0].priority_fee
-    assert len({tx.nonce for tx in txs}) == 1
-    assert _mined_count(w3, Account.from_key(DEV_KEY).address, txs[0].nonce) == 1
 
 
 def test_a_call_that_would_revert_is_never_sent_and_its_reason_is_decoded(w3: Web3, journal: Journal) -> None:
