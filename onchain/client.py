@@ -349,7 +349,9 @@ class RegistryClient:
 
     def attestation_of(self, cvm: str) -> Attestation:
         record, status = self._call("attestationOf", Web3.to_checksum_address(cvm))
-        return Attestation(*record, status=AttestationStatus(status))
+        golden_id, ak_hash, report_hash, quote_key, expiry, last_block, lifetime, leaf_end, leaf = record
+        return Attestation(golden_id, ak_hash, report_hash, quote_key, expiry, last_block, lifetime, leaf_end, leaf,
+                           AttestationStatus(status))
 
     def golden_id(self, golden: GoldenMeasurement) -> bytes:
         """The id the contract computes for ``golden``."""

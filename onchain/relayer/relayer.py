@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from eth_keys import keys
+from eth_keys.datatypes import Signature
 from eth_keys.exceptions import BadSignature
 from web3 import Web3
 
@@ -274,7 +274,7 @@ def consent_signer(digest: bytes, signature: bytes) -> str | None:
     if not 0 < r < SECP256K1_N or not 0 < s <= SECP256K1_N // 2:
         return None
     try:
-        public = keys.Signature(vrs=(signature[64] - 27, r, s)).recover_public_key_from_msg_hash(digest)
+        public = Signature(vrs=(signature[64] - 27, r, s)).recover_public_key_from_msg_hash(digest)
     except (BadSignature, ValueError):
         return None
     return str(public.to_checksum_address())
