@@ -78,7 +78,9 @@ class TickResult:
 
     agent: str
     #: "register", "refresh", "none", "rejected" (failed off-chain verification, not sent), "unreachable"
-    #: (will back off), "backoff" (waiting), "reverted", "dropped", "error" (anything else; retried next pass)
+    #: (will back off), "backoff" (waiting), "reverted", "dropped", "stuck" (its transaction is at the fee
+    #: cap; nothing new is fetched or sent for it), "pending" (still in flight after this pass), "error"
+    #: (anything else; retried next pass)
     action: str
     cvm_address: str | None = None
     tx_hash: str | None = None
@@ -160,6 +162,12 @@ class Relayer:
 
     # --- one agent -----------------------------------------------------------------------------
     def _relay(self, agent: str) -> TickResult:
+        in_flight = self.journal.pending(agent)
+        if in_flight:
+            # One proof per CVM at a time: while one is unsettled (e.g. stuck at the fee cap), a fresh quote
+            # would be fetched and verified only for the journal to refuse its submission.
+            waiting = in_flight[0]
+            return TickResult(agent, waiting.state, waiting.cvm_address, error=waiting.error)
         identity = self._get(agent, "/identity")
         cvm = Web3.to_checksum_address(str(identity["cvm_address"]))
         self.journal.upsert_cvm(agent, cvm_address=cvm)
