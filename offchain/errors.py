@@ -150,6 +150,11 @@ class Reason(str, enum.Enum):
     SIGNED_REQUEST_INVALID = "sdk.signed_request.invalid"
     SIGNED_REQUEST_STALE = "sdk.signed_request.stale"
 
+    # --- image (build and golden-value prediction) ------------------------------------------
+    IMAGE_PE_MALFORMED = "image.pe.malformed"
+    IMAGE_UKI_INVALID = "image.uki.invalid"
+    IMAGE_TOOL_FAILED = "image.tool_failed"
+
     def __str__(self) -> str:
         return self.value
 
@@ -203,6 +208,10 @@ class RequestError(CvmAttestError):
 
 class ChainError(CvmAttestError):
     """An on-chain call reverted or the RPC failed."""
+
+
+class BuildError(CvmAttestError):
+    """A step of the image build could not run: a tool is missing or failed."""
 
 
 class Violation:
