@@ -78,6 +78,8 @@ class Reason(str, enum.Enum):
 
     # --- workload (PCR23) ------------------------------------------------------------------
     EVENT_LOG_REPLAY_MISMATCH = "workload.event_log.replay_mismatch"
+    WORKLOAD_COMPOSE_MALFORMED = "workload.compose_malformed"
+    WORKLOAD_COMPOSE_FORBIDDEN = "workload.compose_forbidden"
 
     # --- policy ----------------------------------------------------------------------------
     POLICY_VIOLATIONS = "policy.violations"
