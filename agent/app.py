@@ -72,6 +72,7 @@ _STATUS_BY_REASON = {
     Reason.HTTP_NOT_FOUND: 404,
     Reason.HTTP_METHOD_NOT_ALLOWED: 405,
     Reason.WORKLOAD_ARCHIVE_TOO_LARGE: 413,
+    Reason.WORKLOAD_COMPOSE_MALFORMED: 400,
     Reason.INPUT_INVALID: 422,
     Reason.WORKLOAD_RUNNER_FAILED: 502,
 }
@@ -398,12 +399,13 @@ def _bearer(request: Request) -> None:
     summary="Replace the workload (zip upload)",
     description="Body: a zip (`Content-Type: application/zip`) holding `docker-compose.yml`, `config/`, "
     "`secrets/`, optionally `images.txt` and `images/*.tar` (docker save or OCI layout). Checked (no traversal, "
-    "links, special files, oversize or malformed entries), staged and swapped in atomically, measured into PCR23 "
-    "(logged), then started with the runner. A rejected archive changes nothing. Needs "
+    "links, special files, oversize or malformed entries; no `docker-compose.yml` that gives a container the TPM, "
+    "the SEV guest device, the host's namespaces or the agent's state), staged and swapped in atomically, measured "
+    "into PCR23 (logged), then started with the runner. A rejected archive changes nothing. Needs "
     "`Authorization: Bearer <token>`. " + WHERE_EXTERNAL,
     dependencies=[Depends(only_query()), Depends(_bearer)],
     responses={
-        400: {"model": ErrorBody, "description": "Malformed or unsafe archive"},
+        400: {"model": ErrorBody, "description": "Malformed or unsafe archive, or a forbidden docker-compose.yml"},
         401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
         403: {"model": ErrorBody, "description": "Updates disabled"},
         413: {"model": ErrorBody, "description": "Archive too large"},

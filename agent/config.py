@@ -14,11 +14,14 @@ import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from offchain.abi.snp_report import Product
 from offchain.abi.workload import WORKLOAD_PCR
 from offchain.errors import ParseError, Reason
+
+from workload.archive import ArchiveLimits
+from workload.compose import AGENT_SOCKET_DIR, AGENT_STATE_DIR, ComposeRules
 
 #: The PCRs every quote covers (SHA-256 bank), following the TCG PC Client firmware profile:
 #: 0-7 UEFI firmware, its configuration, option ROMs, boot manager, GPT and Secure Boot policy;
@@ -33,8 +36,8 @@ DEFAULT_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, WORKLOAD_
 DEFAULT_SIM_MEASUREMENT = hashlib.sha384(b"cvm-attest/sim/measurement/v1").digest()
 
 DEFAULT_TCTI = "device:/dev/tpmrm0"
-DEFAULT_STATE_DIR = Path("/var/lib/cvm-agent")
-DEFAULT_INTERNAL = "unix:/run/cvm-agent/internal.sock"
+DEFAULT_STATE_DIR = Path(AGENT_STATE_DIR)
+DEFAULT_INTERNAL = f"unix:{AGENT_SOCKET_DIR}/internal.sock"
 DEFAULT_EXTERNAL = "0.0.0.0:8000"
 DEFAULT_RUNNER = ("podman-compose", "up", "-d")
 DEFAULT_IMAGE_LOADER = ("podman", "load", "-i")
@@ -180,16 +183,6 @@ def read_consent_file(path: Path) -> tuple[bytes, ...]:
     return tuple(ids)
 
 
-@dataclass(frozen=True, slots=True)
-class ArchiveLimits:
-    """Bounds on an uploaded workload archive (POST /update-workload)."""
-
-    max_upload_bytes: int = 1 << 30
-    max_total_bytes: int = 2 << 30
-    max_file_bytes: int = 1 << 30
-    max_entries: int = 10_000
-
-
 def parse_pcrs(text: str) -> tuple[int, ...]:
     """``"0-7,11,23"`` as sorted PCR indices of a 24-PCR bank; PCR23 is always added."""
     pcrs: set[int] = {WORKLOAD_PCR}
@@ -286,6 +279,17 @@ class AgentConfig:
     def consents_path(self) -> Path:
         """The golden ids consented to at run time (``POST /golden-consents``), outside the workload."""
         return self.state_dir / CONSENTS_FILE
+
+    @property
+    def compose_rules(self) -> ComposeRules:
+        """What the workload's containers may not mount (workload.compose): this agent's state and
+        workload directories; its internal socket's directory is the one path they may (read-only)."""
+        internal = self.internal.path.parent.resolve() if isinstance(self.internal, UnixListen) else None
+        return ComposeRules(
+            state_dir=PurePosixPath(self.state_dir.resolve()),
+            workload_dir=PurePosixPath(self.workload_dir.resolve()),
+            socket_dir=None if internal is None else PurePosixPath(internal),
+        )
 
     @property
     def sim_dir(self) -> Path:

@@ -45,7 +45,6 @@ from agent.config import (
     DEFAULT_TSM_ROOT,
     AgentConfig,
     AkKind,
-    ArchiveLimits,
     Listen,
     PlatformName,
     Tcti,
@@ -59,6 +58,7 @@ from agent.config import (
 )
 from agent.listeners import UnixSocketListener, bind_tcp
 from agent.service import Agent
+from workload.archive import ArchiveLimits
 
 EXIT_STARTUP = 2
 log = logging.getLogger("cvm_agent")

@@ -109,6 +109,7 @@ class Agent:
                 EventLog(config.event_log_path),
                 Runner(config.runner, config.image_loader, config.runner_timeout),
                 config.limits,
+                config.compose_rules,
             )
             measured = workload.start(reset_pcr23=config.reset_pcr23)
             agent = cls(config, tpm, chosen, workload, CvmKey(), consents)

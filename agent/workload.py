@@ -16,8 +16,12 @@ At start (:meth:`Workload.start`):
   on; when both are still empty, nothing was measured yet and the agent measures the workload
   before starting it. A log that does not replay to PCR23 stops the agent.
 
+Both at start and on an update, a ``docker-compose.yml`` that gives a container the TPM, the SEV
+guest device, the host's namespaces or the agent's state is refused (:mod:`workload.compose`):
+such a container could reset PCR23 and replay the golden events.
+
 An update (:meth:`Workload.apply_update`) is checked and extracted into a staging directory next
-to the workload directory, measured there, swapped in with one ``renameat2(RENAME_EXCHANGE)``,
+to the workload directory, its compose file checked, measured there, swapped in with one ``renameat2(RENAME_EXCHANGE)``,
 extended into PCR23 and logged, and only then started through the runner. Any failure before the
 swap leaves the running workload, PCR23 and the log untouched.
 """
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import IO
 
 from offchain.abi.workload import (
+    IMAGES_DIR,
     WORKLOAD_PCR,
     WorkloadEvent,
     dump_event_log,
@@ -48,9 +53,9 @@ from offchain.abi.workload import (
 )
 from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason, VerificationError
 
-from agent.archive import IMAGES_DIR, extract_archive, measure_staged
-from agent.config import ArchiveLimits
 from agent.tpm import AgentTpm
+from workload.archive import ArchiveLimits, extract_archive, measure_staged
+from workload.compose import ComposeRules, check_workload_dir
 
 log = logging.getLogger("cvm_agent.workload")
 
@@ -173,12 +178,14 @@ class Workload:
         event_log: EventLog,
         runner: Runner,
         limits: ArchiveLimits,
+        rules: ComposeRules,
     ) -> None:
         self.tpm = tpm
         self.directory = directory
         self.log = event_log
         self.runner = runner
         self.limits = limits
+        self.rules = rules
         self._events: list[WorkloadEvent] = []
         self._update_lock = threading.Lock()
         self.status = "not started"
@@ -201,8 +208,12 @@ class Workload:
     def start(self, *, reset_pcr23: bool) -> bool:
         """Bring PCR23, the log and the directory into agreement (module docstring).
 
-        Returns True when this call measured the workload (the agent then starts it).
+        Returns True when this call measured the workload (the agent then starts it). A workload
+        whose ``docker-compose.yml`` breaks the rules (workload.compose) stops the agent before
+        PCR23 or the log is touched.
         """
+        if self.directory.is_dir():
+            check_workload_dir(self.directory, self.rules)
         with self.tpm.exclusive():
             if reset_pcr23:
                 self.tpm.reset_pcr(WORKLOAD_PCR)
@@ -245,8 +256,8 @@ class Workload:
     def apply_update(self, archive: IO[bytes] | Path) -> UpdateResult:
         """Check, stage, measure, swap in, extend and log, then run (module docstring).
 
-        Raises RequestError (``workload.archive.*``) with nothing changed for a bad archive, and
-        PlatformError ``workload.runner_failed`` when the new workload is installed and measured
+        Raises RequestError (``workload.archive.*``, ``workload.compose_forbidden``) or ParseError
+        (``workload.compose_malformed``) with nothing changed for a bad archive, and PlatformError ``workload.runner_failed`` when the new workload is installed and measured
         but the runner failed.
         """
         with self._update_lock:
@@ -256,7 +267,7 @@ class Workload:
             staging.mkdir(mode=0o755)
             try:
                 files = extract_archive(archive, staging, self.limits)
-                events = measure_staged(staging)
+                events = measure_staged(staging, self.rules)
                 swap_directories(self.directory, staging)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

@@ -42,11 +42,12 @@ from offchain.abi.snp_report import Product
 from offchain.trust.certs import parse_certificate, read_file, to_der
 from offchain.trust.roots import AMD_ARK_SPKI_SHA256, PinnedRoot, TrustRoots
 from onchain.calldata import PRODUCT_CODES
-from agent.archive import measure_archive
 from onchain.client import CertKind, RegistryClient, TxResult
 from onchain.deploy import deploy_registry
 from onchain.keys import key_options, load_account
 from onchain.rpc import connect
+from workload.archive import measure_archive
+from workload.compose import ComposeRules, check_workload_dir
 
 PathArg = click.Path(dir_okay=False, path_type=Path)
 MAX_GOLDEN_BYTES = 1024 * 1024
@@ -381,7 +382,9 @@ def predict(base: Path, archive: Path | None, workload: Path | None, name: str |
             as_json: bool) -> None:
     """Predict the golden measurement of a workload, offline, before it runs.
 
-    Every rule of --base is kept; PCR23 and its event list are computed by the agent's own code.
+    Every rule of --base is kept; PCR23 and its event list are computed by the agent's own code, and
+    a docker-compose.yml the agent would refuse (it gives a container the TPM, the SEV guest device,
+    the host's namespaces or the agent's state; a real CVM's directories) is refused here too.
     --update: the CVM described by --base (with its PCR23 event list, as GET /golden-measurement
     serves it) after applying this archive: PCR23 is not reset by an update, so the archive's items
     extend the current list. --workload: a CVM that boots with this workload (PCR23 from zero).
@@ -399,6 +402,7 @@ def predict(base: Path, archive: Path | None, workload: Path | None, name: str |
     else:
         if not workload.is_dir():  # type: ignore[union-attr]
             raise ParseError(Reason.INPUT_UNREADABLE, f"{workload} is not a directory", path=str(workload))
+        check_workload_dir(workload, ComposeRules())  # type: ignore[arg-type]
         events = measure_directory(workload)  # type: ignore[arg-type]
     predicted = doc.with_workload(events, name=name)
     if out is not None:

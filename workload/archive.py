@@ -11,9 +11,10 @@ The archive is a zip (PKWARE APPNOTE 6.3) holding exactly the workload layout of
 Everything is checked before a byte is written: no absolute path, no ``..``, no backslash, no
 empty or ``.`` component, no symbolic link or other special file, no duplicate, no encrypted
 entry, nothing outside the layout, and the entry count, each file's size and the total size stay
-within :class:`agent.config.ArchiveLimits`. ``zipfile`` stops reading an entry at its declared
+within :class:`ArchiveLimits`. ``zipfile`` stops reading an entry at its declared
 size and checks its CRC, so the declared sizes bound what is written. Files are created with
-``O_EXCL | O_NOFOLLOW`` inside a fresh staging directory.
+``O_EXCL | O_NOFOLLOW`` inside a fresh staging directory. :func:`measure_staged` then refuses a
+``docker-compose.yml`` that breaks the rules of :mod:`workload.compose` before it writes anything.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import IO, Any
 from offchain.abi.workload import (
     COMPOSE_FILE,
     CONFIG_DIR,
+    IMAGES_DIR,
     IMAGES_FILE,
     SECRETS_DIR,
     WorkloadEvent,
@@ -39,9 +41,8 @@ from offchain.abi.workload import (
 )
 from offchain.errors import ParseError, Reason, RequestError
 
-from agent.config import ArchiveLimits
+from workload.compose import ComposeRules, check_workload_dir
 
-IMAGES_DIR = "images"
 _COPY_CHUNK = 1 << 20
 _ZIP_ENCRYPTED = 0x1
 _MAX_JSON = 4 << 20
@@ -50,6 +51,16 @@ _OCI_MANIFEST_TYPES = {
     "application/vnd.docker.distribution.manifest.v2+json",
 }
 _IMAGE_NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveLimits:
+    """Bounds on an uploaded workload archive (POST /update-workload)."""
+
+    max_upload_bytes: int = 1 << 30
+    max_total_bytes: int = 2 << 30
+    max_file_bytes: int = 1 << 30
+    max_entries: int = 10_000
 
 
 def _invalid(detail: str, **context: Any) -> RequestError:
@@ -348,9 +359,12 @@ def merge_image_tarballs(staging: Path) -> None:
     listed.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def measure_staged(staging: Path) -> list[WorkloadEvent]:
-    """The PCR23 events of an extracted update archive: its image tarballs merged into ``images.txt``,
-    then :func:`offchain.abi.workload.measure_directory` (what ``POST /update-workload`` extends)."""
+def measure_staged(staging: Path, rules: ComposeRules) -> list[WorkloadEvent]:
+    """The PCR23 events of an extracted update archive: its ``docker-compose.yml`` checked against
+    ``rules`` before anything is written (:func:`workload.compose.check_workload_dir`), its image
+    tarballs merged into ``images.txt``, then :func:`offchain.abi.workload.measure_directory` (what
+    ``POST /update-workload`` extends)."""
+    check_workload_dir(staging, rules)
     merge_image_tarballs(staging)
     try:
         return measure_directory(staging)
@@ -358,9 +372,12 @@ def measure_staged(staging: Path) -> list[WorkloadEvent]:
         raise RequestError(Reason.WORKLOAD_ARCHIVE_INVALID, exc.detail, **exc.context) from None
 
 
-def measure_archive(source: IO[bytes] | Path, limits: ArchiveLimits | None = None) -> list[WorkloadEvent]:
+def measure_archive(
+    source: IO[bytes] | Path, limits: ArchiveLimits | None = None, rules: ComposeRules | None = None
+) -> list[WorkloadEvent]:
     """The events an agent will extend into PCR23 for this update archive, computed without a TPM:
     checked and extracted into a temporary directory by the agent's own code, measured, deleted.
+    ``limits`` and ``rules`` default to a real CVM's.
 
     The golden predictor (``cvm-cli golden predict --update``) uses it, so the golden measurement
     of an update can be published before the update is applied.
@@ -369,4 +386,4 @@ def measure_archive(source: IO[bytes] | Path, limits: ArchiveLimits | None = Non
         staging = Path(scratch) / "workload"
         staging.mkdir()
         extract_archive(source, staging, limits or ArchiveLimits())
-        return measure_staged(staging)
+        return measure_staged(staging, rules or ComposeRules())

@@ -38,6 +38,8 @@ COMPOSE_FILE = "docker-compose.yml"
 CONFIG_DIR = "config"
 SECRETS_DIR = "secrets"
 IMAGES_FILE = "images.txt"
+#: Image tarballs an update archive may carry (``images/NAME.tar``); never measured as files.
+IMAGES_DIR = "images"
 PCR_SIZE = 32
 
 

@@ -16,10 +16,13 @@ from pathlib import Path
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.devamd import DevAmdChain
 
-from agent.config import AgentConfig, AkKind, ArchiveLimits, Listen, PlatformName, Tcti
+from agent.config import AgentConfig, AkKind, Listen, PlatformName, Tcti
 from agent.swtpm import Swtpm
+from workload.archive import ArchiveLimits
 
 COMPOSE = b"services:\n  app:\n    image: example/app@sha256:" + b"ab" * 32 + b"\n"
+#: The same service given the TPM: what workload.compose refuses (PCR23 could be reset and replayed).
+TPM_COMPOSE = COMPOSE + b"    devices: [/dev/tpmrm0]\n"
 
 #: The golden id the unit tests' shared agent (tests/unit/agent/conftest.py) consents to.
 CONSENTED_GOLDEN = bytes.fromhex("77" * 32)

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from offchain.abi.workload import WorkloadEvent, diff_events, replay
 from offchain.devamd import DevAmdChain
 from tests.support.agent_process import TOKEN, AgentProcess, cvm_cli, start_agent
-from tests.support.agent import WORKLOAD, make_zip, tree_digest
+from tests.support.agent import TPM_COMPOSE, WORKLOAD, make_zip, tree_digest
 from tests.support.swtpm import Swtpm, running_swtpm, tpm2_tool
 
 pytestmark = pytest.mark.integration
@@ -175,6 +175,7 @@ def test_rejected_updates_change_nothing(swtpm: Swtpm, tmp_path: Path) -> None:
             (make_zip({**WORKLOAD, "config/../../../escape": b"x"}), AUTH, 400, "workload.archive.unsafe_path"),
             (make_zip([*WORKLOAD.items(), (link, b"/etc/shadow")]), AUTH, 400, "workload.archive.unsafe_path"),
             (b"PK\x05\x06" + bytes(18), AUTH, 400, "workload.archive.invalid"),
+            (make_zip({**WORKLOAD, "docker-compose.yml": TPM_COMPOSE}), AUTH, 400, "workload.compose_forbidden"),
             (make_zip(WORKLOAD), {"Content-Type": "application/zip"}, 401, "auth.required"),
             (make_zip(WORKLOAD), {**AUTH, "Authorization": "Bearer not-the-token-0000"}, 401, "auth.invalid"),
         ]
@@ -185,7 +186,7 @@ def test_rejected_updates_change_nothing(swtpm: Swtpm, tmp_path: Path) -> None:
                  agent.request("GET", "/event-log")[1])
         assert after == before
         assert not (tmp_path / "escape").exists()
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.log", "runner.log", "state", "token", "workload"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.log", "run", "runner.log", "state", "token", "workload"]
     finally:
         agent.stop()
 

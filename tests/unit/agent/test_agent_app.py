@@ -20,13 +20,22 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from agent.app import create_apps
-from agent.config import AkKind, ArchiveLimits
+from agent.config import AkKind
 from agent.service import Agent
 from offchain.abi.binding import offchain_extra_data, onchain_extra_data
 from offchain.abi.tpm import TpmsAttest
 from offchain.evidence import EvidenceBundle
-from tests.support.agent import CONSENTED_GOLDEN, WORKLOAD, agent_config, make_zip, tree_digest, write_tree
+from tests.support.agent import (
+    CONSENTED_GOLDEN,
+    TPM_COMPOSE,
+    WORKLOAD,
+    agent_config,
+    make_zip,
+    tree_digest,
+    write_tree,
+)
 from tests.support.swtpm import Swtpm
+from workload.archive import ArchiveLimits
 
 TOKEN = b"update-token-0123456789"
 AUTH = {"Authorization": "Bearer " + TOKEN.decode()}
@@ -293,6 +302,20 @@ def test_update_with_a_malicious_archive(small_agent: Agent) -> None:
         _error(client.post("/update-workload", content=b"garbage", headers=AUTH), 400, "workload.archive.invalid")
         assert tree_digest(small_agent.config.workload_dir) == before
         assert client.get("/healthz").json()["pcr23"] == pcr23
+
+
+def test_update_with_a_forbidden_compose(small_agent: Agent) -> None:
+    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+        before, health = tree_digest(small_agent.config.workload_dir), client.get("/healthz").json()
+        log = client.get("/event-log").json()
+        evil = make_zip({**WORKLOAD, "docker-compose.yml": TPM_COMPOSE})
+        body = _error(client.post("/update-workload", content=evil, headers=AUTH), 400, "workload.compose_forbidden")
+        assert [(v["service"], v["key"]) for v in body["context"]["violations"]] == [("app", "devices")]
+        broken = make_zip({**WORKLOAD, "docker-compose.yml": b"services: {app: {cap_add: SYS_ADMIN}}\n"})
+        _error(client.post("/update-workload", content=broken, headers=AUTH), 400, "workload.compose_malformed")
+        assert tree_digest(small_agent.config.workload_dir) == before
+        assert client.get("/healthz").json() == health  # PCR23, its event count and the workload's status
+        assert client.get("/event-log").json() == log
 
 
 def test_tpm_gone_is_503(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +23,7 @@ from agent.config import (
     read_consent_file,
 )
 from offchain.errors import CvmAttestError, Reason
+from workload.compose import ComposeRules
 
 
 @pytest.mark.parametrize(
@@ -161,6 +161,17 @@ def test_config_defaults_describe_a_real_cvm() -> None:
     assert config.runner == ("podman-compose", "up", "-d")
     assert config.event_log_path == Path("/s/event-log.jsonl")
     assert config.sim_dir == Path("/s/sim")
+    assert config.compose_rules == ComposeRules(
+        PurePosixPath("/s"), PurePosixPath("/w"), PurePosixPath("/run/cvm-agent")
+    ) == ComposeRules(workload_dir=PurePosixPath("/w"), state_dir=PurePosixPath("/s"))
+
+
+def test_compose_rules_follow_the_configured_directories(tmp_path: Path) -> None:
+    config = _config(state_dir=tmp_path / "state", workload_dir=tmp_path / "app",
+                     internal=UnixListen(tmp_path / "sock/internal.sock"))
+    base = PurePosixPath(tmp_path.resolve())
+    assert config.compose_rules == ComposeRules(base / "state", base / "app", base / "sock")
+    assert _config(internal=Listen("127.0.0.1", 7999)).compose_rules.socket_dir is None  # no socket to mount
 
 
 @pytest.mark.parametrize(
@@ -209,14 +220,3 @@ def test_unix_listener_gives_only_typed_errors(text: str) -> None:
             assert exc.reason is Reason.INPUT_INVALID
         else:
             assert isinstance(listen, UnixListen) and listen.path.is_absolute() and ".." not in listen.path.parts
-
-
-def test_agent_never_imports_onchain() -> None:
-    """CONVENTIONS.md: ``agent`` does not import ``onchain`` (it may import ``offchain``)."""
-    root = Path(__file__).resolve().parents[3] / "agent"
-    for path in root.rglob("*.py"):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n == "onchain" or n.startswith("onchain.") for n in names), path

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AkKind, ArchiveLimits, Tcti
+from agent.config import AkKind, Tcti
 from agent.tpm import AgentTpm
 from agent.workload import EventLog, Runner, Workload, swap_directories
 from offchain.abi.workload import WorkloadEvent, measure_directory, parse_event_log, replay
 from offchain.errors import CvmAttestError, PlatformError, Reason, RequestError, VerificationError
-from tests.support.agent import WORKLOAD, make_zip, oci_tarball, symlink_entry, tree_digest, write_tree
+from tests.support.agent import TPM_COMPOSE, WORKLOAD, make_zip, oci_tarball, symlink_entry, tree_digest, write_tree
 from tests.support.swtpm import Swtpm
+from workload.archive import ArchiveLimits
+from workload.compose import ComposeRules
 
 
 class Recorder:
@@ -42,7 +44,9 @@ def tpm(swtpm: Swtpm) -> Iterator[AgentTpm]:
 
 def _workload(tpm: AgentTpm, root: Path, recorder: Recorder, runner_exit: int = 0) -> Workload:
     runner = Runner(recorder.command("run", runner_exit), recorder.command("load"), timeout=60)
-    return Workload(tpm, root / "workload", EventLog(root / "state/event-log.jsonl"), runner, ArchiveLimits())
+    return Workload(
+        tpm, root / "workload", EventLog(root / "state/event-log.jsonl"), runner, ArchiveLimits(), ComposeRules()
+    )
 
 
 @pytest.fixture
@@ -157,8 +161,14 @@ def test_update_swaps_measures_and_runs(tpm: AgentTpm, tmp_path: Path, recorder:
         (make_zip({**NEW_WORKLOAD, "images.txt": b"registry.example/app:2 sha256:" + b"00" * 32 + b"\n",
                    "images/app.tar": oci_tarball("registry.example/app:2")[0]}), Reason.WORKLOAD_ARCHIVE_INVALID),
         (b"garbage", Reason.WORKLOAD_ARCHIVE_INVALID),
+        # The TPM in a container could reset PCR23 and replay the old events: refused before it is measured.
+        (make_zip({**NEW_WORKLOAD, "docker-compose.yml": TPM_COMPOSE}), Reason.WORKLOAD_COMPOSE_FORBIDDEN),
+        (make_zip({**NEW_WORKLOAD, "docker-compose.yml": TPM_COMPOSE,
+                   "images/app.tar": oci_tarball("registry.example/app:2")[0]}), Reason.WORKLOAD_COMPOSE_FORBIDDEN),
+        (make_zip({**NEW_WORKLOAD, "docker-compose.yml": b"services: [app\n"}), Reason.WORKLOAD_COMPOSE_MALFORMED),
     ],
-    ids=["traversal", "symlink", "bad-image", "bad-images-txt", "image-listed-twice", "not-a-zip"],
+    ids=["traversal", "symlink", "bad-image", "bad-images-txt", "image-listed-twice", "not-a-zip",
+         "compose-gives-the-tpm", "compose-gives-the-tpm-with-images", "compose-malformed"],
 )
 def test_rejected_update_changes_nothing(
     tpm: AgentTpm, tmp_path: Path, recorder: Recorder, archive: bytes, reason: Reason
@@ -167,7 +177,7 @@ def test_rejected_update_changes_nothing(
     workload = _workload(tpm, tmp_path, recorder)
     workload.start(reset_pcr23=True)
     tree, pcr23, log_text = tree_digest(tmp_path / "workload"), tpm.read_pcrs([23])[23], workload.log.path.read_text()
-    with pytest.raises(RequestError) as exc:
+    with pytest.raises(CvmAttestError) as exc:
         workload.apply_update(io.BytesIO(archive))
     assert exc.value.reason is reason
     assert tree_digest(tmp_path / "workload") == tree
@@ -175,6 +185,25 @@ def test_rejected_update_changes_nothing(
     assert workload.log.path.read_text() == log_text
     assert recorder.calls() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state", "workload"]
+
+
+@pytest.mark.parametrize("reset_pcr23", [True, False], ids=["reset", "measured-at-boot"])
+def test_a_forbidden_workload_stops_the_start(
+    tpm: AgentTpm, tmp_path: Path, recorder: Recorder, reset_pcr23: bool
+) -> None:
+    write_tree(tmp_path / "workload", {**WORKLOAD, "docker-compose.yml": TPM_COMPOSE})
+    tpm.extend_pcr(23, b"\x01" * 32)  # so a reset would show
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state/event-log.jsonl").write_text("")
+    pcr23 = tpm.read_pcrs([23])[23]
+    workload = _workload(tpm, tmp_path, recorder)
+    with pytest.raises(RequestError) as exc:
+        workload.start(reset_pcr23=reset_pcr23)
+    assert exc.value.reason is Reason.WORKLOAD_COMPOSE_FORBIDDEN
+    assert [(v["service"], v["key"]) for v in exc.value.context["violations"]] == [("app", "devices")]
+    assert tpm.read_pcrs([23])[23] == pcr23
+    assert (tmp_path / "state/event-log.jsonl").read_text() == ""
+    assert workload.events() == [] and recorder.calls() == []
 
 
 def test_runner_failure_after_install(tpm: AgentTpm, tmp_path: Path, recorder: Recorder) -> None:
@@ -195,7 +224,9 @@ def test_runner_failure_after_install(tpm: AgentTpm, tmp_path: Path, recorder: R
 def test_runner_that_cannot_run(tpm: AgentTpm, tmp_path: Path) -> None:
     write_tree(tmp_path / "workload", WORKLOAD)
     runner = Runner(("/nonexistent/podman-compose", "up"), ("true",), timeout=60)
-    workload = Workload(tpm, tmp_path / "workload", EventLog(tmp_path / "log.jsonl"), runner, ArchiveLimits())
+    workload = Workload(
+        tpm, tmp_path / "workload", EventLog(tmp_path / "log.jsonl"), runner, ArchiveLimits(), ComposeRules()
+    )
     workload.start(reset_pcr23=True)
     workload.run()
     assert workload.status == "runner failed"

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from agent.archive import measure_archive
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, measure_directory, replay
 from offchain.errors import Reason, RequestError
 from offchain.policy.golden import Binding, GoldenMeasurement
 from onchain.admin_cli import golden
-from tests.support.agent import WORKLOAD, make_zip
+from tests.support.agent import TPM_COMPOSE, WORKLOAD, make_zip
 from tests.support.evidence import EVENTS, make_parts
+from workload.archive import measure_archive
 
 NEW_CONFIG = b"[feed]\nsource = 'b'\n"
 
@@ -103,6 +103,33 @@ def test_an_archive_the_agent_would_refuse_is_refused(base: Path, tmp_path: Path
     assert json.loads(result.stdout)["reason"].startswith("workload.archive.")
     with pytest.raises(RequestError):
         measure_archive(archive)
+
+
+@pytest.mark.parametrize(
+    ("compose", "reason"),
+    [(TPM_COMPOSE, Reason.WORKLOAD_COMPOSE_FORBIDDEN), (b"services: [app\n", Reason.WORKLOAD_COMPOSE_MALFORMED)],
+    ids=["gives-the-tpm", "malformed"],
+)
+@pytest.mark.parametrize("source", ["--update", "--workload"])
+def test_a_compose_the_agent_would_refuse_is_refused(
+    base: Path, tmp_path: Path, source: str, compose: bytes, reason: Reason
+) -> None:
+    files = {**WORKLOAD, "docker-compose.yml": compose}
+    (tmp_path / "update.zip").write_bytes(make_zip(files))
+    _workload_dir(tmp_path / "workload", files)
+    out = tmp_path / "predicted.json"
+    path = tmp_path / ("update.zip" if source == "--update" else "workload")
+    result = _run("--base", base, source, path, "--out", out)
+    assert (result.exit_code, json.loads(result.stdout)["reason"]) == (1, reason.value)
+    assert not out.exists()  # nothing to publish
+    assert _ok("--base", base, source, _safe_twin(tmp_path, source))["events"] > 0
+
+
+def _safe_twin(tmp_path: Path, source: str) -> Path:
+    if source == "--update":
+        (tmp_path / "safe.zip").write_bytes(make_zip(WORKLOAD))
+        return tmp_path / "safe.zip"
+    return _workload_dir(tmp_path / "safe", WORKLOAD)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""agent.archive: a workload archive is checked completely before anything is written, and image
+"""workload.archive: a workload archive is checked completely before anything is written, and image
 tarballs yield digests only when every blob matches."""
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.archive import extract_archive, image_digests
-from agent.config import ArchiveLimits
 from offchain.errors import CvmAttestError, Reason, RequestError
 from tests.support.agent import WORKLOAD, docker_tarball, make_zip, oci_tarball, symlink_entry
+from workload.archive import ArchiveLimits, extract_archive, image_digests
 
 LIMITS = ArchiveLimits(max_upload_bytes=1 << 20, max_total_bytes=1 << 16, max_file_bytes=1 << 14, max_entries=20)
 ARCHIVE_REASONS = {
