@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from agent.config import DEFAULT_PCRS, AkKind, Tcti
-from agent.swtpm import running_swtpm
+from localstack.swtpm import running_swtpm
 from agent.tpm import AgentTpm
 
 KEYS = ("collaterals_p50_ms", "collaterals_p99_ms", "quote_ms")

@@ -26,7 +26,7 @@ from pathlib import Path
 from eth_account import Account
 from web3 import Web3
 
-from agent.swtpm import start_swtpm
+from localstack.swtpm import start_swtpm
 from offchain.devamd import DevAmdChain
 from offchain.evidence import EvidenceBundle
 from offchain.policy.golden import GoldenMeasurement

@@ -35,7 +35,7 @@ import click
 from eth_account import Account
 from web3 import Web3
 
-from agent.swtpm import start_swtpm
+from localstack.swtpm import start_swtpm
 from offchain.cli.output import guarded
 from offchain.errors import ChainError, PlatformError, Reason
 from offchain.policy.golden import GoldenMeasurement

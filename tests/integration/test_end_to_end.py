@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.swtpm import swtpm_available
+from localstack.swtpm import swtpm_available
 from offchain.errors import Reason
 from onchain.demo import run_demo
 

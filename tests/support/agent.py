@@ -17,7 +17,7 @@ from offchain.abi.snp_report import Product, SignerKind
 from offchain.devamd import DevAmdChain
 
 from agent.config import AgentConfig, AkKind, Listen, PlatformName, Tcti
-from agent.swtpm import Swtpm
+from localstack.swtpm import Swtpm
 from workload.archive import ArchiveLimits
 
 COMPOSE = b"services:\n  app:\n    image: example/app@sha256:" + b"ab" * 32 + b"\n"

@@ -11,7 +11,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from agent.swtpm import Swtpm
+from localstack.swtpm import Swtpm
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import load_certificates
 from offchain.trust.roots import TrustRoots

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.swtpm import Swtpm, running_swtpm, start_swtpm, swtpm_available
+from localstack.swtpm import Swtpm, running_swtpm, start_swtpm, swtpm_available
 
 __all__ = ["Swtpm", "running_swtpm", "start_swtpm", "swtpm_or_skip", "tpm2_tool"]
 

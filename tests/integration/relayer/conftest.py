@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.swtpm import start_swtpm
+from localstack.swtpm import start_swtpm
 from onchain.anvil import AnvilProcess
 from onchain.demo import AgentProcess
 from tests.support.stack import Chain, Stack, make_chain

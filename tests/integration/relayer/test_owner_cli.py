@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from web3 import Web3
 
-from agent.swtpm import swtpm_available
+from localstack.swtpm import swtpm_available
 from offchain.errors import Reason
 from offchain.policy.golden import GoldenMeasurement
 from onchain.admin_cli import contract, golden

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from agent.swtpm import swtpm_available
+from localstack.swtpm import swtpm_available
 from offchain.abi.snp_report import Product
 from offchain.trust.certs import load_certificates, to_der
 from onchain.anvil import AnvilProcess

@@ -12,7 +12,7 @@ from eth_account.messages import encode_defunct
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from agent.swtpm import swtpm_available
+from localstack.swtpm import swtpm_available
 from offchain.errors import ChainError, Reason, VerificationError
 from onchain.demo import http_json
 from onchain.gate import ADDRESS_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, require_attested_cvm

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent.main import main
-from agent.swtpm import consecutive_free_ports
+from localstack.swtpm import consecutive_free_ports
 from tests.support.swtpm import Swtpm
 
 CVM_AGENT = Path(sys.executable).parent / "cvm-agent"

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from agent.config import AkKind, Tcti
-from agent.swtpm import consecutive_free_ports
+from localstack.swtpm import consecutive_free_ports
 from agent.tpm import AgentTpm
 from offchain.abi.tpm import TPM_ALG_ECC, TPM_ALG_RSA, TpmsAttest, TpmtPublic, TpmtSignature
 from offchain.errors import CvmAttestError, PlatformError, Reason, VerificationError

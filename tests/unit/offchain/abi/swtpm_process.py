@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agent.swtpm import Swtpm as SwtpmProcess
-from agent.swtpm import running_swtpm as running_swtpm_process
+from localstack.swtpm import Swtpm as SwtpmProcess
+from localstack.swtpm import running_swtpm as running_swtpm_process
 from tests.support.swtpm import tpm2_tool
 
 REQUIRED_TOOLS = ("swtpm", "tpm2_pcrextend", "tpm2_pcrread", "tpm2_createprimary", "tpm2_quote")
