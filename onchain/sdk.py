@@ -31,7 +31,7 @@ from eth_keys.exceptions import BadSignature
 from web3 import Web3
 
 from offchain.errors import ChainError, Reason, VerificationError
-from onchain.client import Attestation, GoldenInfo, RegistryClient
+from onchain.client import ZERO32, Attestation, AttestationStatus, GoldenInfo, RegistryClient
 
 REQUEST_DOMAIN = "cvm-attest request v1"
 DEFAULT_MAX_AGE_S = 60
@@ -71,10 +71,15 @@ class Registry:
         return self.client.address
 
     def is_attested(self, cvm: str, golden_id: bytes | None = None) -> bool:
-        """True while ``cvm`` holds an unexpired attestation under a published, unrevoked golden measurement."""
+        """True while ``cvm`` holds an unexpired attestation under a published, unrevoked golden measurement,
+        under a leaf still valid whose chain has no revoked certificate and a pinned root."""
         if golden_id is None:
             return self.client.is_attested(cvm)
         return self.client.is_attested_for(cvm, golden_id)
+
+    def attestation_status(self, cvm: str, golden_id: bytes | None = None) -> AttestationStatus:
+        """Why ``cvm`` is or is not attested (under ``golden_id``, or any)."""
+        return self.client.attestation_status(cvm, golden_id or ZERO32)
 
     def attestation_of(self, cvm: str) -> Attestation:
         return self.client.attestation_of(cvm)
@@ -108,8 +113,12 @@ class Registry:
         return self._require_attested(self.recover_signer(message, signature), golden_id)
 
     def _require_attested(self, signer: str, golden_id: bytes | None) -> str:
-        if not self.is_attested(signer, golden_id):
-            raise ChainError(Reason.REGISTRY_NOT_ATTESTED, f"{signer} is not an attested CVM", cvm=signer)
+        if golden_id == ZERO32:
+            raise ChainError(Reason.REGISTRY_NOT_ATTESTED, "the zero golden id names no golden measurement", cvm=signer)
+        status = self.attestation_status(signer, golden_id)
+        if status is not AttestationStatus.ATTESTED:
+            raise ChainError(Reason.REGISTRY_NOT_ATTESTED, f"{signer} is not an attested CVM ({status.name.lower()})",
+                             cvm=signer, status=status.name.lower())
         return signer
 
     def verify_signed_request(self, *, method: str, path: str, body: bytes, timestamp: int, signature: str,

@@ -222,8 +222,8 @@ class Relayer:
 
     def _action_for(self, cvm: str) -> str:
         attestation = self.client.attestation_of(cvm)
-        if attestation.golden_id != self.golden.canonical_id() or not self.client.is_attested(cvm):
-            return "register"
+        if attestation.golden_id != self.golden.canonical_id() or not attestation.attested:
+            return "register"  # never registered, expired, or its golden, leaf or chain revoked
         now = int(self.w3.eth.get_block("latest")["timestamp"])
         return "refresh" if attestation.expiry - now <= self.policy.refresh_margin_s else "none"
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from localstack.swtpm import swtpm_available
 from offchain.errors import ChainError, Reason, VerificationError
+from onchain.client import AttestationStatus
 from onchain.demo import http_json
 from onchain.gate import ADDRESS_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, require_attested_cvm
 from onchain.relayer.journal import Journal
@@ -69,7 +70,7 @@ def test_a_request_signed_by_the_attested_cvm_is_accepted(stack: Stack, attested
     assert exc.value.reason is Reason.SIGNED_REQUEST_STALE
     with pytest.raises(ChainError) as chain_exc:
         registry.verify_signed_request(**kwargs, golden_id=b"\x01" * 32)  # type: ignore[arg-type]
-    assert chain_exc.value.reason is Reason.REGISTRY_NOT_ATTESTED
+    assert chain_exc.value.reason is Reason.REGISTRY_NOT_ATTESTED and chain_exc.value.context["status"] == "other_golden"
 
 
 def test_a_key_that_is_not_attested_is_refused(attested: tuple[Registry, str, bytes]) -> None:
@@ -78,7 +79,7 @@ def test_a_key_that_is_not_attested_is_refused(attested: tuple[Registry, str, by
     signature = outsider.sign_message(encode_defunct(text="hello")).signature.hex()
     with pytest.raises(ChainError) as exc:
         registry.verify_signed_message("hello", signature)
-    assert exc.value.reason is Reason.REGISTRY_NOT_ATTESTED
+    assert exc.value.reason is Reason.REGISTRY_NOT_ATTESTED and exc.value.context["status"] == "not_registered"
     with pytest.raises(VerificationError) as bad:
         registry.verify_signed_message("hello", "0x" + "00" * 65)
     assert bad.value.reason is Reason.SIGNED_REQUEST_INVALID
@@ -92,7 +93,8 @@ def test_revocation_ends_acceptance_and_events_tell_the_story(
     chain.registry.revoke_golden(golden_id)
     with pytest.raises(ChainError) as exc:
         registry.verify_signed_message("still here", signature)
-    assert exc.value.reason is Reason.REGISTRY_NOT_ATTESTED
+    assert exc.value.reason is Reason.REGISTRY_NOT_ATTESTED and exc.value.context["status"] == "golden_revoked"
+    assert registry.attestation_status(cvm) is AttestationStatus.GOLDEN_REVOKED
     names = [e.name for e in registry.events()]
     assert names.index("GoldenPublished") < names.index("CvmRegistered") < names.index("GoldenRevoked")
     registered = next(e for e in registry.events() if e.name == "CvmRegistered")
