@@ -156,6 +156,10 @@ class Reason(str, enum.Enum):
     IMAGE_PE_MALFORMED = "image.pe.malformed"
     IMAGE_UKI_INVALID = "image.uki.invalid"
     IMAGE_TOOL_FAILED = "image.tool_failed"
+    IMAGE_DISK_MALFORMED = "image.disk.malformed"
+    IMAGE_PARTITION_MISSING = "image.disk.partition_missing"
+    IMAGE_VERITY_MISMATCH = "image.verity.mismatch"
+    IMAGE_ROOT_HASH_MISMATCH = "image.root_hash.mismatch"
 
     def __str__(self) -> str:
         return self.value
