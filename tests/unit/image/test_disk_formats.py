@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from image.formats import VHD_EPOCH, VhdFooter, vhd_geometry, write_gcp_tar, write_vhd, write_vmdk
 from image.gpt import SECTOR, GptEntry, layout_table
@@ -114,6 +116,25 @@ def test_a_corrupt_vhd_footer_is_refused(raw: Path, tmp_path: Path, offset: int)
     with pytest.raises(ParseError) as exc:
         VhdFooter.from_bytes(bytes(footer))
     assert exc.value.reason is Reason.IMAGE_DISK_MALFORMED
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 0xFFFFFFFF), st.binary(min_size=4, max_size=4), st.integers(0, 0xFFFFFFFF),
+       st.integers(0, (1 << 64) - 1), st.integers(0, 65535), st.integers(0, 255), st.integers(0, 255),
+       st.uuids())
+def test_vhd_footer_round_trips(timestamp: int, app: bytes, version: int, size: int, cylinders: int, heads: int,
+                                sectors: int, unique_id: uuid.UUID) -> None:
+    footer = VhdFooter(timestamp, app, version, b"Wi2k", size, size, (cylinders, heads, sectors), unique_id)
+    assert VhdFooter.from_bytes(footer.to_bytes()) == footer
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=512, max_size=512))
+def test_random_footers_never_crash(data: bytes) -> None:
+    try:
+        VhdFooter.from_bytes(b"conectix" + data[8:])
+    except ParseError as exc:
+        assert exc.reason is Reason.IMAGE_DISK_MALFORMED
 
 
 def test_a_raw_disk_not_in_whole_mib_is_refused(tmp_path: Path) -> None:

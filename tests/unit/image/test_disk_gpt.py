@@ -47,6 +47,15 @@ def test_entries_and_header_round_trip() -> None:
     assert GptHeader.from_bytes(block).to_bytes() == block
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.uuids(), st.uuids(), st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 64) - 1),
+       st.integers(0, (1 << 64) - 1), st.text(st.characters(min_codepoint=1, max_codepoint=0xD7FF), max_size=36))
+def test_any_entry_round_trips(type_guid: uuid.UUID, guid: uuid.UUID, first: int, last: int, attributes: int,
+                               name: str) -> None:
+    entry = GptEntry(type_guid, guid, first, last, attributes, name)
+    assert GptEntry.from_bytes(entry.to_bytes()) == entry
+
+
 def test_written_table_reads_back_here_and_with_sfdisk(tmp_path: Path) -> None:
     assert read(disk_bytes()) == list(enumerate(ENTRIES, 1))
     sfdisk = shutil.which("sfdisk")
