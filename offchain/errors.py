@@ -160,6 +160,7 @@ class Reason(str, enum.Enum):
     IMAGE_PARTITION_MISSING = "image.disk.partition_missing"
     IMAGE_VERITY_MISMATCH = "image.verity.mismatch"
     IMAGE_ROOT_HASH_MISMATCH = "image.root_hash.mismatch"
+    IMAGE_PREDICTION_MISMATCH = "image.prediction_mismatch"
 
     def __str__(self) -> str:
         return self.value
