@@ -128,3 +128,22 @@ def test_cli_refusals(built: Built, tmp_path: Path) -> None:
     assert code == 1 and err.startswith(f"[{Reason.IMAGE_VERITY_MISMATCH.value}]")
     code, _, err = _run("predict", broken)
     assert code == 1 and err.startswith(f"[{Reason.IMAGE_VERITY_MISMATCH.value}]")
+
+
+def test_a_workload_the_agent_would_refuse_is_not_built(stub: bytes, tmp_path: Path) -> None:
+    # The compose rules of workload.compose run before the workload partition is built (issue 11, item 3).
+    from image.disk import build_workload
+    from offchain.errors import RequestError
+    workload = tmp_path / "workload"
+    workload.mkdir()
+    (workload / "docker-compose.yml").write_text("services:\n  app:\n    image: app\n    privileged: true\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(RequestError) as exc:
+        build_workload(workload, work, source_date_epoch=EPOCH)
+    assert exc.value.reason is Reason.WORKLOAD_COMPOSE_FORBIDDEN and "privileged" in exc.value.detail
+    assert not (work / "workload.erofs").exists()
+    (workload / "docker-compose.yml").write_text("services:\n  app:\n    image: app\n")  # the safe twin
+    work = tmp_path / "again"
+    work.mkdir()
+    assert build_workload(workload, work, source_date_epoch=EPOCH).filesystem.is_file()
