@@ -161,6 +161,9 @@ class Reason(str, enum.Enum):
     IMAGE_VERITY_MISMATCH = "image.verity.mismatch"
     IMAGE_ROOT_HASH_MISMATCH = "image.root_hash.mismatch"
     IMAGE_PREDICTION_MISMATCH = "image.prediction_mismatch"
+    IMAGE_LOCK_MALFORMED = "image.lock.malformed"
+    IMAGE_PACKAGE_UNLOCKED = "image.package_unlocked"
+    IMAGE_PACKAGE_UNAVAILABLE = "image.package_unavailable"
 
     def __str__(self) -> str:
         return self.value
