@@ -7,28 +7,74 @@ Each package registers its own click group under the ``cvm_attest.cli`` entry-po
 
 from __future__ import annotations
 
+import re
+import sys
 import warnings
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, distribution, entry_points
 
 import click
+
+from offchain.cli.output import EXIT_USAGE
+from offchain.errors import Reason
 
 ENTRY_POINT_GROUP = "cvm_attest.cli"
 
 
 class DiscoveredGroup(click.Group):
-    """A click group whose subcommands are the installed ``cvm_attest.cli`` entry points."""
+    """A click group whose subcommands are the installed ``cvm_attest.cli`` entry points.
 
-    def _discovered(self) -> dict[str, click.Command]:
-        commands: dict[str, click.Command] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            commands[ep.name] = ep.load()
-        return commands
+    Listing reads only the entry points' names; a command's module is imported when the command is
+    asked for, so ``cvm-cli verify`` works on the base install. A command whose module needs an extra
+    that is not installed is replaced by one that says which extra to install (exit 2).
+    """
+
+    @staticmethod
+    def _entry_points() -> dict[str, EntryPoint]:
+        return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._discovered()))
+        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, cmd_name) or self._discovered().get(cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        ep = self._entry_points().get(cmd_name)
+        if ep is None:
+            return None
+        try:
+            loaded: click.Command = ep.load()
+        except ModuleNotFoundError as exc:
+            return _needs_extra(cmd_name, exc.name or "?")
+        return loaded
+
+
+def extra_providing(module: str) -> str | None:
+    """The optional-dependency group of this distribution that requires the distribution ``module``
+    comes from (``web3`` -> ``onchain``), or None."""
+    wanted = module.split(".")[0].replace("-", "_").lower()
+    for requirement in distribution("cvm-attest").requires or ():
+        name, _, marker = requirement.partition(";")
+        dist = re.split(r"[<>=!~\[ ]", name.strip(), maxsplit=1)[0].replace("-", "_").lower()
+        found = re.search(r"extra\s*==\s*[\"']([^\"']+)[\"']", marker)
+        if dist == wanted and found:
+            return found.group(1)
+    return None
+
+
+def _needs_extra(name: str, module: str) -> click.Command:
+    extra = extra_providing(module)
+    hint = f"pip install 'cvm-attest[{extra}]'" if extra else f"install the Python package {module}"
+    message = f"cvm-cli {name} needs {module}, which this installation lacks: {hint}"
+
+    @click.command(name, help=message, short_help=f"unavailable: {hint}",
+                   context_settings={"ignore_unknown_options": True,
+                                     "allow_extra_args": True, "help_option_names": []})
+    def missing() -> None:
+        click.echo(f"[{Reason.INPUT_UNREADABLE.value}] {message}", err=True)
+        sys.exit(EXIT_USAGE)
+
+    return missing
 
 
 @click.group(cls=DiscoveredGroup, context_settings={"help_option_names": ["-h", "--help"]})
