@@ -16,12 +16,13 @@ stderr and exit with status 2; nothing is served half-started.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-import warnings
 import shlex
 import signal
 import socket
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import click
 import uvicorn
 
 from offchain.abi.snp_report import Product
-from offchain.errors import CvmAttestError, PlatformError, Reason
+from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason
 
 from agent.app import create_apps, read_token
 from agent.config import (
@@ -62,6 +63,21 @@ from workload.archive import ArchiveLimits
 
 EXIT_STARTUP = 2
 log = logging.getLogger("cvm_agent")
+
+
+def _internal(text: str, remote: bool) -> Listen | UnixListen:
+    """``--internal``; a TCP address that is not loopback only with ``--internal-remote``."""
+    listen = _option(parse_internal, text, "--internal")
+    if isinstance(listen, Listen) and not remote and not _is_loopback(listen.host):
+        raise ParseError(Reason.INPUT_INVALID, f"--internal {text} would serve /sign-message and /sign-transaction to "
+                         "the network: use the Unix socket (the default), a loopback address, or --internal-remote")
+    return listen
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    return ipaddress.ip_address(host).is_loopback
 
 
 def bind_internal(config: AgentConfig) -> tuple[socket.socket, Callable[[], None]]:
@@ -128,6 +144,9 @@ def _option(parse: Callable[[Any], Any], value: Any, name: str) -> Any:
 @click.option("--internal", default=DEFAULT_INTERNAL, show_default=True, metavar="unix:PATH|HOST:PORT",
               help="Listener for the workload (signing, offchain-verify): a Unix socket in a directory of its own "
               "(0750, socket 0660), or HOST:PORT to opt in to TCP, which every process reaching it may use.")
+@click.option("--internal-remote", is_flag=True,
+              help="Allow --internal HOST:PORT on an address other than loopback: the CVM key then signs for "
+              "anyone on that network (refused without this flag).")
 @click.option("--internal-group", metavar="GROUP",
               help="Group (name or gid) of the socket and its directory: what the workload's containers run with.")
 @click.option("--external", default=DEFAULT_EXTERNAL, show_default=True, metavar="HOST:PORT|off",
@@ -232,7 +251,7 @@ def _config(options: dict[str, Any]) -> AgentConfig:
         tcti=Tcti.parse(options["tcti"]),
         state_dir=state_dir,
         workload_dir=workload_dir,
-        internal=_option(parse_internal, options["internal"], "--internal"),
+        internal=_internal(options["internal"], bool(options["internal_remote"])),
         external=external,
         token_file=options["token_file"],
         tls_cert=options["tls_cert"],

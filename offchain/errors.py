@@ -140,6 +140,7 @@ class Reason(str, enum.Enum):
     REGISTRY_ATTESTATION_EXPIRED = "chain.attestation_expired"
     REGISTRY_PCRS_CHANGED = "chain.pcrs_changed"
     REGISTRY_CONSENT_INVALID = "chain.consent_invalid"
+    REGISTRY_NO_CONTRACT = "chain.no_contract"
     TPM_AK_ATTRIBUTES = "tpm.public.ak_attributes_invalid"
     REGISTRY_NOT_ATTESTED = "chain.cvm_not_attested"
 

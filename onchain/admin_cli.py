@@ -29,11 +29,12 @@ from typing import Any
 
 import click
 from cryptography import x509
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from offchain.abi.jsontext import loads_bounded
 from offchain.cli.output import guarded, stacked
-from offchain.errors import ParseError, Reason, RequestError
+from offchain.errors import ChainError, ParseError, Reason, RequestError
 from offchain.files import write_atomically
 from offchain.abi.workload import WORKLOAD_PCR, measure_directory
 from offchain.policy.golden import GoldenMeasurement
@@ -42,7 +43,7 @@ from offchain.abi.snp_report import Product
 from offchain.trust.certs import parse_certificate, read_file, to_der
 from offchain.trust.roots import AMD_ARK_SPKI_SHA256, PinnedRoot, TrustRoots
 from onchain.calldata import PRODUCT_CODES
-from onchain.client import CertKind, RegistryClient, TxResult
+from onchain.client import CertKind, RegistryClient, TxResult, checked_address, require_contract
 from onchain.deploy import deploy_registry
 from onchain.keys import key_options, load_account
 from onchain.rpc import connect
@@ -112,8 +113,17 @@ def _tx_payload(tx: TxResult, **fields: Any) -> dict[str, Any]:
     return {**fields, "tx": tx.tx_hash, "gas": tx.gas_used}
 
 
+def _client(rpc: str, registry: str, *, account: LocalAccount | None = None) -> RegistryClient:
+    """The registry at ``registry`` on ``rpc``: ``input.invalid`` (exit 2) for what is not an address,
+    checked before anything connects; ``chain.no_contract`` if nothing is deployed there."""
+    checked_address(registry, "--registry")
+    w3 = connect(rpc)
+    require_contract(w3, registry)
+    return RegistryClient(w3, registry, account=account)
+
+
 def _owner_client(rpc: str, registry: str, key_source: str, password_file: Path | None) -> RegistryClient:
-    return RegistryClient(connect(rpc), registry, account=load_account(key_source, password_file))
+    return _client(rpc, registry, account=load_account(key_source, password_file))
 
 
 # --- certificates: what the registry caches, and revoking one (e.g. an ASK on AMD's CRL) ---------
@@ -155,7 +165,7 @@ certificate_source = stacked(
 def certificate_show(cert_id: str | None, cert: Path | None, rpc: str, registry: str, as_json: bool) -> None:
     """What the registry holds for a certificate: kind, product, validity, issuer, revoked."""
     cid = _certificate_id(cert_id, cert)
-    info = RegistryClient(connect(rpc), registry).certificate_of(cid)
+    info = _client(rpc, registry).certificate_of(cid)
     products = {code: product for product, code in PRODUCT_CODES.items()}
     product = products.get(info.product)
     payload = {"certificate_id": "0x" + cid.hex(), "kind": info.kind.name.lower(), "revoked": info.revoked,
@@ -217,7 +227,7 @@ def _root(ark: Path | None, amd: str | None) -> PinnedRoot:
 def root_show(ark: Path | None, amd: str | None, rpc: str, registry: str, as_json: bool) -> None:
     """Whether the registry has this ARK pinned (by its key hash)."""
     pin = _root(ark, amd)
-    pinned = RegistryClient(connect(rpc), registry).root_product(pin.fingerprint) != 0
+    pinned = _client(rpc, registry).root_product(pin.fingerprint) != 0
     _print({"key_hash": "0x" + pin.fingerprint.hex(), "product": pin.product.value, "pinned": pinned}, as_json,
            f"ARK 0x{pin.fingerprint.hex()} ({pin.product.value}): {'pinned' if pinned else 'not pinned'}")
 
@@ -258,7 +268,7 @@ def owner() -> None:
 @reader
 def owner_show(rpc: str, registry: str, as_json: bool) -> None:
     """The current owner and the pending one (zero address when none)."""
-    client = RegistryClient(connect(rpc), registry)
+    client = _client(rpc, registry)
     current, pending = client.owner(), client.pending_owner()
     _print({"owner": current, "pending_owner": pending}, as_json, f"owner {current}, pending {pending}")
 
@@ -318,7 +328,7 @@ def publish(rpc: str, registry: str, agent: str | None, path: Path | None, save:
         raise RequestError(Reason.INPUT_INVALID, "give exactly one of --from-agent and --file")
     doc = _fetch_golden(agent) if agent is not None else GoldenMeasurement.from_file(path)  # type: ignore[arg-type]
     account = load_account(key_source, password_file)
-    client = RegistryClient(connect(rpc), registry, account=account)
+    client = _client(rpc, registry, account=account)
     golden_id = client.publish_golden(doc)
     if save is not None:
         _write_document(save, doc)
@@ -339,7 +349,7 @@ def revoke(golden_id: str, rpc: str, registry: str, key_source: str, password_fi
            as_json: bool) -> None:
     """Revoke a golden measurement (owner only): every CVM attested under it stops being attested."""
     gid = _golden_id(golden_id)
-    client = RegistryClient(connect(rpc), registry, account=load_account(key_source, password_file))
+    client = _client(rpc, registry, account=load_account(key_source, password_file))
     tx = client.revoke_golden(gid)
     _print({"golden_id": "0x" + gid.hex(), "tx": tx.tx_hash, "gas": tx.gas_used},
            as_json, f"golden measurement 0x{gid.hex()} revoked")
@@ -354,10 +364,13 @@ def revoke(golden_id: str, rpc: str, registry: str, key_source: str, password_fi
 def show(golden_id: str, rpc: str, registry: str, as_json: bool) -> None:
     """Show what the registry holds for a golden measurement."""
     gid = _golden_id(golden_id)
-    info = RegistryClient(connect(rpc), registry).golden_of(gid)
+    info = _client(rpc, registry).golden_of(gid)
+    if not info.published:
+        raise ChainError(Reason.REGISTRY_GOLDEN_NOT_FOUND, f"golden 0x{gid.hex()} is not published on {registry}",
+                         golden_id="0x" + gid.hex())
     payload = {"golden_id": "0x" + gid.hex(), "published": info.published, "revoked": info.revoked,
                "lifetime_seconds": info.lifetime, "binding": info.binding, "pcr_mask": info.pcr_mask}
-    state = "revoked" if info.revoked else ("published" if info.published else "unknown")
+    state = "revoked" if info.revoked else "published"
     _print(payload, as_json, f"0x{gid.hex()}: {state}, lifetime {info.lifetime}s, PCR mask {info.pcr_mask:#x}")
 
 

@@ -29,7 +29,7 @@ from web3.contract import Contract
 
 from offchain.abi.snp_report import Product
 from offchain.abi.tpm import TpmtPublic, TpmtSignature
-from offchain.errors import ChainError, Reason
+from offchain.errors import ChainError, ParseError, Reason
 from offchain.policy.golden import GoldenMeasurement
 from onchain.calldata import EvidenceCalldata, golden_struct, product_code, refresh_args
 from onchain.errors import chain_error, decode_revert
@@ -108,6 +108,23 @@ class Attestation:
         return self.status is AttestationStatus.ATTESTED
 
 
+def checked_address(text: str, what: str = "--registry") -> str:
+    """``text`` as a checksummed address; ParseError(input.invalid) naming ``what`` when it is none
+    (not 20 bytes of hex, or mixed case that fails the EIP-55 checksum)."""
+    try:
+        return str(Web3.to_checksum_address(text))
+    except (ValueError, TypeError):
+        raise ParseError(Reason.INPUT_INVALID, f"{what} {text!r} is not an address") from None
+
+
+def require_contract(w3: Web3, address: str) -> None:
+    """ChainError(chain.no_contract) when nothing is deployed at ``address`` on ``w3``'s chain (a
+    registry address from another chain, or a typo that happens to be an address)."""
+    if not w3.eth.get_code(Web3.to_checksum_address(address)):
+        raise ChainError(Reason.REGISTRY_NO_CONTRACT, f"no contract at {address} on chain {w3.eth.chain_id}",
+                         address=address)
+
+
 class AttestationStatus(IntEnum):
     """``ICvmRegistry.AttestationStatus``: why a CVM address is or is not attested."""
 
@@ -157,7 +174,7 @@ class RegistryClient:
     ) -> None:
         self.w3 = w3
         self.abi = list(abi) if abi is not None else registry_abi()
-        self.contract: Contract = w3.eth.contract(address=Web3.to_checksum_address(address), abi=self.abi)
+        self.contract: Contract = w3.eth.contract(address=checked_address(address, "registry"), abi=self.abi)
         self.account = account
         self.sender = account.address if account is not None else sender
         #: The last transaction this client sent (gas figures for benchmarks and logs).

@@ -35,7 +35,7 @@ from offchain.trust.certs import parse_certificate, read_file
 from offchain.trust.kds import KDS_BASE_URL, KdsClient, UrllibFetcher
 from offchain.trust.roots import TrustRoots
 from offchain.verify.revocation import crl_from_file, crl_from_kds
-from onchain.client import RegistryClient
+from onchain.client import RegistryClient, checked_address, require_contract
 from onchain.keys import key_options, load_account
 from onchain.rpc import connect
 from onchain.relayer.journal import Journal
@@ -127,8 +127,10 @@ def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tup
         raise RequestError(Reason.INPUT_INVALID, "--crl and --kds-crl are alternatives: give one")
     revocation = crl_from_file(crl_path) if crl_path is not None else None
     assert rpc is not None and registry is not None and golden is not None and key_source is not None
+    checked_address(registry, "--registry")
     _setup_logging(log_format)
     w3 = connect(rpc)
+    require_contract(w3, registry)
     roots = TrustRoots.amd()
     if dev_root is not None:
         roots = roots.with_dev_root(parse_certificate(read_file(dev_root)))

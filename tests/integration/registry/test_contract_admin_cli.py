@@ -12,7 +12,7 @@ from web3 import Web3
 
 from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import Product
-from offchain.errors import Reason
+from offchain.errors import ParseError, Reason
 from offchain.trust.certs import to_der, to_pem
 from offchain.trust.roots import AMD_ARK_SPKI_SHA256, spki_fingerprint
 from onchain.admin_cli import contract
@@ -127,3 +127,37 @@ def test_admin_commands_refuse_bad_input_before_touching_the_chain(
     # no chain answers at this URL: each refusal must come before any RPC
     result = _run({}, *resolved, "--rpc", "http://127.0.0.1:9", "--registry", "0x" + "11" * 20)
     assert (result.exit_code, json.loads(result.output)["reason"]) == (2, reason.value)
+
+
+def test_a_bad_registry_address_is_a_usage_error_and_an_empty_one_has_no_contract() -> None:
+    """Issue 14, defects 1 and 6: one ``[reason]`` line, never a traceback."""
+    from onchain.admin_cli import golden
+    from onchain.relayer.cli import relay
+    from onchain.sdk import Registry
+
+    gid = "0x" + "ab" * 32
+    with AnvilProcess() as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 120}))
+        owner = funded(w3)
+        env = {"OWNER_KEY": owner.key.hex()}
+        runner = CliRunner(mix_stderr=False)
+        commands = [
+            (golden, ["show", gid]), (golden, ["revoke", gid, "--key", "env:OWNER_KEY"]),
+            (contract, ["owner", "show"]), (contract, ["root", "show", "--amd", "genoa"]),
+            (relay, ["--agent", "http://127.0.0.1:1", "--golden", "g.json", "--key", "env:OWNER_KEY", "--once"]),
+        ]
+        for group, args in commands:
+            bad = runner.invoke(group, [*args, "--rpc", anvil.url, "--registry", "0xdeadbeef"], env=env)
+            assert bad.exit_code == 2, (args, bad.output, bad.stderr)
+            assert "[input.invalid] --registry '0xdeadbeef' is not an address" in bad.stderr + bad.output
+            assert "Traceback" not in bad.stderr + bad.output
+        nobody = "0x" + "12" * 20
+        empty = runner.invoke(golden, ["show", gid, "--rpc", anvil.url, "--registry", nobody])
+        assert empty.exit_code == 1 and empty.stderr.startswith(f"[{Reason.REGISTRY_NO_CONTRACT.value}] no contract at")
+        with pytest.raises(ParseError) as sdk:
+            Registry(w3, "0xdeadbeef")
+        assert sdk.value.reason is Reason.INPUT_INVALID
+        # A golden id the registry does not hold: not found, exit 1 (it printed "unknown" with exit 0).
+        client = deploy_registry(w3, account=owner, amd_roots=True)
+        unknown = runner.invoke(golden, ["show", gid, "--rpc", anvil.url, "--registry", client.address, "--json"])
+        assert (unknown.exit_code, json.loads(unknown.stdout)["reason"]) == (1, Reason.REGISTRY_GOLDEN_NOT_FOUND.value)

@@ -42,9 +42,10 @@ def _listeners() -> list[str]:
      ["--platform", "tdx"], ["--tls-cert", "c.pem"], ["--internal", "unix:relative.sock"],
      ["--internal", "127.0.0.1:1", "--internal-group", "0"], ["--internal-group", "no-such-group-cvm-attest"],
      ["--consent-golden", "0x12"], ["--consent-file", "{tmp}/absent"], ["--consent-file", "{tmp}/workload/c"],
-     ["--sim-debug"]],
+     ["--sim-debug"], ["--internal", "0.0.0.0:7999"], ["--internal", "[::]:7999"], ["--internal", "10.0.0.5:7999"]],
     ids=["pcrs", "measurement", "listener", "tcti", "platform", "tls-half", "relative-socket", "group-on-tcp",
-         "unknown-group", "short-golden-id", "absent-consent-file", "consent-file-in-workload", "sim-debug-on-snp"],
+         "unknown-group", "short-golden-id", "absent-consent-file", "consent-file-in-workload", "sim-debug-on-snp",
+         "internal-any-v4", "internal-any-v6", "internal-lan"],
 )
 def test_usage_errors(args: list[str], tmp_path: Path) -> None:
     (tmp_path / "workload").mkdir()
@@ -93,3 +94,13 @@ def test_weak_token_file(swtpm: Swtpm, tmp_path: Path) -> None:
     code, reason = _start("--platform", "sim", "--tpm", swtpm.tcti, "--state-dir", str(tmp_path),
                           "--token-file", str(tmp_path / "token"), *_listeners())
     assert (code, reason) == (2, "input.invalid")
+
+
+def test_a_remote_internal_listener_needs_its_flag(tmp_path: Path) -> None:
+    """Issue 14, defect 4: the signing API on a non-loopback address is refused with a reason, and the
+    explicit flag lets it through to the next check (here: a port nobody may bind, so it stops there)."""
+    refused = CliRunner(mix_stderr=False).invoke(main, ["--state-dir", str(tmp_path), "--internal", "0.0.0.0:7999"])
+    assert refused.exit_code == 2 and "--internal-remote" in refused.stderr and "/sign-transaction" in refused.stderr
+    from agent.main import _internal
+    assert str(_internal("0.0.0.0:7999", True)) == "0.0.0.0:7999"
+    assert str(_internal("127.0.0.1:7999", False)) == "127.0.0.1:7999" and str(_internal("[::1]:1", False)) == "[::1]:1"
