@@ -179,9 +179,16 @@ def chain_error(exc: Exception, abi: Iterable[Mapping[str, Any]], *, action: str
             except ValueError:
                 pass
         return ChainError(Reason.CHAIN_REVERTED, f"{action} reverted: {exc}")
+    if _is_insufficient_funds(exc):
+        return ChainError(Reason.CHAIN_INSUFFICIENT_FUNDS, f"{action}: the sending account cannot pay for it: {exc}")
     if isinstance(exc, (Web3Exception, OSError, ConnectionError)):
         return ChainError(Reason.CHAIN_RPC_UNAVAILABLE, f"{action} failed: {exc}")
     return ChainError(Reason.CHAIN_TX_FAILED, f"{action} failed: {exc}")
+
+
+def _is_insufficient_funds(exc: Exception) -> bool:
+    """The node refused a transaction its sender cannot pay for (geth, anvil, reth: "insufficient funds")."""
+    return "insufficient funds" in str(exc).lower()
 
 
 def _jsonable(value: Any) -> Any:

@@ -12,6 +12,10 @@ The journal (SQLite, default ``~/.local/state/cvm-attest/relayer-<chain id>-<reg
 the relayer safe to kill at any moment: see onchain/relayer/journal.py. A transaction unmined for
 ``--replace-after-blocks`` blocks is replaced with higher fees up to ``--max-fee-gwei``; past that it is
 stuck, which ``relay status`` shows: see onchain/relayer/sender.py.
+
+A golden the registry does not hold (or revoked) is refused at start. ``--once`` exits 1
+(``relay.pass_failed``) when any agent of the pass was unreachable, rejected, failed or stuck, so cron
+alerts; an account that cannot pay is ``chain.insufficient_funds``, not "unreachable".
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from typing import Any
 import click
 from web3 import Web3
 
-from offchain.cli.output import guarded
-from offchain.errors import Reason, RequestError
+from offchain.cli.output import EXIT_REJECTED, guarded
+from offchain.errors import ChainError, Reason, RequestError
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import parse_certificate, read_file
 from offchain.trust.kds import KDS_BASE_URL, KdsClient, UrllibFetcher
@@ -73,6 +77,10 @@ def _setup_logging(fmt: str) -> None:
     root = logging.getLogger("cvm_attest")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+
+
+#: What a pass did that leaves a CVM unattested or unrefreshed (``--once`` then exits 1).
+FAILED_ACTIONS = frozenset({"unreachable", "rejected", "error", "reverted", "dropped", "stuck"})
 
 
 def _progress(result: TickResult) -> None:
@@ -141,15 +149,42 @@ def relay(ctx: click.Context, rpc: str | None, registry: str | None, agents: tup
                       decode_revert=lambda data: str(client.decode_revert(data)))
     if kds_crl:
         revocation = crl_from_kds(KdsClient(UrllibFetcher(), base_url=kds_url))
-    relayer = Relayer(client=client, sender=sender, journal=store, golden=GoldenMeasurement.from_file(golden),
+    document = GoldenMeasurement.from_file(golden)
+    _require_published(client, document)
+    relayer = Relayer(client=client, sender=sender, journal=store, golden=document,
                       agents=list(agents), roots=roots, revocation=revocation,
                       policy=RelayPolicy(refresh_margin_s=refresh_margin))
+    failed: list[TickResult] = []
+
+    def on_result(result: TickResult) -> None:
+        _progress(result)
+        if result.action in FAILED_ACTIONS:
+            failed.append(result)
+
     try:
-        relayer.run(once=once, interval_s=interval, on_result=_progress)
+        relayer.run(once=once, interval_s=interval, on_result=on_result)
     except KeyboardInterrupt:
         click.echo("relayer stopped; the journal keeps what was in flight", err=True)
     finally:
         store.close()
+    if once and failed:
+        # cron and CI see a pass that did not keep every CVM attested.
+        click.echo(f"[{Reason.RELAY_PASS_FAILED.value}] {len(failed)} of {len(agents)} agents failed this pass: "
+                   + "; ".join(f"{r.agent}: {r.error or r.action}" for r in failed), err=True)
+        sys.exit(EXIT_REJECTED)
+
+
+def _require_published(client: RegistryClient, golden: GoldenMeasurement) -> None:
+    """A relayer for a golden the registry does not hold (or revoked) could only fail every register."""
+    golden_id = golden.canonical_id()
+    info = client.golden_of(golden_id)
+    if not info.published:
+        raise ChainError(Reason.REGISTRY_GOLDEN_NOT_FOUND,
+                         f"golden 0x{golden_id.hex()} is not published on {client.address}: publish it first "
+                         "(cvm-cli golden publish)", golden_id="0x" + golden_id.hex())
+    if info.revoked:
+        raise ChainError(Reason.REGISTRY_GOLDEN_REVOKED, f"golden 0x{golden_id.hex()} is revoked on {client.address}",
+                         golden_id="0x" + golden_id.hex())
 
 
 @relay.command("status")

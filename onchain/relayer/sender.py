@@ -167,7 +167,12 @@ class TxSender:
             "gas": min(int(estimate * GAS_HEADROOM), TX_GAS_CAP), "maxFeePerGas": max_fee,
             "maxPriorityFeePerGas": priority, "value": 0,
         }
-        tx_hash = self._sign_journal_broadcast(submission, tx)
+        try:
+            tx_hash = self._sign_journal_broadcast(submission, tx)
+        except ChainError as exc:
+            if exc.reason is Reason.CHAIN_INSUFFICIENT_FUNDS:  # never reached a pool: nothing is in flight
+                self.journal.finish_submission(submission.id, "dropped", error=f"[{exc.reason.value}] {exc.detail}")
+            raise
         log.info("sent %s for %s (nonce %d, max fee %s gwei, tip %s gwei)", tx_hash, submission.cvm_address,
                  tx["nonce"], gwei(max_fee), gwei(priority))
         outcome = self._drive(submission, time.monotonic() + self.policy.receipt_timeout_s)
@@ -195,6 +200,10 @@ class TxSender:
                 log.info("the node refused %s for now (%s); it is replaced after %d blocks unmined",
                          tx_hash, exc, self.policy.replace_after_blocks)
                 return
+            if "insufficient funds" in message:
+                raise ChainError(Reason.CHAIN_INSUFFICIENT_FUNDS,
+                                 f"the relayer's account {self.account.address} cannot pay for {tx_hash}: fund it "
+                                 f"({exc})", account=self.account.address) from None
             raise ChainError(Reason.CHAIN_TX_FAILED, f"broadcast refused: {exc}") from None
 
     def _drive(self, submission: Submission, deadline: float) -> Outcome | None:

@@ -117,3 +117,46 @@ def test_relay_takes_one_crl_source(tmp_path: Path) -> None:
     assert both.exit_code == 2 and "[input.invalid]" in both.output
     garbage = CliRunner().invoke(relay, [*base, "--crl", str(tmp_path / "garbage.crl")])
     assert garbage.exit_code == 2 and "[snp.crl.malformed]" in garbage.output
+
+
+def test_relay_once_fails_loudly(stack: Stack, tmp_path: Path) -> None:
+    """Issue 14, defect 5: an unpublished golden is found at start; a pass with an unreachable agent or an
+    account that cannot pay exits 1 with the reason (funds, not "unreachable"), so cron alerts."""
+    from eth_account import Account
+
+    with AnvilProcess() as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        owner, relayer = funded(w3), funded(w3)
+        broke = Account.create()
+        env = {"OWNER_KEY": owner.key.hex(), "RELAYER_KEY": relayer.key.hex(), "BROKE_KEY": broke.key.hex()}
+        ark = str(stack.state_dir / "sim" / "ark.pem")
+        registry = json.loads(_invoke(contract, ["deploy", "--rpc", anvil.url, "--no-amd-roots", "--dev-root", ark,
+                                                 "--key", "env:OWNER_KEY", "--json"], env).output)["address"]
+        document = stack.golden()
+        saved = tmp_path / "golden.json"
+        saved.write_text(document.dumps())
+        stack.consent(document)
+        base = ["--rpc", anvil.url, "--registry", registry, "--golden", str(saved), "--dev-root", ark, "--once"]
+        runner = CliRunner(mix_stderr=False)
+
+        unpublished = runner.invoke(relay, [*base, "--agent", stack.agent.external, "--key", "env:RELAYER_KEY",
+                                            "--journal", str(tmp_path / "a.db")], env=env)
+        assert unpublished.exit_code == 1 and "is not published" in unpublished.stderr
+        assert unpublished.stderr.startswith(f"[{Reason.REGISTRY_GOLDEN_NOT_FOUND.value}]")
+
+        RegistryClient(w3, registry, account=owner).publish_golden(document)
+        nobody = "http://127.0.0.1:9"
+        unreachable = runner.invoke(relay, [*base, "--agent", nobody, "--key", "env:RELAYER_KEY",
+                                            "--journal", str(tmp_path / "b.db")], env=env)
+        assert unreachable.exit_code == 1, unreachable.output
+        assert f"[{Reason.RELAY_PASS_FAILED.value}] 1 of 1 agents failed" in unreachable.stderr
+
+        unfunded = runner.invoke(relay, [*base, "--agent", stack.agent.external, "--key", "env:BROKE_KEY",
+                                         "--journal", str(tmp_path / "c.db")], env=env)
+        assert unfunded.exit_code == 1
+        assert Reason.CHAIN_INSUFFICIENT_FUNDS.value in unfunded.stdout + unfunded.stderr
+        assert "unreachable" not in unfunded.stdout
+
+        funded_pass = runner.invoke(relay, [*base, "--agent", stack.agent.external, "--key", "env:RELAYER_KEY",
+                                            "--journal", str(tmp_path / "d.db")], env=env)
+        assert funded_pass.exit_code == 0 and "register" in funded_pass.stdout, funded_pass.stderr
