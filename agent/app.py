@@ -72,6 +72,7 @@ _STATUS_BY_REASON = {
     Reason.HTTP_NOT_FOUND: 404,
     Reason.HTTP_METHOD_NOT_ALLOWED: 405,
     Reason.WORKLOAD_ARCHIVE_TOO_LARGE: 413,
+    Reason.HTTP_UNSUPPORTED_MEDIA_TYPE: 415,
     Reason.WORKLOAD_COMPOSE_MALFORMED: 400,
     Reason.INPUT_INVALID: 422,
     Reason.WORKLOAD_RUNNER_FAILED: 502,
@@ -186,12 +187,18 @@ def agent_of(request: Request) -> Agent:
 
 
 def only_query(*allowed: str) -> Callable[[Request], None]:
-    """A dependency that refuses query parameters a route does not define (nothing is smuggled in)."""
+    """A dependency that refuses query parameters a route does not define, and any given twice (nothing
+    is smuggled in, nothing is ambiguous)."""
 
     def check(request: Request) -> None:
         unknown = sorted(set(request.query_params.keys()) - set(allowed))
         if unknown:
             raise RequestError(Reason.INPUT_INVALID, f"unknown query parameters {unknown}", parameters=unknown)
+        # ?chain_id=1&chain_id=2: the framework would take one; which one the caller meant is unknowable.
+        repeated = sorted({key for key in request.query_params.keys() if len(request.query_params.getlist(key)) > 1})
+        if repeated:
+            raise RequestError(Reason.INPUT_INVALID, f"query parameters given more than once: {repeated}",
+                               parameters=repeated)
 
     return check
 
@@ -409,6 +416,7 @@ def _bearer(request: Request) -> None:
         401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
         403: {"model": ErrorBody, "description": "Updates disabled"},
         413: {"model": ErrorBody, "description": "Archive too large"},
+        415: {"model": ErrorBody, "description": "The body is not declared application/zip"},
         502: {"model": ErrorBody, "description": "Installed and measured, but the runner failed"},
         503: {"model": ErrorBody, "description": "TPM unavailable"},
     },
@@ -420,6 +428,10 @@ def _bearer(request: Request) -> None:
     },
 )
 async def update_workload(request: Request, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/zip":
+        raise RequestError(Reason.HTTP_UNSUPPORTED_MEDIA_TYPE,
+                           f"the body must be a zip with Content-Type: application/zip, not {media_type or 'none'}")
     limit = agent.config.limits.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and _is_decimal(declared) and int(declared) > limit:

@@ -115,6 +115,7 @@ class Reason(str, enum.Enum):
     WORKLOAD_UPDATE_DISABLED = "workload.update_disabled"
     HTTP_NOT_FOUND = "http.not_found"
     HTTP_METHOD_NOT_ALLOWED = "http.method_not_allowed"
+    HTTP_UNSUPPORTED_MEDIA_TYPE = "http.unsupported_media_type"
     AGENT_INTERNAL_ERROR = "agent.internal_error"
     AGENT_GOLDEN_NOT_CONSENTED = "agent.golden_not_consented"
     AGENT_SOCKET_SYMLINK = "agent.socket.symlink"

@@ -39,6 +39,7 @@ from workload.archive import ArchiveLimits
 
 TOKEN = b"update-token-0123456789"
 AUTH = {"Authorization": "Bearer " + TOKEN.decode()}
+ZIP_AUTH = {**AUTH, "Content-Type": "application/zip"}
 REGISTRY = "0x" + "ab" * 20
 BLOCK_HASH = "0x" + "cd" * 32
 GOLDEN_ID = "0x" + CONSENTED_GOLDEN.hex()
@@ -123,9 +124,11 @@ def test_onchain_collaterals_for_a_golden_not_consented_to_are_403(external: Tes
         "chain_id=1&registry={r}&block_number=1&block_hash={h}",
         "chain_id=1&registry={r}&block_number=1&block_hash={h}&golden_id=0x77",
         "chain_id=1&registry={r}&block_number=1&block_hash={h}&golden_id=" + "77" * 32,
+        "chain_id=1&chain_id=2&registry={r}&block_number=1&block_hash={h}&golden_id={g}",
+        "chain_id=1&registry={r}&block_number=1&block_hash={h}&golden_id={g}&golden_id={g}",
     ],
     ids=["chain-id-zero", "short-registry", "negative-block", "short-hash", "missing-hash", "chain-id-text",
-         "missing-golden-id", "short-golden-id", "unprefixed-golden-id"],
+         "missing-golden-id", "short-golden-id", "unprefixed-golden-id", "repeated-chain-id", "repeated-golden-id"],
 )
 def test_bad_onchain_parameters_are_422(external: TestClient, query: str) -> None:
     path = "/onchain/collaterals?" + query.format(r=REGISTRY, h=BLOCK_HASH, g=GOLDEN_ID)
@@ -188,7 +191,7 @@ def test_internal_only_routes_are_absent_outside(external: TestClient, path: str
 
 
 def test_update_route_is_absent_inside(internal: TestClient) -> None:
-    _error(internal.post("/update-workload", content=b"x", headers=AUTH), 404, "http.not_found")
+    _error(internal.post("/update-workload", content=b"x", headers=ZIP_AUTH), 404, "http.not_found")
 
 
 def test_method_not_allowed(internal: TestClient) -> None:
@@ -238,7 +241,7 @@ def test_not_json_is_422(internal: TestClient) -> None:
 
 def test_update_without_token_file_is_disabled(sim_agent: Agent) -> None:
     with TestClient(create_apps(sim_agent, update_token=None)[1]) as client:
-        _error(client.post("/update-workload", content=b"zip", headers=AUTH), 403, "workload.update_disabled")
+        _error(client.post("/update-workload", content=b"zip", headers=ZIP_AUTH), 403, "workload.update_disabled")
 
 
 @pytest.mark.parametrize(
@@ -273,7 +276,7 @@ def test_update_over_http(small_agent: Agent) -> None:
     with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
         before = client.get("/healthz").json()["pcr23"]
         new = {**WORKLOAD, "config/app.toml": b"[app]\nmode = 'staging'\n"}
-        response = client.post("/update-workload", content=make_zip(new), headers=AUTH)
+        response = client.post("/update-workload", content=make_zip(new), headers=ZIP_AUTH)
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["status"] == "running" and body["pcr23"] == client.get("/healthz").json()["pcr23"] != before
@@ -290,7 +293,7 @@ def test_update_too_large(small_agent: Agent, declared: bool) -> None:
     with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
         before = tree_digest(small_agent.config.workload_dir)
         content = data if declared else iter([data[i : i + 1000] for i in range(0, len(data), 1000)])
-        _error(client.post("/update-workload", content=content, headers=AUTH), 413, "workload.archive.too_large")
+        _error(client.post("/update-workload", content=content, headers=ZIP_AUTH), 413, "workload.archive.too_large")
         assert tree_digest(small_agent.config.workload_dir) == before
 
 
@@ -298,10 +301,24 @@ def test_update_with_a_malicious_archive(small_agent: Agent) -> None:
     with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
         before, pcr23 = tree_digest(small_agent.config.workload_dir), client.get("/healthz").json()["pcr23"]
         evil = make_zip({**WORKLOAD, "config/../../../../tmp/evil": b"x"})
-        _error(client.post("/update-workload", content=evil, headers=AUTH), 400, "workload.archive.unsafe_path")
-        _error(client.post("/update-workload", content=b"garbage", headers=AUTH), 400, "workload.archive.invalid")
+        _error(client.post("/update-workload", content=evil, headers=ZIP_AUTH), 400, "workload.archive.unsafe_path")
+        _error(client.post("/update-workload", content=b"garbage", headers=ZIP_AUTH), 400, "workload.archive.invalid")
         assert tree_digest(small_agent.config.workload_dir) == before
         assert client.get("/healthz").json()["pcr23"] == pcr23
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "multipart/form-data; boundary=x", "application/zipx"])
+def test_update_must_be_declared_a_zip(small_agent: Agent, content_type: str | None) -> None:
+    # Issue 14, defect 12: a body that is not declared application/zip is 415, before anything is read.
+    headers = dict(AUTH) if content_type is None else {**AUTH, "Content-Type": content_type}
+    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+        before = tree_digest(small_agent.config.workload_dir)
+        response = client.post("/update-workload", content=make_zip(WORKLOAD), headers=headers)
+        _error(response, 415, "http.unsupported_media_type")
+        assert tree_digest(small_agent.config.workload_dir) == before
+        ok = client.post("/update-workload", content=make_zip(WORKLOAD),
+                         headers={**AUTH, "Content-Type": "application/zip; charset=binary"})
+        assert ok.status_code == 200, ok.text
 
 
 def test_update_with_a_forbidden_compose(small_agent: Agent) -> None:
@@ -309,10 +326,10 @@ def test_update_with_a_forbidden_compose(small_agent: Agent) -> None:
         before, health = tree_digest(small_agent.config.workload_dir), client.get("/healthz").json()
         log = client.get("/event-log").json()
         evil = make_zip({**WORKLOAD, "docker-compose.yml": TPM_COMPOSE})
-        body = _error(client.post("/update-workload", content=evil, headers=AUTH), 400, "workload.compose_forbidden")
+        body = _error(client.post("/update-workload", content=evil, headers=ZIP_AUTH), 400, "workload.compose_forbidden")
         assert [(v["service"], v["key"]) for v in body["context"]["violations"]] == [("app", "devices")]
         broken = make_zip({**WORKLOAD, "docker-compose.yml": b"services: {app: {cap_add: SYS_ADMIN}}\n"})
-        _error(client.post("/update-workload", content=broken, headers=AUTH), 400, "workload.compose_malformed")
+        _error(client.post("/update-workload", content=broken, headers=ZIP_AUTH), 400, "workload.compose_malformed")
         assert tree_digest(small_agent.config.workload_dir) == before
         assert client.get("/healthz").json() == health  # PCR23, its event count and the workload's status
         assert client.get("/event-log").json() == log
