@@ -352,8 +352,10 @@ internal_only = APIRouter(tags=["internal only"], responses=_ERRORS)
     summary="Verify evidence with the off-chain verifier",
     description="The verdict of `offchain.evidence.verify_evidence`, shaped like `cvm-cli verify --json`: "
     "`{\"ok\", \"reason\", \"product\", \"signer\", \"report\", ...}`. AMD's pinned roots only, unless "
-    "`dev_root` is given. " + WHERE_INTERNAL,
+    "`dev_root` is given. A rejected evidence is 200 with `ok: false`; a malformed `golden` or `dev_root` is 422 "
+    "(`input.invalid`): nothing was judged. " + WHERE_INTERNAL,
     dependencies=[Depends(only_query())],
+    responses={422: {"model": ErrorBody, "description": "Malformed request: evidence JSON, nonce, golden or dev_root"}},
 )
 def offchain_verify(body: OffchainVerifyRequest, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
     return agent.offchain_verify(body.evidence, _hex_bytes(body.nonce), body.golden, body.dev_root)

@@ -255,17 +255,23 @@ class Agent:
         """The verdict of :func:`offchain.evidence.verify_evidence` as ``cvm-cli verify --json`` prints it.
 
         Roots: AMD's pinned ARKs, plus ``dev_root`` (PEM) only when the caller gives it. No
-        network: the evidence must carry its certificates.
+        network: the evidence must carry its certificates. A malformed ``golden`` or ``dev_root`` is
+        :class:`RequestError` (``input.invalid``): the request is wrong, the evidence was not judged.
         """
+        # The caller's own inputs first: a malformed golden or dev root is the request's fault (HTTP
+        # 422), not a verdict on the evidence.
+        roots = TrustRoots.amd()
+        if dev_root is not None:
+            try:
+                roots = roots.with_dev_root(parse_certificate(dev_root.encode()))
+            except CvmAttestError as exc:
+                raise RequestError(Reason.INPUT_INVALID, f"dev_root: {exc.detail}") from None
         try:
-            roots = TrustRoots.amd()
-            if dev_root is not None:
-                try:
-                    roots = roots.with_dev_root(parse_certificate(dev_root.encode()))
-                except CvmAttestError as exc:
-                    raise ParseError(Reason.INPUT_INVALID, f"dev_root: {exc.detail}") from None
-            bundle = EvidenceBundle.from_json(dict(evidence))
             golden_doc = GoldenMeasurement.from_json(dict(golden)) if golden is not None else None
+        except CvmAttestError as exc:
+            raise RequestError(Reason.INPUT_INVALID, f"golden: {exc.detail}") from None
+        try:
+            bundle = EvidenceBundle.from_json(dict(evidence))
             verified = verify_evidence(
                 bundle,
                 expected_extra_data=offchain_expected_extra_data(bundle, nonce),

@@ -224,6 +224,11 @@ def test_offchain_verify_route(internal: TestClient, sim_agent: Agent) -> None:
     assert verdict["ok"] is True and verdict["reason"] is None
     refused = internal.post("/offchain-verify", json={"evidence": evidence, "nonce": "aa"}).json()
     assert refused["ok"] is False and refused["reason"] == "snp.chain.root_not_pinned"
+    # The caller's malformed inputs are 422, as docs/agent.md says, not a verdict (issue 14, defect 12).
+    _error(internal.post("/offchain-verify", json={"evidence": evidence, "nonce": "aa", "golden": {"version": 1}}),
+           422, "input.invalid")
+    _error(internal.post("/offchain-verify", json={"evidence": evidence, "nonce": "aa", "dev_root": "not a PEM"}),
+           422, "input.invalid")
 
 
 def test_json_body_size_is_bounded(internal: TestClient) -> None:

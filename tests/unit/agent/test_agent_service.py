@@ -21,7 +21,7 @@ from offchain.abi.binding import golden_consent_digest, offchain_extra_data, onc
 from offchain.abi.tpm import TpmsAttest, TpmtPublic
 from offchain.abi.workload import replay
 from offchain.devamd import DevAmdChain
-from offchain.errors import CvmAttestError, PlatformError, Reason, VerificationError
+from offchain.errors import CvmAttestError, PlatformError, Reason, RequestError, VerificationError
 from offchain.evidence import (
     EvidenceBundle,
     offchain_expected_extra_data,
@@ -173,8 +173,11 @@ def test_offchain_verify_verdicts(sim_agent: Agent, sim_chain: Path) -> None:
     assert sim_agent.offchain_verify(evidence, NONCE, None, None, now=now)["reason"] == "snp.chain.root_not_pinned"
     assert sim_agent.offchain_verify(evidence, b"\x01", None, dev_root, now=now)["reason"] == "tpm.quote.nonce_mismatch"
     assert sim_agent.offchain_verify({"version": 1}, NONCE, None, dev_root, now=now)["reason"] == "evidence.malformed"
-    assert sim_agent.offchain_verify(evidence, NONCE, None, "not a pem", now=now)["reason"] == "input.invalid"
-    assert sim_agent.offchain_verify(evidence, NONCE, {"version": 9}, dev_root, now=now)["reason"] == "golden.malformed"
+    # The caller's own malformed inputs are refused, not judged: the route answers 422.
+    for golden_doc, root in (({"version": 1}, dev_root), ({"version": 9}, dev_root), (None, "not a pem")):
+        with pytest.raises(RequestError) as exc:
+            sim_agent.offchain_verify(evidence, NONCE, golden_doc, root, now=now)
+        assert exc.value.reason is Reason.INPUT_INVALID
 
 
 def test_identity_and_platform(sim_agent: Agent) -> None:
