@@ -24,6 +24,14 @@ PACKAGES = {
     "mmd": "mtools",
     "mcopy": "mtools",
     "qemu-img": "qemu-utils",
+    "mmdebstrap": "mmdebstrap",
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-deb": "dpkg",
+    "dpkg-query": "dpkg",
+    "depmod": "kmod",
+    "ldconfig": "libc-bin",
+    "readelf": "binutils",
 }
 TIMEOUT_S = 600
 
@@ -43,17 +51,17 @@ def find_tool(name: str) -> str | None:
 
 
 def run_tool(
-    args: Sequence[str | Path], *, source_date_epoch: int | None = None, check: bool = True
+    args: Sequence[str | Path], *, source_date_epoch: int | None = None, check: bool = True, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``args``; a missing tool, a time-out and (with ``check``) a non-zero exit are a
-    :class:`BuildError` naming the tool and its standard error."""
+    """Run ``args`` (in ``cwd``, else the current directory); a missing tool, a time-out and (with
+    ``check``) a non-zero exit are a :class:`BuildError` naming the tool and its standard error."""
     argv = [str(a) for a in args]
     tool = Path(argv[0]).name
     argv[0] = find_tool(argv[0]) or argv[0]
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-            env=tool_environment(source_date_epoch), stdin=subprocess.DEVNULL,
+            env=tool_environment(source_date_epoch), stdin=subprocess.DEVNULL, cwd=cwd,
         )
     except FileNotFoundError:
         package = PACKAGES.get(tool, "?")
