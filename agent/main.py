@@ -67,7 +67,7 @@ log = logging.getLogger("cvm_agent")
 
 def _internal(text: str, remote: bool) -> Listen | UnixListen:
     """``--internal``; a TCP address that is not loopback only with ``--internal-remote``."""
-    listen = _option(parse_internal, text, "--internal")
+    listen: Listen | UnixListen = _option(parse_internal, text, "--internal")
     if isinstance(listen, Listen) and not remote and not _is_loopback(listen.host):
         raise ParseError(Reason.INPUT_INVALID, f"--internal {text} would serve /sign-message and /sign-transaction to "
                          "the network: use the Unix socket (the default), a loopback address, or --internal-remote")

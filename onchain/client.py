@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Any, Self
 
 from eth_account.signers.local import LocalAccount
-from eth_typing import HexStr
+from eth_typing import ChecksumAddress, HexStr
 from web3 import Web3
 from web3.contract import Contract
 
@@ -108,11 +108,11 @@ class Attestation:
         return self.status is AttestationStatus.ATTESTED
 
 
-def checked_address(text: str, what: str = "--registry") -> str:
+def checked_address(text: str, what: str = "--registry") -> ChecksumAddress:
     """``text`` as a checksummed address; ParseError(input.invalid) naming ``what`` when it is none
     (not 20 bytes of hex, or mixed case that fails the EIP-55 checksum)."""
     try:
-        return str(Web3.to_checksum_address(text))
+        return Web3.to_checksum_address(text)
     except (ValueError, TypeError):
         raise ParseError(Reason.INPUT_INVALID, f"{what} {text!r} is not an address") from None
 

@@ -45,25 +45,29 @@ class DiscoveredGroup(click.Group):
         try:
             loaded: click.Command = ep.load()
         except ModuleNotFoundError as exc:
-            return _needs_extra(cmd_name, exc.name or "?")
+            return _needs_extra(cmd_name, exc.name or "?", ep.value.split(".")[0])
         return loaded
 
 
-def extra_providing(module: str) -> str | None:
+def extra_providing(module: str, package: str | None = None) -> str | None:
     """The optional-dependency group of this distribution that requires the distribution ``module``
-    comes from (``web3`` -> ``onchain``), or None."""
+    comes from (``web3`` -> ``onchain``), or None. When several do (``eth_account``: ``agent`` and
+    ``onchain``), the one named like the command's ``package``, else the first."""
     wanted = module.split(".")[0].replace("-", "_").lower()
+    extras: list[str] = []
     for requirement in distribution("cvm-attest").requires or ():
         name, _, marker = requirement.partition(";")
         dist = re.split(r"[<>=!~\[ ]", name.strip(), maxsplit=1)[0].replace("-", "_").lower()
         found = re.search(r"extra\s*==\s*[\"']([^\"']+)[\"']", marker)
         if dist == wanted and found:
-            return found.group(1)
-    return None
+            extras.append(found.group(1))
+    if package in extras:
+        return package
+    return extras[0] if extras else None
 
 
-def _needs_extra(name: str, module: str) -> click.Command:
-    extra = extra_providing(module)
+def _needs_extra(name: str, module: str, package: str) -> click.Command:
+    extra = extra_providing(module, package)
     hint = f"pip install 'cvm-attest[{extra}]'" if extra else f"install the Python package {module}"
     message = f"cvm-cli {name} needs {module}, which this installation lacks: {hint}"
 

@@ -61,3 +61,4 @@ def test_the_extra_of_a_package() -> None:
     assert (extra_providing("web3"), extra_providing("tpm2_pytss.ESAPI"), extra_providing("fastapi")) == (
         "onchain", "agent", "agent")
     assert extra_providing("not-a-dependency") is None
+    assert (extra_providing("eth_account", "onchain"), extra_providing("eth_account", "agent")) == ("onchain", "agent")
