@@ -111,16 +111,20 @@ def _first_version_in_pool(w3: Web3, journal_path: Path, submission_id: int) -> 
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             txs = watcher.txs(submission_id)
-            if txs:
-                try:
-                    w3.eth.get_transaction(txs[0].hash)  # type: ignore[arg-type]
-                    return txs[0]
-                except TransactionNotFound:
-                    pass  # journaled, not broadcast yet
+            if txs and _in_pool(w3, txs[0].hash):  # journaled first, broadcast right after
+                return txs[0]
             time.sleep(0.02)
     finally:
         watcher.close()
     pytest.fail("the relayer never broadcast its transaction")
+
+
+def _in_pool(w3: Web3, tx_hash: str) -> bool:
+    try:
+        w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+    except TransactionNotFound:
+        return False
+    return True
 
 
 def _mined_versions(w3: Web3, txs: list[JournalTx]) -> list[str]:
