@@ -30,6 +30,20 @@ from offchain.errors import Reason, RequestError
 
 SCHEMA_VERSION = 2
 
+#: The columns of the submission table as schema 2 has them (created fresh, or rebuilt from schema 1).
+_SUBMISSION_TABLE = """(
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_url      TEXT NOT NULL,
+    cvm_address    TEXT NOT NULL,
+    kind           TEXT NOT NULL CHECK (kind IN ('register', 'refresh')),
+    block_number   INTEGER NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'stuck', 'mined', 'reverted', 'dropped')),
+    error          TEXT,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    UNIQUE (cvm_address, kind, block_number)
+)"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cvm (
@@ -41,18 +55,7 @@ CREATE TABLE IF NOT EXISTS cvm (
     last_error     TEXT,
     updated_at     INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS submission (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    agent_url      TEXT NOT NULL,
-    cvm_address    TEXT NOT NULL,
-    kind           TEXT NOT NULL CHECK (kind IN ('register', 'refresh')),
-    block_number   INTEGER NOT NULL,
-    state          TEXT NOT NULL CHECK (state IN ('pending', 'stuck', 'mined', 'reverted', 'dropped')),
-    error          TEXT,
-    created_at     INTEGER NOT NULL,
-    updated_at     INTEGER NOT NULL,
-    UNIQUE (cvm_address, kind, block_number)
-);
+CREATE TABLE IF NOT EXISTS submission """ + _SUBMISSION_TABLE + """;
 CREATE TABLE IF NOT EXISTS tx (
     hash           TEXT PRIMARY KEY,
     submission_id  INTEGER NOT NULL REFERENCES submission(id),
@@ -72,18 +75,7 @@ CREATE TABLE IF NOT EXISTS tx (
 #: replaced at once if still unmined.
 _MIGRATE_1_TO_2 = (
     "ALTER TABLE tx ADD COLUMN sent_block INTEGER NOT NULL DEFAULT 0",
-    """CREATE TABLE submission_v2 (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    agent_url      TEXT NOT NULL,
-    cvm_address    TEXT NOT NULL,
-    kind           TEXT NOT NULL CHECK (kind IN ('register', 'refresh')),
-    block_number   INTEGER NOT NULL,
-    state          TEXT NOT NULL CHECK (state IN ('pending', 'stuck', 'mined', 'reverted', 'dropped')),
-    error          TEXT,
-    created_at     INTEGER NOT NULL,
-    updated_at     INTEGER NOT NULL,
-    UNIQUE (cvm_address, kind, block_number)
-)""",
+    "CREATE TABLE submission_v2 " + _SUBMISSION_TABLE,
     "INSERT INTO submission_v2 SELECT id, agent_url, cvm_address, kind, block_number, state, error, created_at,"
     " updated_at FROM submission",
     "DROP TABLE submission",
