@@ -70,6 +70,7 @@ _STATUS_BY_REASON = {
     Reason.AGENT_GOLDEN_NOT_CONSENTED: 403,
     Reason.POLICY_DEBUG_ALLOWED: 409,
     Reason.HTTP_NOT_FOUND: 404,
+    Reason.BOOT_LOG_UNAVAILABLE: 404,
     Reason.HTTP_METHOD_NOT_ALLOWED: 405,
     Reason.WORKLOAD_ARCHIVE_TOO_LARGE: 413,
     Reason.HTTP_UNSUPPORTED_MEDIA_TYPE: 415,
@@ -340,6 +341,20 @@ def healthz(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
 )
 def event_log(agent: Agent = Depends(agent_of)) -> list[dict[str, Any]]:
     return [event.to_json() for event in agent.workload.events()]
+
+
+@both.get(
+    "/boot-event-log",
+    summary="The firmware's TCG event log",
+    description="The crypto-agile TCG event log the firmware and the kernel's EFI stub wrote (PCRs 0-9), as "
+    "`log` (base64, the bytes of `/sys/kernel/security/tpm0/binary_bios_measurements`), `events` (PCR, type, "
+    "SHA-256 digest, data in hex) and `replay` (the SHA-256 value of each PCR it extends). 404 "
+    "`boot_log.unavailable` where the firmware kept none (a TPM outside a VM). " + WHERE_BOTH,
+    dependencies=[Depends(only_query())],
+    responses={404: {"model": ErrorBody, "description": "No firmware event log on this machine"}},
+)
+def boot_event_log(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    return agent.boot_event_log()
 
 
 # --- internal only ----------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import enum
 import grp
-import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from offchain.abi.snp_report import Product
+from offchain.devamd import DEFAULT_SIM_MEASUREMENT
 from offchain.abi.workload import WORKLOAD_PCR
 from offchain.errors import ParseError, Reason
 
@@ -31,12 +31,11 @@ from workload.compose import AGENT_SOCKET_DIR, AGENT_STATE_DIR, ComposeRules
 #: default; ``--pcrs`` changes the selection.
 DEFAULT_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, WORKLOAD_PCR)
 
-#: The simulated platform's default launch MEASUREMENT: SHA-384 of a fixed label, so it is
-#: recognisable and never all zero. ``--sim-measurement`` sets another.
-DEFAULT_SIM_MEASUREMENT = hashlib.sha384(b"cvm-attest/sim/measurement/v1").digest()
 
 DEFAULT_TCTI = "device:/dev/tpmrm0"
 DEFAULT_STATE_DIR = Path(AGENT_STATE_DIR)
+#: Where Linux exposes the firmware's TCG event log (securityfs, which systemd mounts).
+DEFAULT_BOOT_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 DEFAULT_INTERNAL = f"unix:{AGENT_SOCKET_DIR}/internal.sock"
 DEFAULT_EXTERNAL = "0.0.0.0:8000"
 DEFAULT_RUNNER = ("podman-compose", "up", "-d")
@@ -240,6 +239,8 @@ class AgentConfig:
     sev_guest: Path = DEFAULT_SEV_GUEST
     snp_privlevel: int | None = None
     sim_debug: bool = False
+    #: The firmware's TCG event log that ``GET /boot-event-log`` serves; None: serve none.
+    boot_event_log: Path | None = DEFAULT_BOOT_EVENT_LOG
     #: Golden ids this CVM consents to be attested against (``--consent-golden``, ``--consent-file``);
     #: ``POST /golden-consents`` adds more at run time, kept in :attr:`consents_path`.
     consented_goldens: tuple[bytes, ...] = ()

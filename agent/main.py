@@ -35,6 +35,7 @@ from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason
 
 from agent.app import create_apps, read_token
 from agent.config import (
+    DEFAULT_BOOT_EVENT_LOG,
     DEFAULT_EXTERNAL,
     DEFAULT_IMAGE_LOADER,
     DEFAULT_INTERNAL,
@@ -191,6 +192,8 @@ def _option(parse: Callable[[Any], Any], value: Any, name: str) -> Any:
 @click.option("--tsm-root", type=click.Path(path_type=Path), default=DEFAULT_TSM_ROOT, show_default=True)
 @click.option("--sev-guest", type=click.Path(path_type=Path), default=DEFAULT_SEV_GUEST, show_default=True)
 @click.option("--snp-privlevel", type=click.IntRange(0, 3), help="snp: VMPL to request the report for.")
+@click.option("--boot-event-log", default=str(DEFAULT_BOOT_EVENT_LOG), show_default=True, metavar="PATH|off",
+              help="The firmware's TCG event log that GET /boot-event-log serves.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def main(**options: Any) -> None:
@@ -274,6 +277,7 @@ def _config(options: dict[str, Any]) -> AgentConfig:
         sev_guest=options["sev_guest"],
         snp_privlevel=options["snp_privlevel"],
         sim_debug=options["sim_debug"],
+        boot_event_log=None if options["boot_event_log"] == "off" else Path(options["boot_event_log"]),
         consented_goldens=tuple(dict.fromkeys(consents)),
         **extra,
     )

@@ -11,6 +11,7 @@ domain-separated forms of :mod:`offchain.abi.binding`, computed here; no caller 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import logging
@@ -25,11 +26,13 @@ from offchain.abi.binding import (
     onchain_extra_data,
     parse_address,
 )
-from offchain.abi.snp_report import Product
+from offchain.abi.tcg_log import MAX_LOG_BYTES, parse_tcg_log
+from offchain.abi.tcg_log import replay as replay_tcg_log
 from offchain.abi.tpm import TpmtPublic, TpmtSignature
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent
+from offchain.devamd import SIM_PRODUCT
 from offchain.cli.output import verdict
-from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
+from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason, RequestError
 from offchain.evidence import (
     EvidenceBundle,
     OffchainNonce,
@@ -58,7 +61,7 @@ def make_platform(config: AgentConfig, tpm: AgentTpm) -> AttestationPlatform:
     """The platform the configuration names."""
     if config.platform is PlatformName.SIM:
         return SimPlatform(
-            config.sim_dir, config.product or Product.GENOA, config.sim_measurement, debug=config.sim_debug
+            config.sim_dir, config.product or SIM_PRODUCT, config.sim_measurement, debug=config.sim_debug
         )
     if config.platform is PlatformName.SNP:
         vmpl = config.snp_privlevel or 0
@@ -231,6 +234,27 @@ class Agent:
         info["pcrs"] = list(self.config.pcrs)
         info["ak"] = "persistent" if self.platform.persistent_ak is not None else self.config.ak.value
         return info
+
+    def boot_event_log(self) -> dict[str, Any]:
+        """The firmware's TCG event log, parsed and replayed (``GET /boot-event-log``)."""
+        path = self.config.boot_event_log
+        try:
+            if path is None:
+                raise FileNotFoundError
+            with path.open("rb") as f:
+                data = f.read(MAX_LOG_BYTES + 1)
+        except OSError:
+            raise PlatformError(Reason.BOOT_LOG_UNAVAILABLE, "this machine's firmware left no TCG event log"
+                                + ("" if path is None else f" at {path}")) from None
+        try:
+            log = parse_tcg_log(data)
+        except ParseError as exc:
+            raise PlatformError(exc.reason, exc.detail, **exc.context) from None
+        return {
+            "log": base64.b64encode(data).decode(),
+            "events": [event.to_json() for event in log.events],
+            "replay": {str(pcr): value.hex() for pcr, value in replay_tcg_log(log).items()},
+        }
 
     def health(self) -> dict[str, Any]:
         pcr23 = self.tpm.read_pcrs([WORKLOAD_PCR])[WORKLOAD_PCR]

@@ -22,11 +22,14 @@ from image.packages import Kernel
 from offchain.errors import BuildError, Reason, RequestError
 
 INIT_SCRIPT = Path(__file__).with_name("initramfs-files") / "init"
-#: What the root needs before it can be mounted: device-mapper and dm-verity, EROFS, and the disk
-#: drivers of QEMU and the clouds (virtio-blk and virtio-scsi, NVMe on AWS, Hyper-V storage on
-#: Azure, SCSI disks). A name the kernel has built in is skipped; one it has neither way fails.
-MODULES = ("dm-mod", "dm-verity", "erofs", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "nvme",
-           "hv_storvsc")
+#: What the root needs before it can be mounted: device-mapper and dm-verity and EROFS, which must
+#: load (``/lib/modules/load-order``), and the disk drivers of QEMU and the clouds (virtio-blk and
+#: virtio-scsi, NVMe on AWS, Hyper-V storage on Azure, SCSI disks), of which only the machine's own
+#: load (``/lib/modules/load-order.drivers``: Hyper-V's VMBus refuses to load outside Hyper-V).
+#: A name the kernel has built in is skipped; one it has neither way fails the build.
+REQUIRED_MODULES = ("dm-mod", "dm-verity", "erofs")
+DRIVER_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "nvme", "hv_storvsc")
+MODULES = REQUIRED_MODULES + DRIVER_MODULES
 #: The busybox applets /init runs (busybox-static 1.35: each is a link to /bin/busybox).
 APPLETS = ("sh", "mount", "insmod", "mkdir", "cat", "grep", "sed", "sleep", "chmod", "poweroff", "switch_root")
 VERITYSETUP = "usr/sbin/veritysetup"
@@ -216,8 +219,8 @@ def _with_parents(entries: Mapping[str, CpioEntry]) -> list[CpioEntry]:
     return list(out.values())
 
 
-def initramfs_entries(*, busybox: Path, rootfs: Path, kernel: Kernel, modules: Iterable[str] = MODULES,
-                      init: Path = INIT_SCRIPT) -> list[CpioEntry]:
+def initramfs_entries(*, busybox: Path, rootfs: Path, kernel: Kernel, modules: Iterable[str] = REQUIRED_MODULES,
+                      drivers: Iterable[str] = DRIVER_MODULES, init: Path = INIT_SCRIPT) -> list[CpioEntry]:
     """The members: ``/init``, busybox and its applet links, veritysetup and its libraries from the
     built root, the kernel modules of ``modules`` with their dependencies and ``/lib/modules/load-order``,
     ``/dev/console`` (the kernel opens it for /init's output before devtmpfs is mounted)."""
@@ -239,16 +242,17 @@ def initramfs_entries(*, busybox: Path, rootfs: Path, kernel: Kernel, modules: I
     for path, source in library_closure(rootfs, VERITYSETUP, DLOPENED).items():
         add(_file(path, source, 0o755))
     order = module_load_order(kernel.modules, modules)
+    driver_order = [m for m in module_load_order(kernel.modules, drivers) if m not in order]
     base = f"usr/lib/modules/{kernel.release}"
-    for module in order:
+    for module in order + driver_order:
         add(_file(f"{base}/{module}", kernel.modules / module, 0o644))
-    add(CpioEntry("usr/lib/modules/load-order", stat.S_IFREG | 0o644,
-                  "".join(f"/lib/modules/{kernel.release}/{module}\n" for module in order).encode()))
+    for name, listed in (("load-order", order), ("load-order.drivers", driver_order)):
+        add(CpioEntry(f"usr/lib/modules/{name}", stat.S_IFREG | 0o644,
+                      "".join(f"/lib/modules/{kernel.release}/{module}\n" for module in listed).encode()))
     return _with_parents(entries)
 
 
-def build_initramfs(*, busybox: Path, rootfs: Path, kernel: Kernel, source_date_epoch: int,
-                    modules: Iterable[str] = MODULES) -> bytes:
+def build_initramfs(*, busybox: Path, rootfs: Path, kernel: Kernel, source_date_epoch: int) -> bytes:
     """The gzip-compressed initramfs, byte-identical for the same inputs and ``source_date_epoch``."""
-    entries = initramfs_entries(busybox=busybox, rootfs=rootfs, kernel=kernel, modules=modules)
+    entries = initramfs_entries(busybox=busybox, rootfs=rootfs, kernel=kernel)
     return compress(write_newc(entries, mtime=source_date_epoch))

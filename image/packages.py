@@ -2,7 +2,7 @@
 
 The lock is a text file of ``name=version`` lines (``#`` starts a comment). It names every package
 the root filesystem holds, dependencies included, and the two the boot path takes from the archive
-without installing them (:data:`KERNEL_PACKAGE`, :data:`BUSYBOX_PACKAGE`). A package the build
+without installing them (:data:`KERNEL_PACKAGE`, :data:`BUSYBOX_PACKAGE`, :data:`STUB_PACKAGE`). A package the build
 asks for that the lock does not name is ``image.package_unlocked``; a locked version the archive no
 longer has is ``image.package_unavailable``, both naming the package (docs/image.md, "The root
 filesystem and its lock").
@@ -29,7 +29,10 @@ LOCK_FILE = Path(__file__).with_name("packages.lock")
 KERNEL_PACKAGE = "linux-image-6.1.0-57-cloud-amd64"
 #: The initramfs's shell and tools: a static busybox, from the archive rather than the build host.
 BUSYBOX_PACKAGE = "busybox-static"
-BOOT_PACKAGES = (KERNEL_PACKAGE, BUSYBOX_PACKAGE)
+#: systemd's EFI stub (``linuxx64.efi.stub``), the UKI's base: from the same systemd release as the root.
+STUB_PACKAGE = "systemd-boot-efi"
+STUB_PATH = "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+BOOT_PACKAGES = (KERNEL_PACKAGE, BUSYBOX_PACKAGE, STUB_PACKAGE)
 
 #: Debian Policy 5.6.1 (package names) and 5.6.12 (versions: [epoch:]upstream[-revision]).
 _NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
@@ -179,3 +182,12 @@ def fetch_busybox(lock: PackageLock, cache: Path, into: Path) -> Path:
     if not busybox.is_file():
         raise BuildError(Reason.IMAGE_TOOL_FAILED, f"{BUSYBOX_PACKAGE} has no bin/busybox")
     return busybox
+
+
+def fetch_stub(lock: PackageLock, cache: Path, into: Path) -> Path:
+    """systemd's EFI stub of :data:`STUB_PACKAGE`, unpacked into ``into``."""
+    extract_deb(fetch_deb(STUB_PACKAGE, lock, cache), into)
+    stub = into / STUB_PATH
+    if not stub.is_file():
+        raise BuildError(Reason.IMAGE_TOOL_FAILED, f"{STUB_PACKAGE} has no {STUB_PATH}")
+    return stub

@@ -19,11 +19,9 @@ from offchain.policy.golden import GoldenMeasurement
 
 from image.disk import ESP_NAME, PARTITION_TYPES, DiskReport, inspect_disk
 from image.esp import read_boot_loader
+from image.golden import BUILD_PCRS
 from image.uki import PLAIN_LAUNCH, FirmwareLaunch, predict_pcrs
 
-#: The PCRs a build determines (docs/image.md, "What the boot measures"); 0-3 and 5-7 are the
-#: firmware's and the platform's, pinned from a reference VM.
-BUILD_PCRS = (4, 9, 11, 12, WORKLOAD_PCR)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,11 @@ Linux 6.1 kernel (6.1.192, which carries the initrd and load-options measurement
 * **PCR4** (firmware): ``EV_EFI_ACTION`` "Calling EFI Application from Boot Option", the
   ``EV_SEPARATOR`` (four zero bytes), then ``EV_EFI_BOOT_SERVICES_APPLICATION`` with the UKI's
   Authenticode digest. The stub 252 starts a kernel whose PE ``MajorImageVersion`` is at least 1
-  with ``LoadImage`` from memory, but under its security override, which answers the firmware's
-  ``EFI_SECURITY2_ARCH_PROTOCOL`` for that buffer itself, so edk2's measure-boot handler never sees
-  it: no second PCR4 event. Firmware without that protocol measures the kernel's Authenticode digest
-  too (``kernel_measured_by_firmware``).
+  with ``LoadImage`` from memory. Under Secure Boot it first installs its security override, which
+  answers the firmware's ``EFI_SECURITY2_ARCH_PROTOCOL`` for that buffer itself, so edk2's
+  measure-boot handler never sees the kernel. Without Secure Boot it installs none, and edk2
+  measures the kernel's Authenticode digest as a fourth ``EV_EFI_BOOT_SERVICES_APPLICATION`` (seen
+  on OVMF 2022.11 booting the image here: docs/image.md, "Booting it here").
 * **PCR12** (stub): only when the stub takes the firmware's load options as the command line
   (Secure Boot off or no ``.cmdline``, and options whose first UCS-2 unit is above 0x1F): one
   ``EV_IPL`` event, SHA-256 of that command line in UCS-2 with its NUL. The embedded ``.cmdline`` is
@@ -101,11 +102,10 @@ class FirmwareLaunch:
 
     load_options: bytes  # EFI_LOADED_IMAGE_PROTOCOL.LoadOptions (the boot option's OptionalData)
     secure_boot: bool
-    kernel_measured_by_firmware: bool  # firmware without EFI_SECURITY2_ARCH_PROTOCOL
 
 
 #: OVMF started from a boot option without OptionalData, Secure Boot off.
-PLAIN_LAUNCH = FirmwareLaunch(load_options=b"", secure_boot=False, kernel_measured_by_firmware=False)
+PLAIN_LAUNCH = FirmwareLaunch(load_options=b"", secure_boot=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +264,7 @@ def pcr4_events(uki: Uki, launch: FirmwareLaunch) -> list[BootEvent]:
         BootEvent(PCR_BOOT_APPLICATIONS, EV_SEPARATOR, _sha256(SEPARATOR), "separator"),
         BootEvent(PCR_BOOT_APPLICATIONS, EV_EFI_BOOT_SERVICES_APPLICATION, authenticode_digest(uki.pe), "UKI"),
     ]
-    if launch.kernel_measured_by_firmware and uki.kernel_entry() is KernelEntry.LOAD_IMAGE:
+    if not launch.secure_boot and uki.kernel_entry() is KernelEntry.LOAD_IMAGE:
         kernel = authenticode_digest(uki.sections[".linux"])
         events.append(BootEvent(PCR_BOOT_APPLICATIONS, EV_EFI_BOOT_SERVICES_APPLICATION, kernel, ".linux"))
     return events

@@ -21,6 +21,7 @@ Nothing trusts this hierarchy unless a caller pins its ARK explicitly.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -62,6 +63,16 @@ DEFAULT_TCB = {
     Product.GENOA: TcbVersion(bootloader=10, tee=0, snp=25, microcode=84, product=Product.GENOA),
     Product.TURIN: TcbVersion(bootloader=1, tee=0, snp=2, microcode=71, fmc=0, product=Product.TURIN),
 }
+#: What the simulated platform's firmware reports (agent.platforms.sim) unless told otherwise: guest
+#: policy 0x30000 (SMT allowed, reserved bit 17; debug and migration forbidden), bit 19 for a debug
+#: guest, VMPL 0, a Genoa chip, and a launch MEASUREMENT that is SHA-384 of a fixed label, so it
+#: is recognisable and never all zero. Both the agent and the image build (which predicts a sim
+#: image's golden measurement) read them here.
+SIM_POLICY = 0x30000
+SIM_POLICY_DEBUG = 1 << 19
+SIM_VMPL = 0
+SIM_PRODUCT = Product.GENOA
+DEFAULT_SIM_MEASUREMENT = hashlib.sha384(b"cvm-attest/sim/measurement/v1").digest()
 # CPUID_FAM_ID, CPUID_MOD_ID, CPUID_STEP of a version-3+ report, per product (ABI spec Table 23).
 CPUID = {
     Product.MILAN: (0x19, 0x01, 0x01),

@@ -168,6 +168,9 @@ class Reason(str, enum.Enum):
     IMAGE_LOCK_MALFORMED = "image.lock.malformed"
     IMAGE_PACKAGE_UNLOCKED = "image.package_unlocked"
     IMAGE_PACKAGE_UNAVAILABLE = "image.package_unavailable"
+    IMAGE_LAUNCH_MEASUREMENT_UNKNOWN = "image.launch_measurement_unknown"
+    TCG_LOG_MALFORMED = "tcg_log.malformed"
+    BOOT_LOG_UNAVAILABLE = "boot_log.unavailable"
 
     def __str__(self) -> str:
         return self.value

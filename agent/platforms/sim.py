@@ -22,15 +22,11 @@ from typing import Any
 
 from offchain.abi.binding import direct_report_data
 from offchain.abi.snp_report import Product, SignerKind
-from offchain.devamd import ARK_FILE, DevAmdChain
+from offchain.devamd import ARK_FILE, SIM_POLICY, SIM_POLICY_DEBUG, SIM_VMPL, DevAmdChain
 from offchain.errors import CvmAttestError, PlatformError, Reason
 from offchain.evidence import Platform
 
 from agent.platforms import AttestationPlatform, PlatformEvidence
-
-SIM_POLICY = 0x30000
-SIM_POLICY_DEBUG = 1 << 19
-SIM_VMPL = 0
 
 
 def load_or_create_chain(directory: Path, product: Product) -> DevAmdChain:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from agent.platforms import PlatformEvidence
 from agent.platforms.azure import HCL_REPORT_NV_INDEX, AzurePlatform
-from agent.platforms.sim import SIM_POLICY, SimPlatform, load_or_create_chain
+from agent.platforms.sim import SimPlatform, load_or_create_chain
+from offchain.devamd import SIM_POLICY
 from agent.platforms.snp import (
     ASK_GUID,
     SNP_GET_EXT_REPORT,

@@ -250,7 +250,9 @@ SEPARATOR = sha256(b"\0\0\0\0")
 
 
 def test_pcr4_is_action_separator_and_the_ukis_authenticode_digest(uki: bytes, tmp_path: Path) -> None:
-    assert predict_pcr4(uki, PLAIN_LAUNCH) == chain(CALLING, SEPARATOR, pesign_digest(_write(tmp_path, "u.efi", uki)))
+    """Under Secure Boot the stub keeps the kernel from the firmware's measurement."""
+    secure = replace(PLAIN_LAUNCH, secure_boot=True)
+    assert predict_pcr4(uki, secure) == chain(CALLING, SEPARATOR, pesign_digest(_write(tmp_path, "u.efi", uki)))
 
 
 @pytest.fixture(scope="module")
@@ -264,20 +266,22 @@ def loadimage_uki(stub: bytes, payload: Payload, pe_kernel: bytes) -> bytes:
     return replace(payload, linux=pe_kernel).build(stub)
 
 
-def test_firmware_without_security2_also_measures_the_kernel(
+def test_without_secure_boot_the_firmware_also_measures_the_kernel(
     loadimage_uki: bytes, pe_kernel: bytes, tmp_path: Path
 ) -> None:
-    launch = replace(PLAIN_LAUNCH, kernel_measured_by_firmware=True)
+    """Stub 252 installs its security override only under Secure Boot; without it, edk2 measures
+    the kernel it is asked to LoadImage (what the QEMU boot test reads from the event log)."""
+    unsigned = chain(CALLING, SEPARATOR, pesign_digest(_write(tmp_path, "u.efi", loadimage_uki)))
     expected = chain(CALLING, SEPARATOR, pesign_digest(_write(tmp_path, "u.efi", loadimage_uki)),
                      pesign_digest(_write(tmp_path, "k.efi", pe_kernel)))
-    assert predict_pcr4(loadimage_uki, launch) == expected != predict_pcr4(loadimage_uki, PLAIN_LAUNCH)
+    assert predict_pcr4(loadimage_uki, PLAIN_LAUNCH) == expected
+    assert predict_pcr4(loadimage_uki, replace(PLAIN_LAUNCH, secure_boot=True)) == unsigned
 
 
 def test_a_handover_kernel_is_never_loaded_with_loadimage(stub: bytes, payload: Payload) -> None:
     handover = replace(payload, linux=as_kernel(stub, 0)).build(stub)
-    launch = replace(PLAIN_LAUNCH, kernel_measured_by_firmware=True)
     assert Uki.from_bytes(handover).kernel_entry() is KernelEntry.EFI_HANDOVER
-    assert predict_pcr4(handover, launch) == predict_pcr4(handover, PLAIN_LAUNCH)
+    assert predict_pcr4(handover, PLAIN_LAUNCH) == predict_pcr4(handover, replace(PLAIN_LAUNCH, secure_boot=True))
 
 
 # --- PCR9 and PCR12 ------------------------------------------------------------------------------------
@@ -327,7 +331,7 @@ def test_edk2_auto_boot_option_replaces_the_command_line_without_secure_boot(
 def test_which_command_line_the_stub_uses(
     uki: bytes, options: bytes, secure_boot: bool, text: str, from_options: bool
 ) -> None:
-    cmdline = Uki.from_bytes(uki).command_line(FirmwareLaunch(options, secure_boot, False))
+    cmdline = Uki.from_bytes(uki).command_line(FirmwareLaunch(options, secure_boot))
     assert cmdline is not None
     assert (cmdline.text, cmdline.from_load_options) == (text, from_options)
     assert cmdline.load_options == ucs2(text)
