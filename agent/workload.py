@@ -37,6 +37,7 @@ import os
 import secrets as secrets_module
 import shutil
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ from offchain.abi.workload import (
 from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason, VerificationError
 
 from agent.tpm import AgentTpm
-from workload.archive import ArchiveLimits, extract_archive, measure_staged
+from workload.archive import ArchiveLimits, check_tarball_listed, extract_archive, listed_images, measure_staged
 from workload.compose import ComposeRules, check_workload_dir
 
 log = logging.getLogger("cvm_agent.workload")
@@ -160,11 +161,23 @@ class Runner:
             )
 
     def start(self, workload_dir: Path) -> None:
-        """``image_loader TARBALL`` for each ``images/*.tar``, then the runner, in ``workload_dir``."""
+        """Load each ``images/*.tar``, then run the runner, in ``workload_dir``.
+
+        Each tarball is first copied into a private temporary file (in the CVM's memory on the
+        image: ``/tmp`` is a tmpfs), checked there against ``images.txt`` (what PCR23 measured:
+        :func:`workload.archive.check_tarball_listed`) and loaded from that same copy, so the bytes
+        loaded are the bytes checked even when the workload's disk can be written by the host."""
         images = workload_dir / IMAGES_DIR
-        if images.is_dir():
-            for tarball in sorted(images.glob("*.tar")):
-                self._run([*self.image_loader, str(tarball)], workload_dir)
+        tarballs = sorted(images.glob("*.tar")) if images.is_dir() else []
+        if tarballs:
+            listed = listed_images(workload_dir)
+            for tarball in tarballs:
+                with tempfile.NamedTemporaryFile(prefix="cvm-agent-image-", suffix=".tar") as copy:
+                    with tarball.open("rb") as source:
+                        shutil.copyfileobj(source, copy)
+                    copy.flush()
+                    check_tarball_listed(Path(copy.name), listed, tarball.name)
+                    self._run([*self.image_loader, copy.name], workload_dir)
         self._run(list(self.command), workload_dir)
 
 

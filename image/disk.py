@@ -46,6 +46,7 @@ from offchain.abi.workload import (
     replay,
 )
 from offchain.errors import ParseError, Reason, RequestError, VerificationError
+from workload.archive import merge_image_tarballs
 from workload.compose import ComposeRules, check_workload_dir
 
 log = logging.getLogger(__name__)
@@ -238,8 +239,9 @@ def stage_workload(workload_dir: Path, staging: Path) -> tuple[str, ...]:
 
 
 def build_workload(workload_dir: Path, work: Path, *, source_date_epoch: int) -> WorkloadImage:
-    """``work/workload.erofs``: the staged workload (:func:`stage_workload`), without extended
-    attributes; its filesystem UUID is derived from the staged tree. A compose file that gives a
+    """``work/workload.erofs``: the staged workload (:func:`stage_workload`), the images of its
+    ``images/*.tar`` added to ``images.txt`` (``workload.archive.merge_image_tarballs``), without
+    extended attributes; its filesystem UUID is derived from the staged tree. A compose file that gives a
     container the TPM, the host's namespaces or the agent's state is refused first
     (``workload.compose_forbidden``, the rules the agent applies)."""
     _check_epoch(source_date_epoch)
@@ -248,6 +250,8 @@ def build_workload(workload_dir: Path, work: Path, *, source_date_epoch: int) ->
     left_out = stage_workload(workload_dir, staging)
     # What the agent in the image will refuse at start is refused before it is built (workload.compose).
     check_workload_dir(staging, ComposeRules())
+    # PCR23 measures images.txt: the tarballs' images are listed there, as an uploaded workload's are.
+    merge_image_tarballs(staging)
     digest = tree_digest(staging)
     filesystem = work / "workload.erofs"
     filesystem_uuid = derived_uuid("workload-filesystem", digest)

@@ -112,6 +112,7 @@ class Reason(str, enum.Enum):
     WORKLOAD_ARCHIVE_UNSAFE_PATH = "workload.archive.unsafe_path"
     WORKLOAD_ARCHIVE_TOO_LARGE = "workload.archive.too_large"
     WORKLOAD_RUNNER_FAILED = "workload.runner_failed"
+    WORKLOAD_IMAGE_UNMEASURED = "workload.image_unmeasured"
     WORKLOAD_UPDATE_DISABLED = "workload.update_disabled"
     HTTP_NOT_FOUND = "http.not_found"
     HTTP_METHOD_NOT_ALLOWED = "http.method_not_allowed"

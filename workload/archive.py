@@ -26,6 +26,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -39,7 +40,7 @@ from offchain.abi.workload import (
     WorkloadEvent,
     measure_directory,
 )
-from offchain.errors import ParseError, Reason, RequestError
+from offchain.errors import ParseError, Reason, RequestError, VerificationError
 
 from workload.compose import ComposeRules, check_workload_dir
 
@@ -357,6 +358,27 @@ def merge_image_tarballs(staging: Path) -> None:
             names.add(image.name)
             lines.append(image.images_line())
     listed.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def listed_images(directory: Path) -> dict[str, bytes]:
+    """``images.txt`` of a workload directory as name -> digest: the images PCR23 measured."""
+    return {e.name: e.content_digest for e in measure_directory(directory) if e.kind == "image"}
+
+
+def check_tarball_listed(tarball: Path, listed: Mapping[str, bytes], shown_as: str) -> None:
+    """Every image of ``tarball`` must be in ``listed`` (:func:`listed_images`) with its digest.
+
+    PCR23 measures ``images.txt``, not the tarballs: a tarball changed after it was measured (on a
+    disk the host can write) would otherwise load an image nobody measured. A mismatch is
+    ``workload.image_unmeasured`` naming the image and the tarball."""
+    for image in image_digests(tarball):
+        if listed.get(image.name) != image.digest:
+            raise VerificationError(
+                Reason.WORKLOAD_IMAGE_UNMEASURED,
+                f"{IMAGES_DIR}/{shown_as} holds {image.name} sha256:{image.digest.hex()}, which {IMAGES_FILE} (what "
+                "PCR23 measured) does not list; it is not loaded",
+                image=image.name, tarball=shown_as,
+            )
 
 
 def measure_staged(staging: Path, rules: ComposeRules) -> list[WorkloadEvent]:

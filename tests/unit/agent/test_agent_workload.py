@@ -3,6 +3,7 @@ update changes nothing; the runner sees the new workload."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -30,6 +31,10 @@ class Recorder:
     def command(self, label: str, exit_code: int = 0) -> tuple[str, ...]:
         return ("sh", "-c", f'echo "{label} $PWD $*" >> {self.path}; exit {exit_code}', label)
 
+    def loader(self) -> tuple[str, ...]:
+        """An image loader that records the SHA-256 of the file it was given (a private copy)."""
+        return ("sh", "-c", f'echo "load $PWD $(sha256sum < "$1" | cut -d" " -f1)" >> {self.path}', "load")
+
     def calls(self) -> list[str]:
         return self.path.read_text().splitlines() if self.path.exists() else []
 
@@ -43,7 +48,7 @@ def tpm(swtpm: Swtpm) -> Iterator[AgentTpm]:
 
 
 def _workload(tpm: AgentTpm, root: Path, recorder: Recorder, runner_exit: int = 0) -> Workload:
-    runner = Runner(recorder.command("run", runner_exit), recorder.command("load"), timeout=60)
+    runner = Runner(recorder.command("run", runner_exit), recorder.loader(), timeout=60)
     return Workload(
         tpm, root / "workload", EventLog(root / "state/event-log.jsonl"), runner, ArchiveLimits(), ComposeRules()
     )
@@ -145,9 +150,28 @@ def test_update_swaps_measures_and_runs(tpm: AgentTpm, tmp_path: Path, recorder:
     assert workload.events() == before + list(result.events)
     assert parse_event_log(workload.log.path.read_text()) == before + list(result.events)
     assert result.pcr23 == tpm.read_pcrs([23])[23] == replay(before + list(result.events))
-    assert recorder.calls() == [f"load {root} {root / 'images/app.tar'}", f"run {root} "]
+    assert recorder.calls() == [f"load {root} {hashlib.sha256(image).hexdigest()}", f"run {root} "]
     assert workload.status == "running"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calls.txt", "state", "workload"]  # no staging left
+
+
+def test_a_tarball_changed_after_it_was_measured_is_not_loaded(tpm: AgentTpm, tmp_path: Path, recorder: Recorder) -> None:
+    """PCR23 measures images.txt; the host could swap a tarball on the workload's disk afterwards."""
+    write_tree(tmp_path / "workload", WORKLOAD)
+    workload = _workload(tpm, tmp_path, recorder)
+    workload.start(reset_pcr23=True)
+    image, _ = oci_tarball("registry.example/app:2")
+    workload.apply_update(io.BytesIO(make_zip({**NEW_WORKLOAD, "images/app.tar": image})))
+    root = tmp_path / "workload"
+    other, other_digest = oci_tarball("registry.example/app:2", content=b"not what was measured")
+    (root / "images/app.tar").write_bytes(other)
+    calls = len(recorder.calls())
+    with pytest.raises(VerificationError) as caught:
+        workload.runner.start(root)
+    assert caught.value.reason is Reason.WORKLOAD_IMAGE_UNMEASURED
+    assert caught.value.context == {"image": "registry.example/app:2", "tarball": "app.tar"}
+    assert other_digest.hex() in caught.value.detail
+    assert len(recorder.calls()) == calls  # neither loaded nor run
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,9 @@ from image.disk import (
 )
 from image.gpt import SECTOR, GptEntry, layout_table
 from image.uki import build_uki
-from offchain.abi.workload import measure_directory, replay
+from offchain.abi.workload import WorkloadEvent, measure_directory, replay
 from offchain.errors import ParseError, Reason, RequestError, VerificationError
+from tests.support.agent import oci_tarball
 
 EPOCH = 1_700_000_000
 SECRET = b"do-not-ship-this-secret-5f1c0b9e"
@@ -74,6 +75,18 @@ def make_rootfs(path: Path, *, reverse: bool = False, mtime: int = EPOCH) -> Pat
     return path
 
 
+LOCAL_IMAGE = "localhost/app:1"
+
+
+def expected_events(workload: Path) -> list[WorkloadEvent]:
+    """What PCR23 measures of :func:`make_workload`'s directory: its images.txt with the tarball's
+    image added (sorted by name, first), then the compose file and config/."""
+    source = measure_directory(workload)
+    tarball = WorkloadEvent("image", LOCAL_IMAGE, oci_tarball(LOCAL_IMAGE)[1])
+    images = sorted([e for e in source if e.kind == "image"] + [tarball], key=lambda e: e.name)
+    return images + [e for e in source if e.kind != "image"]
+
+
 def make_workload(path: Path, *, config: bytes = b"greeting=hello\n") -> Path:
     (path / "config" / "sub").mkdir(parents=True)
     (path / "docker-compose.yml").write_bytes(b"services:\n  app:\n    image: app@sha256:" + b"ab" * 32 + b"\n")
@@ -81,7 +94,7 @@ def make_workload(path: Path, *, config: bytes = b"greeting=hello\n") -> Path:
     (path / "config" / "sub" / "more.conf").write_bytes(b"x=1\n")
     (path / "images.txt").write_text("app sha256:" + "ab" * 32 + "\n")
     (path / "images").mkdir()
-    (path / "images" / "app.tar").write_bytes(b"not really a tar, only bytes to copy\n" * 10)
+    (path / "images" / "app.tar").write_bytes(oci_tarball(LOCAL_IMAGE)[0])
     (path / "images" / "notes.txt").write_text("not an image\n")
     (path / "secrets").mkdir()
     (path / "secrets" / "token").write_bytes(SECRET)
@@ -188,7 +201,7 @@ def test_inspect_finds_everything_and_the_root_verifies(built: Built, make_uki: 
     assert report.uki_sha256 == hashlib.sha256(uki).digest()
     assert report.cmdline == f"{layout.cmdline} ro console=ttyS0"
     assert report.workload_digest == layout.workload_digest
-    assert report.workload_pcr23 == replay(measure_directory(built.workload))
+    assert report.workload_pcr23 == replay(expected_events(built.workload))
     assert report.to_json()["verity"] == "verified"
 
 
@@ -254,6 +267,14 @@ def test_secrets_are_left_out_and_never_on_the_disk(built: Built, make_uki: Make
     with caplog.at_level(logging.WARNING, logger="image.disk"):
         build_workload(built.workload, tmp_path, source_date_epoch=EPOCH)
     assert any("secrets/" in r.getMessage() for r in caplog.records)
+
+
+def test_the_images_of_the_tarballs_are_listed_and_measured(built: Built) -> None:
+    """PCR23 measures images.txt: the build lists each tarball's image there, as an upload does."""
+    report = inspect_disk(built.disk)
+    images = {e.name: e.content_digest for e in report.workload_events if e.kind == "image"}
+    assert images == {"app": bytes.fromhex("ab" * 32), LOCAL_IMAGE: oci_tarball(LOCAL_IMAGE)[1]}
+
 
 
 @pytest.mark.parametrize("where", ["config/link", "docker-compose.yml", "images", "images/app.tar"],

@@ -16,11 +16,11 @@ from image.cli import image
 from image.predict import BUILD_PCRS, compare, predict_disk
 from image.uki import PLAIN_LAUNCH, build_uki, predict_pcrs
 from offchain.abi.snp_report import Product, SignerKind, SnpReport
-from offchain.abi.workload import WORKLOAD_PCR, measure_directory, replay
+from offchain.abi.workload import WORKLOAD_PCR, replay
 from offchain.devamd import DevAmdChain
 from offchain.errors import Reason
 from offchain.policy.golden import Binding, GoldenMeasurement
-from tests.unit.image.test_disk import EPOCH, TOOLS, Built, build, tool
+from tests.unit.image.test_disk import EPOCH, TOOLS, Built, build, expected_events, tool
 from tests.unit.image.tools import as_kernel
 
 CMDLINE_TAIL = "ro console=ttyS0"
@@ -52,7 +52,7 @@ def golden_of(built: Built) -> GoldenMeasurement:
     chain = DevAmdChain.generate(product=Product.GENOA, signer=SignerKind.VCEK)
     report = SnpReport.from_bytes(chain.sign(chain.report_template()).to_bytes())
     prediction = predict_disk(built.disk)
-    events = measure_directory(built.workload)
+    events = expected_events(built.workload)
     return GoldenMeasurement.from_report(report, Product.GENOA, SignerKind.VCEK, Binding.DIRECT,
                                          pcrs=prediction.pcrs, events=events)
 
@@ -63,7 +63,7 @@ def test_the_prediction_is_the_ukis_pcrs_and_the_workloads(built: Built, stub: b
     uki = _uki_maker(stub)(built.layout.cmdline)
     expected = predict_pcrs(uki, PLAIN_LAUNCH)
     assert {i: prediction.pcrs[i] for i in (4, 9, 11, 12)} == {i: expected[i] for i in (4, 9, 11, 12)}
-    assert prediction.pcrs[WORKLOAD_PCR] == replay(measure_directory(built.workload))
+    assert prediction.pcrs[WORKLOAD_PCR] == replay(expected_events(built.workload))
 
 
 def test_a_golden_that_pins_the_prediction_matches(built: Built, golden_of: GoldenMeasurement) -> None:

@@ -427,7 +427,7 @@ def test_objdump_agrees_the_built_uki_is_a_pe_image(uki: bytes, tmp_path: Path) 
     assert "file format pei-x86-64" in done.stdout
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(edits=st.lists(st.tuples(st.integers(0, 0x6FF), st.integers(0, 255)), min_size=1, max_size=4))
 def test_damaged_uki_headers_predict_or_raise_a_typed_error(loadimage_uki: bytes, edits: list[tuple[int, int]]) -> None:
     data = bytearray(loadimage_uki)
