@@ -18,11 +18,13 @@ OpenAPI is served at ``/openapi.json`` and ``/docs`` on both listeners.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -404,7 +406,7 @@ external_only = APIRouter(tags=["external only"])
 
 
 def _bearer(request: Request) -> None:
-    token: bytes | None = request.app.state.update_token
+    token: BearerToken | None = request.app.state.update_token
     if token is None:
         raise RequestError(
             Reason.WORKLOAD_UPDATE_DISABLED,
@@ -414,7 +416,7 @@ def _bearer(request: Request) -> None:
     if not header:
         raise RequestError(Reason.AUTH_REQUIRED, "an 'Authorization: Bearer <token>' header is required")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+    if scheme.lower() != "bearer" or not token.matches(given.strip().encode()):
         raise RequestError(Reason.AUTH_INVALID, "the bearer token is not valid")
 
 
@@ -508,7 +510,7 @@ def add_golden_consent(body: GoldenConsentRequest, agent: Agent = Depends(agent_
 # --- the two applications ---------------------------------------------------------------------------
 
 
-def _app(title: str, agent: Agent, routers: list[APIRouter], update_token: bytes | None) -> FastAPI:
+def _app(title: str, agent: Agent, routers: list[APIRouter], update_token: BearerToken | None) -> FastAPI:
     app = FastAPI(
         title=title,
         version="1",
@@ -524,18 +526,50 @@ def _app(title: str, agent: Agent, routers: list[APIRouter], update_token: bytes
     return app
 
 
-def read_token(path: FilePath) -> bytes:
-    """The update token: the file's content without surrounding whitespace, at least 16 characters."""
+@dataclass(frozen=True, slots=True)
+class BearerToken:
+    """The bearer token of the token-guarded routes, kept as the token or only as its SHA-256.
+
+    A hashed token (a file holding ``sha256:HEX``) can sit where others can read it, e.g. in the
+    root filesystem of a CVM image (``cvm-cli image build --api-token-sha256``), which the cloud
+    provider can read: the provider learns the hash, never the token."""
+
+    value: bytes
+    hashed: bool = False
+
+    @classmethod
+    def plain(cls, token: bytes) -> BearerToken:
+        return cls(token)
+
+    def matches(self, given: bytes) -> bool:
+        if self.hashed:
+            return hmac.compare_digest(hashlib.sha256(given).digest(), self.value)
+        return hmac.compare_digest(given, self.value)
+
+
+_HASHED_TOKEN = re.compile(rb"sha256:([0-9a-f]{64})")
+
+
+def read_token(path: FilePath) -> BearerToken:
+    """The update token: the file's content without surrounding whitespace, at least 16 printable
+    characters; or ``sha256:`` and the SHA-256 of such a token in lowercase hex."""
     try:
         token = path.read_bytes().strip()
     except OSError as exc:
         raise RequestError(Reason.INPUT_INVALID, f"cannot read the token file {path}: {exc.strerror}") from None
+    hashed = _HASHED_TOKEN.fullmatch(token)
+    if hashed:
+        return BearerToken(bytes.fromhex(hashed[1].decode()), hashed=True)
+    if token.startswith(b"sha256:"):
+        raise RequestError(Reason.INPUT_INVALID, f"{path} starts with sha256: but is not sha256: and 64 lowercase hex "
+                           "digits")
     if len(token) < 16 or not re.fullmatch(rb"[\x21-\x7e]+", token):
-        raise RequestError(Reason.INPUT_INVALID, f"the token in {path} must be at least 16 printable characters")
-    return token
+        raise RequestError(Reason.INPUT_INVALID, f"the token in {path} must be at least 16 printable characters, "
+                           "or sha256: and 64 lowercase hex digits")
+    return BearerToken.plain(token)
 
 
-def create_apps(agent: Agent, *, update_token: bytes | None) -> tuple[FastAPI, FastAPI]:
+def create_apps(agent: Agent, *, update_token: BearerToken | None) -> tuple[FastAPI, FastAPI]:
     """``(internal, external)`` applications for ``agent``; ``update_token`` None disables updates."""
     internal = _app("cvm-agent (internal listener)", agent, [both, internal_only], None)
     external = _app("cvm-agent (external listener)", agent, [both, external_only], update_token)

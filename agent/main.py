@@ -33,7 +33,7 @@ import uvicorn
 from offchain.abi.snp_report import Product
 from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason
 
-from agent.app import create_apps, read_token
+from agent.app import BearerToken, create_apps, read_token
 from agent.config import (
     DEFAULT_BOOT_EVENT_LOG,
     DEFAULT_EXTERNAL,
@@ -92,7 +92,7 @@ def bind_internal(config: AgentConfig) -> tuple[socket.socket, Callable[[], None
     return sock, sock.close
 
 
-async def serve(agent: Agent, sockets: list[socket.socket], update_token: bytes | None) -> None:
+async def serve(agent: Agent, sockets: list[socket.socket], update_token: BearerToken | None) -> None:
     """Run the internal listener (``sockets[0]``) and the external one (``sockets[1]``, when
     configured) until SIGINT/SIGTERM."""
     config = agent.config

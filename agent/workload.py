@@ -260,7 +260,8 @@ class Workload:
             self.runner.start(self.directory)
         except CvmAttestError as exc:
             self.status = "runner failed"
-            log.error("the workload did not start: %s", exc)
+            output = exc.context.get("output")
+            log.error("the workload did not start: %s%s", exc, f"\n{output}" if output else "")
             return
         self.status = "running"
 

@@ -62,6 +62,9 @@ FORMATS = {"raw": "disk.raw", "vhd": "disk.vhd", "vmdk": "disk.vmdk", "gcp": "di
 #: The kernel command line besides ``roothash=``: the serial console, which every cloud's serial
 #: log and QEMU's ``-serial`` read.
 KERNEL_ARGUMENTS = "console=ttyS0,115200"
+#: Names the agent's platform on the kernel command line (measured into PCR11 with it), for
+#: ``cvm-cli image inspect`` to read back; nothing in the boot reads it.
+PLATFORM_ARGUMENT = "cvm-attest.platform"
 STEPS = ("packages", "wheels", "rootfs", "initramfs", "disk", "formats", "predict", "manifest")
 
 Progress = Callable[[str, str], None]
@@ -82,6 +85,7 @@ class BuildRequest:
     source_date_epoch: int = 0
     base: GoldenMeasurement | None = None
     name: str | None = None
+    api_token_sha256: bytes | None = None
     kernel_arguments: str = KERNEL_ARGUMENTS
     apt_cache: Path = DEFAULT_APT_CACHE
     lock_file: Path = LOCK_FILE
@@ -155,7 +159,7 @@ def build_image(request: BuildRequest, progress: Progress = _quiet) -> BuildResu
 
         rootfs = build_rootfs(
             work / "rootfs", lock=lock, wheels=wheels, constraints=CONSTRAINTS, platform=request.platform,
-            kernel=kernel, apt_cache=request.apt_cache, source_date_epoch=epoch,
+            kernel=kernel, apt_cache=request.apt_cache, source_date_epoch=epoch, token_sha256=request.api_token_sha256,
         )
         done("rootfs", f"{len(rootfs.packages)} packages at their locked versions, cvm-agent --platform "
              f"{request.platform}")
@@ -167,7 +171,7 @@ def build_image(request: BuildRequest, progress: Progress = _quiet) -> BuildResu
         parts: dict[str, bytes] = {}
 
         def make_uki(root_fragment: str) -> bytes:
-            cmdline = f"{request.kernel_arguments} {root_fragment}".strip()
+            cmdline = f"{request.kernel_arguments} {PLATFORM_ARGUMENT}={request.platform} {root_fragment}".strip()
             parts["cmdline"] = cmdline.encode()
             parts["uki"] = build_uki(stub.read_bytes(), linux=kernel.vmlinuz.read_bytes(), initrd=initrd,
                                      cmdline=cmdline, osrel=osrel, uname=kernel.release, timestamp=epoch)
@@ -206,6 +210,7 @@ def build_image(request: BuildRequest, progress: Progress = _quiet) -> BuildResu
         manifest = {
             "version": MANIFEST_VERSION,
             "platform": request.platform,
+            "api_token_sha256": None if request.api_token_sha256 is None else request.api_token_sha256.hex(),
             "source_date_epoch": epoch,
             "lock": {"file": request.lock_file.name, "sha256": sha256_file(request.lock_file).hex()},
             "packages": rootfs.packages,
@@ -241,6 +246,12 @@ def build_image(request: BuildRequest, progress: Progress = _quiet) -> BuildResu
             files[path.name] = request.out / path.name
     return BuildResult(out=request.out, files=files, layout=layout, prediction=prediction, golden=golden,
                        manifest=manifest, seconds=seconds)
+
+
+def platform_of(cmdline: str) -> str | None:
+    """The agent's platform a built image names on its kernel command line (:data:`PLATFORM_ARGUMENT`)."""
+    found = [w.split("=", 1)[1] for w in cmdline.split() if w.startswith(f"{PLATFORM_ARGUMENT}=")]
+    return found[0] if len(found) == 1 else None
 
 
 def parse_formats(text: str) -> tuple[str, ...]:

@@ -37,9 +37,14 @@ MIRRORS = (
 )
 #: What the image needs besides minbase's essential set; the lock adds their dependencies.
 #: The libtss2 libraries are those tpm2-pytss links (esys, fapi, mu, rc, sys, tctildr) and the
-#: device TCTI that tctildr loads for /dev/tpmrm0; cryptsetup-bin provides the initramfs's veritysetup.
+#: device TCTI that tctildr loads for /dev/tpmrm0; cryptsetup-bin provides the initramfs's veritysetup;
+#: netavark, aardvark-dns and iptables are podman's network backend and its firewall (podman only
+#: recommends them; without them podman-compose cannot create the project's network); kmod's
+#: modprobe is what the kernel runs to load a module on demand (overlay for podman's storage, the
+#: bridge, veth and netfilter modules for its network), and what podman runs itself.
 ROOT_PACKAGES = (
-    "systemd", "systemd-sysv", "systemd-resolved", "podman", "podman-compose", "python3", "python3-venv",
+    "systemd", "systemd-sysv", "systemd-resolved", "podman", "podman-compose", "netavark", "aardvark-dns",
+    "iptables", "kmod", "python3", "python3-venv",
     "ca-certificates", "cryptsetup-bin",
     "libtss2-esys-3.0.2-0", "libtss2-fapi1", "libtss2-mu0", "libtss2-rc0", "libtss2-sys1", "libtss2-tctildr0",
     "libtss2-tcti-device0",
@@ -49,8 +54,10 @@ PLATFORMS = ("snp", "azure", "sim")
 #: The root's Python (bookworm's python3.11): the host's wheels must be built for the same.
 ROOT_PYTHON = (3, 11)
 AGENT_VENV = "/opt/cvm-agent"
-#: Where the initramfs mounts the workload partition, read-only; the agent is told so.
-WORKLOAD_MOUNT = "/run/cvm-workload"
+#: Where the initramfs mounts the workload partition, read-only; the agent is told so. Outside
+#: /run and /var/lib: the compose rules (workload.compose) refuse bind mounts from there, and the
+#: workload's ``./config`` is bind-mounted relative to this directory. It exists in the root.
+WORKLOAD_MOUNT = "/srv/cvm-workload"
 #: The root is read-only; the initramfs mounts a tmpfs on each of these (they exist in the root).
 #: The agent's state (agent.config.DEFAULT_STATE_DIR) and podman's storage are among them.
 WRITABLE_DIRS = ("/run", "/tmp", "/var/tmp", "/var/log", "/var/lib/systemd", "/var/lib/containers",
@@ -62,10 +69,17 @@ MASKED_UNITS = ("systemd-pcrphase-sysinit.service", "systemd-pcrphase.service",
 ENABLED_UNITS = ("cvm-agent.service", "systemd-networkd.service", "systemd-resolved.service")
 
 
-def agent_unit(platform: str) -> str:
-    """``cvm-agent.service``: the agent for ``platform``, on the read-only workload partition."""
+#: Where the image keeps the SHA-256 of the agent's API token (``--api-token-sha256``).
+TOKEN_FILE = "/etc/cvm-agent/token"
+
+
+def agent_unit(platform: str, *, token: bool = False) -> str:
+    """``cvm-agent.service``: the agent for ``platform``, on the read-only workload partition;
+    with ``token``, its token-guarded routes (workload update, golden consents) check
+    :data:`TOKEN_FILE`, else they stay disabled."""
     if platform not in PLATFORMS:
         raise RequestError(Reason.INPUT_INVALID, f"platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+    token_option = f" --token-file {TOKEN_FILE}" if token else ""
     return (
         "[Unit]\n"
         "Description=cvm-attest agent: attestation evidence and the measured workload\n"
@@ -74,13 +88,22 @@ def agent_unit(platform: str) -> str:
         "\n"
         "[Service]\n"
         "Type=simple\n"
-        f"ExecStart={AGENT_VENV}/bin/cvm-agent --platform {platform} --workload-dir {WORKLOAD_MOUNT}\n"
+        f"ExecStart={AGENT_VENV}/bin/cvm-agent --platform {platform} --workload-dir {WORKLOAD_MOUNT}{token_option}\n"
         "Restart=on-failure\n"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
     )
 
+
+#: A test image (``--platform sim``) forwards the journal to the serial console, so that the
+#: workload's output and the agent's log can be read there. Never in a real CVM's image: the
+#: serial console is the host's to read.
+JOURNAL_TO_CONSOLE = "[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n"
+
+#: podman keeps its network definitions in /etc/containers/networks, which is read-only here; they
+#: are made at run time (the project's network by podman-compose), so they live in /run.
+CONTAINERS_CONF = '[network]\nnetwork_config_dir = "/run/containers/networks"\n'
 
 #: DHCP on every Ethernet interface (the clouds' and QEMU's virtual NICs), by systemd-networkd.
 NETWORK_UNIT = "[Match]\nType=ether\n\n[Network]\nDHCP=yes\n"
@@ -104,7 +127,7 @@ def build_agent_wheels(source: Path, constraints: Path, out: Path) -> list[Path]
     return sorted(out.glob("*.whl"))
 
 
-def _customize_script(constraints: str) -> str:
+def _customize_script(constraints: str, platform: str) -> str:
     """What runs inside the new root (``chroot``, environment cleared) before mmdebstrap cleans up."""
     pip = (f"{AGENT_VENV}/bin/python -m pip install --no-index --find-links /tmp/cvm-stage/wheels "
            f"--constraint /tmp/cvm-stage/{constraints} --no-cache-dir --disable-pip-version-check --quiet")
@@ -114,9 +137,13 @@ def _customize_script(constraints: str) -> str:
         f"{pip} 'cvm-attest[agent]'",
         "install -m 0644 /tmp/cvm-stage/cvm-agent.service /etc/systemd/system/cvm-agent.service",
         "install -m 0644 /tmp/cvm-stage/80-ethernet.network /etc/systemd/network/80-ethernet.network",
+        *(["install -D -m 0644 /tmp/cvm-stage/journal-console.conf /etc/systemd/journald.conf.d/console.conf"]
+          if platform == "sim" else []),
+        "install -D -m 0644 /tmp/cvm-stage/containers.conf /etc/containers/containers.conf.d/cvm-attest.conf",
+        f"if [ -f /tmp/cvm-stage/token ]; then install -D -m 0600 /tmp/cvm-stage/token {TOKEN_FILE}; fi",
         f"systemctl enable {' '.join(ENABLED_UNITS)}",
         f"systemctl mask {' '.join(MASKED_UNITS)}",
-        f"mkdir -p {' '.join(WRITABLE_DIRS)}",
+        f"mkdir -p {' '.join(WRITABLE_DIRS)} {WORKLOAD_MOUNT}",
         "",
     ])
 
@@ -220,10 +247,13 @@ def update_lock(apt_cache: Path = DEFAULT_APT_CACHE, path: Path = LOCK_FILE) -> 
 
 def build_rootfs(
     root: Path, *, lock: PackageLock, wheels: list[Path], constraints: Path, platform: str, kernel: Kernel,
-    apt_cache: Path, source_date_epoch: int,
+    apt_cache: Path, source_date_epoch: int, token_sha256: bytes | None = None,
 ) -> RootFilesystem:
-    """Build the root directory ``root`` (absent or empty) for ``platform``."""
-    unit = agent_unit(platform)
+    """Build the root directory ``root`` (absent or empty) for ``platform``; with ``token_sha256``
+    the agent accepts the API token whose SHA-256 it is (only the hash is in the image)."""
+    if token_sha256 is not None and len(token_sha256) != 32:
+        raise RequestError(Reason.INPUT_INVALID, "the API token's SHA-256 is 32 bytes (64 hex digits)")
+    unit = agent_unit(platform, token=token_sha256 is not None)
     apt_cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cvm-attest-rootfs-") as tmp:
         stage = Path(tmp) / "stage"
@@ -233,7 +263,11 @@ def build_rootfs(
         shutil.copy2(constraints, stage / constraints.name)
         (stage / "cvm-agent.service").write_text(unit)
         (stage / "80-ethernet.network").write_text(NETWORK_UNIT)
-        (stage / "customize.sh").write_text(_customize_script(constraints.name))
+        (stage / "journal-console.conf").write_text(JOURNAL_TO_CONSOLE)
+        (stage / "containers.conf").write_text(CONTAINERS_CONF)
+        if token_sha256 is not None:
+            (stage / "token").write_text(f"sha256:{token_sha256.hex()}\n")
+        (stage / "customize.sh").write_text(_customize_script(constraints.name, platform))
         args = mmdebstrap_arguments(root, lock=lock, stage=stage, apt_cache=apt_cache)
         done = run_tool(args, source_date_epoch=source_date_epoch, check=False)
     if done.returncode != 0:

@@ -19,11 +19,12 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
     from fastapi.testclient import TestClient
 
-from agent.app import create_apps
+from agent.app import BearerToken, create_apps, read_token
 from agent.config import AkKind
 from agent.service import Agent
 from offchain.abi.binding import offchain_extra_data, onchain_extra_data
 from offchain.abi.tpm import TpmsAttest
+from offchain.errors import Reason, RequestError
 from offchain.evidence import EvidenceBundle
 from tests.support.agent import (
     CONSENTED_GOLDEN,
@@ -50,7 +51,7 @@ ONCHAIN = f"{ONCHAIN_BASE}&golden_id={GOLDEN_ID}"
 
 @pytest.fixture(scope="module")
 def apps(sim_agent: Agent) -> tuple[FastAPI, FastAPI]:
-    return create_apps(sim_agent, update_token=TOKEN)
+    return create_apps(sim_agent, update_token=BearerToken.plain(TOKEN))
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +279,7 @@ def small_agent(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> Iterator[Agent
 
 
 def test_update_over_http(small_agent: Agent) -> None:
-    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+    with TestClient(create_apps(small_agent, update_token=BearerToken.plain(TOKEN))[1]) as client:
         before = client.get("/healthz").json()["pcr23"]
         new = {**WORKLOAD, "config/app.toml": b"[app]\nmode = 'staging'\n"}
         response = client.post("/update-workload", content=make_zip(new), headers=ZIP_AUTH)
@@ -290,12 +291,34 @@ def test_update_over_http(small_agent: Agent) -> None:
         assert len(client.get("/event-log").json()) == 6
 
 
+def test_a_token_file_may_hold_only_the_tokens_sha256(small_agent: Agent, tmp_path: Path) -> None:
+    """What an image carries in its (provider-readable) root: the hash, never the token."""
+    token_file = tmp_path / "token"
+    token_file.write_text(f"sha256:{hashlib.sha256(TOKEN).hexdigest()}\n")
+    token = read_token(token_file)
+    assert token.hashed and token.matches(TOKEN) and not token.matches(token.value)
+    with TestClient(create_apps(small_agent, update_token=token)[1]) as client:
+        new = {**WORKLOAD, "config/app.toml": b"[app]\nmode = 'hashed'\n"}
+        assert client.post("/update-workload", content=make_zip(new), headers=ZIP_AUTH).status_code == 200
+        wrong = {**ZIP_AUTH, "Authorization": f"Bearer sha256:{hashlib.sha256(TOKEN).hexdigest()}"}
+        refused = client.post("/update-workload", content=make_zip(new), headers=wrong)
+        assert refused.status_code == 401 and refused.json()["reason"] == Reason.AUTH_INVALID.value
+
+
+@pytest.mark.parametrize("text", ["sha256:" + "AB" * 32, "sha256:" + "ab" * 31, "short"])
+def test_a_malformed_token_file_is_refused(tmp_path: Path, text: str) -> None:
+    (tmp_path / "token").write_text(text)
+    with pytest.raises(RequestError) as caught:
+        read_token(tmp_path / "token")
+    assert caught.value.reason is Reason.INPUT_INVALID and "sha256:" in caught.value.detail
+
+
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])
 def test_update_too_large(small_agent: Agent, declared: bool) -> None:
     incompressible = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(200))
     data = make_zip({**WORKLOAD, "config/big": incompressible})
     assert len(data) > 4096
-    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+    with TestClient(create_apps(small_agent, update_token=BearerToken.plain(TOKEN))[1]) as client:
         before = tree_digest(small_agent.config.workload_dir)
         content = data if declared else iter([data[i : i + 1000] for i in range(0, len(data), 1000)])
         _error(client.post("/update-workload", content=content, headers=ZIP_AUTH), 413, "workload.archive.too_large")
@@ -303,7 +326,7 @@ def test_update_too_large(small_agent: Agent, declared: bool) -> None:
 
 
 def test_update_with_a_malicious_archive(small_agent: Agent) -> None:
-    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+    with TestClient(create_apps(small_agent, update_token=BearerToken.plain(TOKEN))[1]) as client:
         before, pcr23 = tree_digest(small_agent.config.workload_dir), client.get("/healthz").json()["pcr23"]
         evil = make_zip({**WORKLOAD, "config/../../../../tmp/evil": b"x"})
         _error(client.post("/update-workload", content=evil, headers=ZIP_AUTH), 400, "workload.archive.unsafe_path")
@@ -316,7 +339,7 @@ def test_update_with_a_malicious_archive(small_agent: Agent) -> None:
 def test_update_must_be_declared_a_zip(small_agent: Agent, content_type: str | None) -> None:
     # Issue 14, defect 12: a body that is not declared application/zip is 415, before anything is read.
     headers = dict(AUTH) if content_type is None else {**AUTH, "Content-Type": content_type}
-    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+    with TestClient(create_apps(small_agent, update_token=BearerToken.plain(TOKEN))[1]) as client:
         before = tree_digest(small_agent.config.workload_dir)
         response = client.post("/update-workload", content=make_zip(WORKLOAD), headers=headers)
         _error(response, 415, "http.unsupported_media_type")
@@ -327,7 +350,7 @@ def test_update_must_be_declared_a_zip(small_agent: Agent, content_type: str | N
 
 
 def test_update_with_a_forbidden_compose(small_agent: Agent) -> None:
-    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+    with TestClient(create_apps(small_agent, update_token=BearerToken.plain(TOKEN))[1]) as client:
         before, health = tree_digest(small_agent.config.workload_dir), client.get("/healthz").json()
         log = client.get("/event-log").json()
         evil = make_zip({**WORKLOAD, "docker-compose.yml": TPM_COMPOSE})
@@ -358,7 +381,7 @@ def test_tpm_gone_is_503(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> None:
 
 def test_consent_added_at_run_time_is_listed_persisted_and_used(small_agent: Agent) -> None:
     other = OTHER_GOLDEN_ID
-    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+    with TestClient(create_apps(small_agent, update_token=BearerToken.plain(TOKEN))[1]) as client:
         assert client.get("/golden-consents", headers=AUTH).json() == {"consents": []}
         _error(client.get(f"{ONCHAIN_BASE}&golden_id={other}"), 403, "agent.golden_not_consented")
         response = client.post("/golden-consents", json={"golden_id": other.upper().replace("0X", "0x")},
@@ -388,7 +411,7 @@ def test_consent_added_at_run_time_is_listed_persisted_and_used(small_agent: Age
 )
 def test_consent_routes_need_the_token(small_agent: Agent, method: str, headers: dict[str, str], status: int,
                                        reason: str) -> None:
-    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+    with TestClient(create_apps(small_agent, update_token=BearerToken.plain(TOKEN))[1]) as client:
         response = client.request(method, "/golden-consents", json={"golden_id": OTHER_GOLDEN_ID}, headers=headers)
         _error(response, status, reason)
         _error(client.get(f"{ONCHAIN_BASE}&golden_id={OTHER_GOLDEN_ID}"), 403, "agent.golden_not_consented")
@@ -406,7 +429,7 @@ def test_consent_routes_without_token_file_are_disabled(sim_agent: Agent) -> Non
                                   {"golden_id": "0x" + "zz" * 32}],
                          ids=["missing", "short", "unprefixed", "unknown-field", "not-hex"])
 def test_consent_rejects_what_is_not_a_golden_id(small_agent: Agent, body: dict[str, object]) -> None:
-    with TestClient(create_apps(small_agent, update_token=TOKEN)[1]) as client:
+    with TestClient(create_apps(small_agent, update_token=BearerToken.plain(TOKEN))[1]) as client:
         _error(client.post("/golden-consents", json=body, headers=AUTH), 422, "input.invalid")
     assert not small_agent.config.consents_path.exists()
 
