@@ -185,12 +185,14 @@ def build_image(request: BuildRequest, progress: Progress = _quiet) -> BuildResu
         shutil.rmtree(rootfs.path)
         done("disk", f"{layout.size} bytes, root hash {layout.root_hash.hex()}")
 
-        writers = {"vhd": lambda p: write_vhd(raw, p, source_date_epoch=epoch),
-                   "vmdk": lambda p: write_vmdk(raw, p),
-                   "gcp": lambda p: write_gcp_tar(raw, p, source_date_epoch=epoch)}
         for name in request.formats:
-            if name != "raw":
-                writers[name](outputs / FORMATS[name])
+            target = outputs / FORMATS[name]
+            if name == "vhd":
+                write_vhd(raw, target, source_date_epoch=epoch)
+            elif name == "vmdk":
+                write_vmdk(raw, target)
+            elif name == "gcp":
+                write_gcp_tar(raw, target, source_date_epoch=epoch)
         done("formats", ", ".join(FORMATS[f] for f in request.formats if f != "raw") or "raw only")
 
         prediction = predict_disk(raw)

@@ -20,7 +20,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,7 +35,6 @@ from eth_account import Account
 from web3 import Web3
 
 from localstack.swtpm import start_swtpm
-from offchain.cli.output import guarded
 from offchain.errors import ChainError, PlatformError, Reason
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import load_certificates
@@ -334,21 +332,3 @@ def _error_name(error: ChainError | None) -> str:
 
 def _reason(error: ChainError | None) -> str:
     return "-" if error is None else error.reason.value
-
-
-@click.command("demo")
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
-              help="Work in this directory and keep it (agent log, relayer journal); default: a temporary one.")
-@guarded()
-def demo(keep: Path | None) -> None:
-    """Run the whole flow locally: anvil, swtpm, the agent on the sim platform, registry, relayer, dApp."""
-    try:
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            run_demo(keep)
-            return
-        with tempfile.TemporaryDirectory(prefix="cvm-attest-demo-") as tmp:
-            run_demo(Path(tmp))
-    except KeyboardInterrupt:
-        click.echo("interrupted: everything the demo started has been stopped", err=True)
-        raise SystemExit(130) from None

@@ -1,8 +1,10 @@
 """The packages import downwards only (docs: CONVENTIONS.md, "Layout and the direction of imports").
 
 ``offchain`` is the bottom; ``workload`` sits on it and is what ``agent`` and ``image`` share, so
-neither imports the other; ``localstack`` (swtpm) sits on it too, for the agent's development and the
-demo; ``onchain`` sits on ``offchain`` and never imports ``agent`` (nor ``image``). Every import statement counts, function-local and ``TYPE_CHECKING`` ones included.
+neither imports the other; ``localstack`` (swtpm, QEMU) sits on it too, for the agent's development,
+the tests, the demo and the benchmarks; ``onchain`` sits on ``offchain`` and never imports ``agent``
+(nor ``image``); ``demos`` is the top and runs the agent only as a process. Every import statement
+counts, function-local and ``TYPE_CHECKING`` ones included.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("offchain", "workload", "localstack", "agent", "onchain", "image")
+PACKAGES = ("offchain", "workload", "localstack", "agent", "onchain", "image", "demos")
 
 #: For each package, the project packages it must not import.
 FORBIDDEN: dict[str, frozenset[str]] = {
-    "offchain": frozenset({"workload", "localstack", "agent", "onchain", "image"}),
-    "workload": frozenset({"localstack", "agent", "onchain", "image"}),
-    "localstack": frozenset({"workload", "agent", "onchain", "image"}),
-    "agent": frozenset({"onchain", "image"}),
-    "onchain": frozenset({"agent", "image"}),
-    "image": frozenset({"agent"}),
+    "offchain": frozenset({"workload", "localstack", "agent", "onchain", "image", "demos"}),
+    "workload": frozenset({"localstack", "agent", "onchain", "image", "demos"}),
+    "localstack": frozenset({"workload", "agent", "onchain", "image", "demos"}),
+    "agent": frozenset({"onchain", "image", "demos"}),
+    "onchain": frozenset({"agent", "image", "demos"}),
+    "image": frozenset({"agent", "onchain", "demos"}),
+    "demos": frozenset({"agent"}),
 }
 
 def _module_name(root: Path, path: Path) -> list[str]:
