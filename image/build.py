@@ -34,7 +34,7 @@ from typing import Any
 from offchain.errors import Reason, RequestError
 from offchain.policy.golden import GoldenMeasurement
 
-from image.disk import DiskLayout, build_disk, sha256_file
+from image.disk import MIN_EPOCH, DiskLayout, build_disk, check_epoch, sha256_file
 from image.formats import write_gcp_tar, write_vhd, write_vmdk
 from image.golden import sim_golden, with_build_pcrs
 from image.initramfs import build_initramfs
@@ -82,7 +82,7 @@ class BuildRequest:
     out: Path
     platform: str = "snp"
     formats: tuple[str, ...] = ("raw",)
-    source_date_epoch: int = 0
+    source_date_epoch: int = MIN_EPOCH
     base: GoldenMeasurement | None = None
     name: str | None = None
     api_token_sha256: bytes | None = None
@@ -99,8 +99,9 @@ class BuildRequest:
             raise RequestError(Reason.INPUT_INVALID, f"--format takes a list of {', '.join(FORMATS)}, got "
                                f"{','.join(self.formats) or 'nothing'}")
         if not (self.workload_dir / "docker-compose.yml").is_file():
-            raise RequestError(Reason.WORKLOAD_ARCHIVE_INVALID,
+            raise RequestError(Reason.INPUT_INVALID,
                                f"{self.workload_dir} is not a workload directory (it has no docker-compose.yml)")
+        check_epoch(self.source_date_epoch)
         if self.out.exists() and not self.out.is_dir():
             raise RequestError(Reason.INPUT_INVALID, f"--out {self.out} exists and is not a directory")
 
@@ -154,7 +155,7 @@ def build_image(request: BuildRequest, progress: Progress = _quiet) -> BuildResu
         stub = fetch_stub(lock, request.apt_cache, work / "stub")
         done("packages", f"kernel {kernel.release}, {BUSYBOX_PACKAGE}, {STUB_PACKAGE}")
 
-        wheels = build_agent_wheels(REPOSITORY, CONSTRAINTS, work / "wheels")
+        wheels = build_agent_wheels(REPOSITORY, CONSTRAINTS, work / "wheels", source_date_epoch=epoch)
         done("wheels", f"{len(wheels)} wheels")
 
         rootfs = build_rootfs(

@@ -118,7 +118,7 @@ def tree_digest(root: Path) -> bytes:
     return digest.digest()
 
 
-def _check_epoch(source_date_epoch: int) -> None:
+def check_epoch(source_date_epoch: int) -> None:
     if not MIN_EPOCH <= source_date_epoch <= MAX_EPOCH:
         raise RequestError(Reason.INPUT_INVALID, f"source_date_epoch must lie in 1980..2106 (FAT, u32 timestamps), "
                            f"got {source_date_epoch}")
@@ -153,7 +153,7 @@ def build_root(rootfs_dir: Path, work: Path, *, source_date_epoch: int) -> RootI
     The filesystem UUID is derived from the tree (:func:`tree_digest`); the verity salt and UUID
     from the SHA-256 of the filesystem image, so that they exist before the root hash does.
     """
-    _check_epoch(source_date_epoch)
+    check_epoch(source_date_epoch)
     if not rootfs_dir.is_dir():
         raise RequestError(Reason.INPUT_INVALID, f"the root filesystem directory {rootfs_dir} does not exist")
     filesystem, hash_device = work / "root.erofs", work / "root.verity"
@@ -244,7 +244,7 @@ def build_workload(workload_dir: Path, work: Path, *, source_date_epoch: int) ->
     extended attributes; its filesystem UUID is derived from the staged tree. A compose file that gives a
     container the TPM, the host's namespaces or the agent's state is refused first
     (``workload.compose_forbidden``, the rules the agent applies)."""
-    _check_epoch(source_date_epoch)
+    check_epoch(source_date_epoch)
     staging = work / "workload"
     staging.mkdir()
     left_out = stage_workload(workload_dir, staging)
@@ -355,7 +355,7 @@ def assemble_disk(
     its first and last 128 bits (what systemd-veritysetup-generator looks for), the disk, ESP and
     workload GUIDs UUIDv5s of it, so the workload's contents never change the GPT.
     """
-    _check_epoch(source_date_epoch)
+    check_epoch(source_date_epoch)
     root_hash = root.verity.root_hash
     found = _root_hashes(_cmdline_of(Uki.from_bytes(uki)))
     if found != [root_hash.hex()]:

@@ -109,17 +109,32 @@ CONTAINERS_CONF = '[network]\nnetwork_config_dir = "/run/containers/networks"\n'
 NETWORK_UNIT = "[Match]\nType=ether\n\n[Network]\nDHCP=yes\n"
 
 
-def build_agent_wheels(source: Path, constraints: Path, out: Path) -> list[Path]:
+#: What the cvm-attest wheel is built from (pyproject.toml's packages and the files it names).
+SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE")
+SOURCE_PACKAGES = ("offchain", "onchain", "agent", "workload", "image", "localstack", "demos")
+
+
+def build_agent_wheels(source: Path, constraints: Path, out: Path, *, source_date_epoch: int | None = None) -> list[Path]:
     """Wheels of cvm-attest from ``source`` (``pip wheel --no-deps``) and of everything its
     ``agent`` extra needs at the versions of ``constraints``, into ``out``; the host's Python must
-    be the root's (:data:`ROOT_PYTHON`), since compiled wheels are chosen for it."""
+    be the root's (:data:`ROOT_PYTHON`), since compiled wheels are chosen for it. With
+    ``source_date_epoch`` the cvm-attest wheel's member times are that (``wheel`` honours
+    ``SOURCE_DATE_EPOCH``), so its digest does not depend on the checkout's file times."""
     if sys.version_info[:2] != ROOT_PYTHON:
         raise BuildError(Reason.IMAGE_TOOL_FAILED, f"the agent's wheels must be built with Python "
                          f"{ROOT_PYTHON[0]}.{ROOT_PYTHON[1]}, the root's; this is {sys.version.split()[0]}")
     out.mkdir(parents=True, exist_ok=True)
     pip: list[str | Path] = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
                             "--wheel-dir", out]
-    run_tool([*pip, "--no-deps", source])
+    with tempfile.TemporaryDirectory(prefix="cvm-attest-wheel-") as tmp:
+        # A clean copy of the sources: setuptools' build/ in the checkout keeps files deleted since.
+        clean = Path(tmp) / "src"
+        clean.mkdir()
+        for name in SOURCE_FILES:
+            shutil.copy2(source / name, clean / name)
+        for name in SOURCE_PACKAGES:
+            shutil.copytree(source / name, clean / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        run_tool([*pip, "--no-deps", clean], source_date_epoch=source_date_epoch)
     wheels = sorted(out.glob("cvm_attest-*.whl"))
     if len(wheels) != 1:
         raise BuildError(Reason.IMAGE_TOOL_FAILED, f"expected one cvm_attest wheel in {out}, found {len(wheels)}")

@@ -231,6 +231,22 @@ def test_the_registry_accepts_register_cvm_relayed_from_the_vm(build: Build, boo
         assert registry.is_attested_for(Web3.to_checksum_address(cvm), golden_id)
 
 
+# --- reproducible ----------------------------------------------------------------------------------
+
+
+def test_a_second_build_of_the_same_inputs_is_byte_identical(build: Build, tmp_path: Path) -> None:
+    """Another directory, another time, the same inputs and --source-date-epoch: the same bytes."""
+    done = subprocess.run(
+        [*CLI, "image", "build", str(build.workload), "--out", str(tmp_path / "again"), "--platform", "sim",
+         "--source-date-epoch", str(EPOCH), "--api-token-sha256", hashlib.sha256(TOKEN.encode()).hexdigest()],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("disk.raw", "golden.json", "manifest.json"):
+        first, second = (hashlib.sha256((d / name).read_bytes()).hexdigest() for d in (build.out, tmp_path / "again"))
+        assert first == second, name
+
+
 # --- 4. negatives ----------------------------------------------------------------------------------
 
 

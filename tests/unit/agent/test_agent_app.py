@@ -3,6 +3,7 @@ status codes and error bodies, the bearer token, and schemathesis over the OpenA
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import warnings
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from tests.support.agent import (
     write_tree,
 )
 from tests.support.swtpm import Swtpm
+from tests.support.tcg_log import BANKS, event, extend, spec_id
 from workload.archive import ArchiveLimits
 
 TOKEN = b"update-token-0123456789"
@@ -311,6 +313,36 @@ def test_a_malformed_token_file_is_refused(tmp_path: Path, text: str) -> None:
     with pytest.raises(RequestError) as caught:
         read_token(tmp_path / "token")
     assert caught.value.reason is Reason.INPUT_INVALID and "sha256:" in caught.value.detail
+
+
+def test_the_boot_event_log_is_served_parsed_and_replayed(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> None:
+    log = spec_id(BANKS) + event(4, 0x80000007, b"Calling EFI Application from Boot Option") + event(4, 4, bytes(4))
+    (tmp_path / "binary_bios_measurements").write_bytes(log)
+    write_tree(tmp_path / "workload", WORKLOAD)
+    agent = Agent.start(agent_config(swtpm, tmp_path, sim_chain, ak=AkKind.ECC,
+                                     boot_event_log=tmp_path / "binary_bios_measurements"))
+    try:
+        with TestClient(create_apps(agent, update_token=None)[1]) as client:
+            body = client.get("/boot-event-log").json()
+            (tmp_path / "binary_bios_measurements").write_bytes(log[:-3])
+            broken = client.get("/boot-event-log")
+    finally:
+        agent.close()
+    assert base64.b64decode(body["log"]) == log
+    assert [e["type"] for e in body["events"]] == ["EV_EFI_ACTION", "EV_SEPARATOR"]
+    assert body["replay"] == {"4": extend(b"Calling EFI Application from Boot Option", bytes(4)).hex()}
+    assert broken.status_code == 503 and broken.json()["reason"] == Reason.TCG_LOG_MALFORMED.value
+
+
+def test_no_boot_event_log_is_a_404_with_its_reason(swtpm: Swtpm, sim_chain: Path, tmp_path: Path) -> None:
+    write_tree(tmp_path / "workload", WORKLOAD)
+    agent = Agent.start(agent_config(swtpm, tmp_path, sim_chain, ak=AkKind.ECC, boot_event_log=tmp_path / "absent"))
+    try:
+        with TestClient(create_apps(agent, update_token=None)[1]) as client:
+            response = client.get("/boot-event-log")
+    finally:
+        agent.close()
+    assert response.status_code == 404 and response.json()["reason"] == Reason.BOOT_LOG_UNAVAILABLE.value
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])

@@ -147,3 +147,69 @@ def test_a_workload_the_agent_would_refuse_is_not_built(stub: bytes, tmp_path: P
     work = tmp_path / "again"
     work.mkdir()
     assert build_workload(workload, work, source_date_epoch=EPOCH).filesystem.is_file()
+
+
+# --- golden.json without a known launch measurement: cvm-cli image pin -----------------------------
+
+
+def test_pin_keeps_the_references_firmware_pcrs_and_puts_in_the_builds(built: Built, golden_of: GoldenMeasurement,
+                                                                        tmp_path: Path) -> None:
+    directory = tmp_path / "out"
+    directory.mkdir()
+    shutil.copyfile(built.disk, directory / "disk.raw")
+    firmware = {i: bytes([i]) * 32 for i in (0, 1, 2, 3, 5, 6, 7)}
+    reference = dataclasses.replace(golden_of, pcrs=tuple(sorted({**firmware, **golden_of.pinned_pcrs()}.items())),
+                                    name="reference VM")
+    (tmp_path / "reference.json").write_text(reference.dumps())
+    code, out, err = _run("pin", directory, "--from", tmp_path / "reference.json", "--json")
+    assert code == 0, err
+    pinned = GoldenMeasurement.from_file(directory / "golden.json")
+    assert json.loads(out)["golden_id"] == "0x" + pinned.canonical_id().hex()
+    assert pinned.measurement == reference.measurement and pinned.name == "reference VM"
+    assert pinned.pinned_pcrs() == {**firmware, **predict_disk(built.disk).pcrs}
+    # A reference that booted something else lends nothing: PCR23 named, golden.json unchanged.
+    other = dataclasses.replace(reference, pcrs=tuple(sorted({**reference.pinned_pcrs(), 23: bytes(32)}.items())),
+                                pcr23_events=None)
+    (tmp_path / "other.json").write_text(other.dumps())
+    before = (directory / "golden.json").read_bytes()
+    code, _, err = _run("pin", directory, "--from", tmp_path / "other.json")
+    assert code == 1 and err.startswith(f"[{Reason.IMAGE_PREDICTION_MISMATCH.value}]") and "PCR23" in err
+    assert (directory / "golden.json").read_bytes() == before
+
+
+def test_the_sim_golden_is_what_the_sim_platform_reports(built: Built, golden_of: GoldenMeasurement) -> None:
+    """golden_of is from_report of a report the development chain signed with the sim's defaults."""
+    from image.golden import sim_golden
+
+    prediction = predict_disk(built.disk)
+    predicted = sim_golden(prediction.pcrs, prediction.disk.workload_events, name=None)
+    assert dataclasses.replace(predicted, measurement=golden_of.measurement) == golden_of
+
+
+@pytest.mark.parametrize(
+    ("args", "reason", "words"),
+    [
+        (["--format", "raw,qcow2"], Reason.INPUT_INVALID, "--format"),
+        (["--platform", "tdx"], None, "tdx"),
+        (["--api-token-sha256", "AB" * 32], Reason.INPUT_INVALID, "--api-token-sha256"),
+        (["--source-date-epoch", "12"], Reason.INPUT_INVALID, "1980"),
+    ],
+    ids=["unknown-format", "unknown-platform", "uppercase-token-hash", "epoch-before-1980"],
+)
+def test_build_refuses_bad_options_before_building(tmp_path: Path, args: list[str], reason: Reason | None,
+                                                   words: str | None) -> None:
+    workload = tmp_path / "workload"
+    workload.mkdir()
+    (workload / "docker-compose.yml").write_text("services:\n  app:\n    image: app\n")
+    code, _, err = _run("build", workload, "--out", tmp_path / "out", "--platform", "sim", *args)
+    assert code == 2, err
+    if reason is not None:
+        assert err.startswith(f"[{reason.value}]")
+    if words is not None:
+        assert words in err
+    assert not (tmp_path / "out" / "disk.raw").exists()
+
+
+def test_build_refuses_a_directory_that_is_not_a_workload(tmp_path: Path) -> None:
+    code, _, err = _run("build", tmp_path, "--out", tmp_path / "out")
+    assert code == 2 and err.startswith(f"[{Reason.INPUT_INVALID.value}]") and "docker-compose.yml" in err
