@@ -31,9 +31,9 @@ import pytest
 
 from image.disk import RootImage, WorkloadImage, assemble_disk, build_workload, inspect_disk
 from image.esp import read_boot_loader
-from image.packages import PackageLock, fetch_stub
+from image.packages import BOOT_PACKAGES, PackageLock, fetch_stub
 from image.rootfs import DEFAULT_APT_CACHE
-from image.sample_workload import GREETING, write_sample_workload
+from image.sample_workload import GREETING, IMAGE_NAME, write_sample_workload
 from image.uki import Uki, build_uki
 from image.verity import VerityTree
 from localstack.qemu import RunningVm, booted_vm, qemu_available
@@ -49,6 +49,8 @@ TOKEN = "image-boot-test-token-0123456789"
 AGENT_TIMEOUT_S = 300
 VERIFIED = "cvm-attest: dm-verity verified the root against root hash"
 VERITY_FAILED = "cvm-attest: dm-verity verification of the root failed; refusing to boot"
+FORMATS = "raw,vhd,vmdk,gcp"
+OUTPUTS = ["disk.raw", "disk.tar.gz", "disk.vhd", "disk.vmdk", "golden.json", "manifest.json"]
 CLI = [str(Path(sys.executable).with_name("cvm-cli"))]  # the entry point a user runs
 
 
@@ -96,12 +98,12 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     out = tmp / "out"
     done = subprocess.run(
         [*CLI, "image", "build", str(workload), "--out", str(out), "--platform", "sim", "--source-date-epoch",
-         str(EPOCH), "--api-token-sha256", hashlib.sha256(TOKEN.encode()).hexdigest(), "--json"],
+         str(EPOCH), "--api-token-sha256", hashlib.sha256(TOKEN.encode()).hexdigest(), "--format", FORMATS, "--json"],
         capture_output=True, text=True, timeout=900, check=False,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert sorted(result["files"]) == ["disk.raw", "golden.json", "manifest.json"]
+    assert sorted(result["files"]) == OUTPUTS
     return Build(out, workload, json.loads((out / "manifest.json").read_text()),
                  GoldenMeasurement.from_file(out / "golden.json"))
 
@@ -137,6 +139,26 @@ def _cli_verify(evidence: dict[str, Any], nonce: str, golden: Path, ark_pem: str
         capture_output=True, text=True, timeout=300, check=False,
     )
     return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_manifest_names_every_input_and_output(build: Build) -> None:
+    manifest, lock = build.manifest, PackageLock.read()
+    assert manifest["packages"] == {n: v for n, v in lock.versions.items() if n not in BOOT_PACKAGES}
+    assert {manifest[k]["version"] for k in ("kernel", "busybox", "stub")} == {lock.version(n) for n in BOOT_PACKAGES}
+    assert any(w["name"].startswith("cvm_attest-") for w in manifest["agent"]["wheels"])
+    assert [e["name"] for e in manifest["workload"]["events"]] == [IMAGE_NAME, "docker-compose.yml", "config/app.env"]
+    assert manifest["workload"]["left_out"] == []
+    report = inspect_disk(build.disk)
+    assert manifest["uki"]["authenticode_sha256"] == report.uki_authenticode.hex()
+    assert manifest["uki"]["cmdline"] == report.cmdline and "cvm-attest.platform=sim" in report.cmdline
+    assert manifest["disk"]["root_hash"] == report.root_hash.hex()
+    assert sorted(manifest["outputs"]) == [n for n in OUTPUTS if n != "manifest.json"]
+    for name, entry in manifest["outputs"].items():
+        assert entry["sha256"] == hashlib.sha256((build.out / name).read_bytes()).hexdigest(), name
+    assert manifest["golden_id"] == "0x" + build.golden.canonical_id().hex()
+    inspected = subprocess.run([*CLI, "image", "inspect", str(build.disk), "--json"], capture_output=True, text=True,
+                               timeout=300, check=False)
+    assert json.loads(inspected.stdout)["test_image"] is True  # and in red without --json
 
 
 # --- 1. the root verified, the agent answers, the container runs ---------------------------------
@@ -238,11 +260,12 @@ def test_a_second_build_of_the_same_inputs_is_byte_identical(build: Build, tmp_p
     """Another directory, another time, the same inputs and --source-date-epoch: the same bytes."""
     done = subprocess.run(
         [*CLI, "image", "build", str(build.workload), "--out", str(tmp_path / "again"), "--platform", "sim",
-         "--source-date-epoch", str(EPOCH), "--api-token-sha256", hashlib.sha256(TOKEN.encode()).hexdigest()],
+         "--source-date-epoch", str(EPOCH), "--api-token-sha256", hashlib.sha256(TOKEN.encode()).hexdigest(),
+         "--format", FORMATS],
         capture_output=True, text=True, timeout=900, check=False,
     )
     assert done.returncode == 0, done.stderr
-    for name in ("disk.raw", "golden.json", "manifest.json"):
+    for name in OUTPUTS:
         first, second = (hashlib.sha256((d / name).read_bytes()).hexdigest() for d in (build.out, tmp_path / "again"))
         assert first == second, name
 
