@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import shlex
 import signal
 import socket
@@ -200,6 +201,9 @@ def main(**options: Any) -> None:
     """The cvm-attest agent: measures the workload into PCR23, binds its vTPM key to the SEV-SNP report,
     and serves evidence over HTTP (see docs/agent.md)."""
     logging.basicConfig(level=options["log_level"].upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # tpm2-tss logs to stderr on its own (ERROR:tcti:… before our one [reason] line); the agent reports
+    # every TPM failure itself. TSS2_LOG set by the operator still wins.
+    os.environ.setdefault("TSS2_LOG", "all+NONE")
     # Real VCEKs (and the sim chain, built like them) have serial number 0: cryptography warns on every
     # load; pyproject.toml bounds its version and a test watches for the release that refuses them.
     warnings.filterwarnings("ignore", message="Parsed a serial number which wasn't positive")

@@ -96,7 +96,11 @@ class Agent:
 
         ``platform`` replaces the configured one (tests feed the Azure platform from a file).
         """
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ParseError(Reason.INPUT_UNREADABLE, f"--state-dir {config.state_dir} cannot be created: "
+                             f"{exc.strerror}", path=str(config.state_dir)) from None
         consents = GoldenConsents(config.consented_goldens, config.consents_path)
         tpm = AgentTpm.open(config.tcti)
         try:

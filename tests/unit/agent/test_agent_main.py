@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -65,10 +66,23 @@ def test_a_symlink_at_the_socket_path_stops_the_start(swtpm: Swtpm, tmp_path: Pa
 
 
 def test_no_tpm(tmp_path: Path) -> None:
+    """Issue 14, defect 3: the one [reason] line, without tpm2-tss's own ERROR:tcti lines before it."""
     port = consecutive_free_ports()
-    code, reason = _start("--platform", "sim", "--tpm", f"swtpm:host=127.0.0.1,port={port}",
-                          "--state-dir", str(tmp_path), *_listeners())
-    assert (code, reason) == (2, "tpm.unavailable")
+    done = subprocess.run([str(CVM_AGENT), "--platform", "sim", "--tpm", f"swtpm:host=127.0.0.1,port={port}",
+                           "--state-dir", str(tmp_path), "--internal", f"unix:{tmp_path / 'internal.sock'}",
+                           "--external", "off"], capture_output=True, timeout=120, check=False,
+                          stdin=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "TSS2_LOG"})
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        f"[tpm.unavailable] cannot open the TPM at swtpm:host=127.0.0.1,port={port}: tcti:IO failure"]
+
+
+def test_a_state_directory_that_cannot_be_created(swtpm: Swtpm, tmp_path: Path) -> None:
+    """Issue 14, defect 3: a reason and exit 2, not a traceback."""
+    (tmp_path / "file").write_text("")
+    code, reason = _start("--platform", "sim", "--tpm", swtpm.tcti, "--state-dir", str(tmp_path / "file" / "state"),
+                          *_listeners())
+    assert (code, reason) == (2, "input.unreadable")
 
 
 def test_port_taken(swtpm: Swtpm, tmp_path: Path) -> None:
