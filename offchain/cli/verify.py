@@ -37,7 +37,7 @@ from offchain.abi.jsontext import loads_bounded
 from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
 from offchain.cli.output import emit, fail, stacked, usage_error, verdict
-from offchain.errors import CvmAttestError, ParseError, Reason
+from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
 from offchain.abi.binding import parse_address
 from offchain.evidence import (
     EvidenceBundle,
@@ -47,7 +47,15 @@ from offchain.evidence import (
 )
 from offchain.policy.check import check_policy
 from offchain.policy.golden import Binding, GoldenMeasurement
-from offchain.trust.certs import CertificateSet, parse_certificate, read_file
+from offchain.trust.certs import (
+    CertificateSet,
+    CertRole,
+    classify,
+    common_name,
+    load_certificates,
+    parse_certificate,
+    read_file,
+)
 from offchain.trust.kds import KDS_BASE_URL, KdsClient, UrllibFetcher
 from offchain.trust.resolve import resolve_chain
 from offchain.trust.roots import TrustRoots
@@ -202,8 +210,34 @@ def _common(
     )
 
 
-def _explicit_certificates(*paths: Path | None) -> CertificateSet:
-    return CertificateSet.from_files([p for p in paths if p is not None])
+#: What each certificate option must hold (first) and what may come with it in the same file (the
+#: certificates above it, as AMD's cert_chain.pem holds the ASK and the ARK).
+_OPTION_ROLES = {
+    "--vcek": ((CertRole.VCEK, CertRole.VLEK), (CertRole.ASK, CertRole.ASVK, CertRole.ARK)),
+    "--ask": ((CertRole.ASK, CertRole.ASVK), (CertRole.ARK,)),
+    "--ark": ((CertRole.ARK,), ()),
+}
+
+
+def _explicit_certificates(vcek: Path | None, ask: Path | None, ark: Path | None) -> CertificateSet:
+    """The certificates of ``--vcek``, ``--ask`` and ``--ark``; an option whose file holds the wrong
+    kind (``--ask ark.pem --ark ask.pem``) is ``input.invalid`` naming it, not sorted out silently."""
+    certificates = []
+    for option, path in (("--vcek", vcek), ("--ask", ask), ("--ark", ark)):
+        if path is None:
+            continue
+        wanted, above = _OPTION_ROLES[option]
+        found = load_certificates(path)
+        roles = [classify(cert) for cert in found]
+        stray = [(cert, role) for cert, role in zip(found, roles) if role not in wanted + above]
+        if stray or not any(role in wanted for role in roles):
+            cert, role = (stray or list(zip(found, roles)))[0]
+            names = " or ".join(r.value.upper() for r in wanted)
+            raise RequestError(Reason.INPUT_INVALID, f"{option} {path} holds the {role.value.upper()} certificate "
+                               f"(CN={common_name(cert)}), not the {names}: are two options swapped?",
+                               option=option, role=role.value)
+        certificates += found
+    return CertificateSet.of(certificates)
 
 
 def _run(as_json: bool, progress: _Progress, body: Callable[[], None]) -> None:

@@ -99,8 +99,38 @@ def _checked(load: Callable[[bytes], x509.Certificate], data: bytes) -> x509.Cer
             list(cert.extensions)
             cert.public_key()
         except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.InvalidVersion) as exc:
-            raise ParseError(Reason.CERT_MALFORMED, f"not a well-formed X.509 certificate: {exc}") from None
+            raise ParseError(Reason.CERT_MALFORMED, f"not a well-formed X.509 certificate: {_plain(data, exc)}",
+                             library=str(exc)) from None
     return cert
+
+
+def _der_length(der: bytes) -> int | None:
+    """The total length the outer DER element declares (X.690 8.1.3), or None if unreadable."""
+    if len(der) < 2:
+        return None
+    first = der[1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    if not 1 <= count <= 4 or len(der) < 2 + count:
+        return None
+    return 2 + count + int.from_bytes(der[2 : 2 + count], "big")
+
+
+def _plain(data: bytes, exc: Exception) -> str:
+    """What is wrong, in words (the library's own message, a Rust structure dump, goes into the context)."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return "the PEM block does not hold a readable certificate (truncated or damaged base64)"
+    if not data or data[0] != 0x30:
+        return "the input is neither PEM nor DER (a DER certificate starts with an ASN.1 SEQUENCE, byte 0x30)"
+    declared = _der_length(data)
+    if declared is not None and declared > len(data):
+        return f"truncated: the DER certificate declares {declared} bytes, the input has {len(data)}"
+    if declared is not None and declared < len(data):
+        return f"{len(data) - declared} bytes follow the DER certificate"
+    if isinstance(exc, UnsupportedAlgorithm):
+        return "it uses a signature or key algorithm this verifier does not support"
+    return "its ASN.1 structure does not parse as a certificate"
 
 
 def _load_der(der: bytes) -> x509.Certificate:

@@ -151,6 +151,38 @@ def test_verify_snp_negative_twins(vectors: Path) -> None:
     assert code == 1 and out["reason"] in (Reason.SNP_SIGNATURE_INVALID.value, Reason.SNP_TCB_MISMATCH.value)
 
 
+@pytest.mark.parametrize(
+    ("swap", "option", "role"),
+    [({"--ask": "ark.pem", "--ark": "ask.pem"}, "--ask", "ark"),
+     ({"--vcek": "ark.pem"}, "--vcek", "ark"),
+     ({"--ark": "vcek.der"}, "--ark", "vcek")],
+    ids=["ask-and-ark-swapped", "root-as-leaf", "leaf-as-root"],
+)
+def test_an_option_holding_the_wrong_certificate_is_refused(vectors: Path, swap: dict[str, str], option: str,
+                                                            role: str) -> None:
+    """Issue 14, defect 11: the certificates are no longer sorted by content behind the user's back."""
+    v = load_vector(vectors, "snp/genoa-vcek-v5-oak")
+    args = _snp_args(v)
+    for name, file in swap.items():
+        args[args.index(name) + 1] = v.file(file)
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"[{Reason.INPUT_INVALID.value}] {option} ") and "swapped" in result.stderr
+    assert f"holds the {role.upper()} certificate" in result.stderr
+
+
+def test_a_truncated_certificate_is_named_in_plain_words(vectors: Path, tmp_path: Path) -> None:
+    v = load_vector(vectors, "snp/genoa-vcek-v5-oak")
+    der = v.file("vcek.der").read_bytes()
+    (tmp_path / "vcek.der").write_bytes(der[: len(der) // 2])
+    args = _snp_args(v)
+    args[args.index("--vcek") + 1] = tmp_path / "vcek.der"
+    code, out = run_json(*args)
+    assert code != 0 and out["reason"] == Reason.CERT_MALFORMED.value  # the exit code is defect 8's
+    assert f"truncated: the DER certificate declares {len(der)} bytes, the input has {len(der) // 2}" in out["detail"]
+    assert "ParseError {" not in out["detail"]
+
+
 def test_missing_certificates_are_incomplete(vectors: Path) -> None:
     v = load_vector(vectors, "snp/genoa-vcek-v5-oak")
     code, out = run_json("snp", "--report", v.file("report.bin"), "--vcek", v.leaf_file, "--at", v.now.isoformat())
