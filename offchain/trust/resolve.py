@@ -57,14 +57,20 @@ def _product_candidates(available: CertificateSet, report: SnpReport) -> list[Pr
 
 
 def _fetch_vcek(kds: KdsClient, products: list[Product], report: SnpReport) -> x509.Certificate:
-    """The first candidate line whose KDS has this chip's VCEK; the last one's error otherwise."""
-    for product in products[:-1]:
+    """The first candidate line whose KDS has this chip's VCEK. When none has, the last one's error,
+    its message naming every product line tried and why each failed."""
+    failures: list[tuple[Product, CvmAttestError]] = []
+    for product in products:
         try:
             return kds.fetch_vcek(product, report.chip_id, report.tcb("reported", product))
-        except CvmAttestError:
-            continue
-    last = products[-1]
-    return kds.fetch_vcek(last, report.chip_id, report.tcb("reported", last))
+        except CvmAttestError as exc:
+            failures.append((product, exc))
+    last = failures[-1][1]
+    if len(failures) > 1:
+        last.detail = "no product line's KDS gave this chip's VCEK: " + "; ".join(
+            f"{product.value}: {exc.detail}" for product, exc in failures)
+        last.context["products_tried"] = [product.value for product, _ in failures]
+    raise last
 
 
 def resolve_chain(available: CertificateSet, report: SnpReport, *, kds: KdsClient | None = None) -> ChainCertificates:

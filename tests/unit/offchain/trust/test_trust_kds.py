@@ -359,3 +359,14 @@ def test_a_crl_is_held_in_memory_until_its_next_update() -> None:
     assert fake.requests == [url]
     kds.fetch_crl(Product.GENOA, SignerKind.VCEK, now=DEV_NOW + dt.timedelta(seconds=1))
     assert fake.requests == [url, url]
+
+
+def test_a_vcek_no_product_line_has_names_every_line_tried(vectors: Path) -> None:
+    """Issue 14, defect 11: a version 2 report names no product; KDS is asked for Milan, then Genoa."""
+    report = _report(vectors, MILAN_V2)
+    assert report.product_hint() is None
+    with pytest.raises(CollateralError) as exc:
+        resolve_chain(CertificateSet(), report, kds=KdsClient(FakeKds({}), base_url=BASE))
+    assert exc.value.reason is Reason.COLLATERAL_UNAVAILABLE
+    assert exc.value.context["products_tried"] == ["milan", "genoa"]
+    assert "milan: 404" in exc.value.detail and "genoa: 404" in exc.value.detail
