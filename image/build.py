@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offchain.errors import Reason, RequestError
+from offchain.errors import BuildError, Reason, RequestError
 from offchain.policy.golden import GoldenMeasurement
 
 from image.disk import MIN_EPOCH, DiskLayout, build_disk, check_epoch, sha256_file
@@ -135,6 +135,9 @@ def _file_entry(path: Path) -> dict[str, Any]:
 
 def build_image(request: BuildRequest, progress: Progress = _quiet) -> BuildResult:
     """Build the image ``request`` describes into ``request.out`` (module docstring)."""
+    if os.geteuid() != 0:
+        raise BuildError(Reason.IMAGE_TOOL_FAILED, "the root filesystem is built with mmdebstrap --mode=root, which "
+                         "needs root: run the build as root or through sudo")
     lock = PackageLock.read(request.lock_file)
     request.out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}

@@ -39,6 +39,9 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 BOOT_FILE = "\\EFI\\BOOT\\BOOTX64.EFI"
 _POLL_S = 0.5
 _STOP_S = 10
+_PORT_ATTEMPTS = 5
+_BIND_CHECK_S = 1.0
+_HOSTFWD_FAILED = "Could not set up host forwarding"
 
 
 def qemu_available() -> str | None:
@@ -145,6 +148,40 @@ def start_vm(disk: Path, work: Path, *, memory_mib: int = 2048, cpus: int = 2) -
     (work / "tpm").mkdir(exist_ok=True)
     variables, control, console = work / "OVMF_VARS.fd", work / "swtpm.sock", work / "console.log"
     firmware_variables(variables)
+    for _ in range(_PORT_ATTEMPTS):
+        swtpm = _start_swtpm(work, control)
+        port = _free_port()
+        log = (work / "qemu.log").open("wb")
+        qemu = subprocess.Popen(
+            ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", str(memory_mib),
+             "-smp", str(cpus), "-display", "none", "-no-reboot", "-monitor", "none", "-serial", f"file:{console}",
+             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+             "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+             "-drive", f"file={disk},format=raw,if=virtio,snapshot=on",
+             "-chardev", f"socket,id=chrtpm,path={control}", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+             "-device", "tpm-crb,tpmdev=tpm0",
+             "-netdev", f"user,id=net0,hostfwd=tcp:{HOST}:{port}-:{AGENT_GUEST_PORT}",
+             "-device", "virtio-net-pci,netdev=net0"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+        started = time.monotonic()
+        log.close()
+        # Another process may take the port between our probe and QEMU's bind: QEMU then exits at
+        # once (and swtpm, started with --terminate, with it); both are started again on another port.
+        try:
+            qemu.wait(_BIND_CHECK_S)
+        except subprocess.TimeoutExpired:
+            return RunningVm(qemu=qemu, swtpm=swtpm, console_path=console, agent_port=port, started=started)
+        swtpm.kill()
+        swtpm.wait()
+        output = (work / "qemu.log").read_text(errors="replace").strip()
+        if _HOSTFWD_FAILED not in output:
+            raise PlatformError(Reason.PLATFORM_UNAVAILABLE, f"QEMU exited at start: {output}")
+    raise PlatformError(Reason.PLATFORM_UNAVAILABLE, f"no free port for the agent after {_PORT_ATTEMPTS} attempts")
+
+
+def _start_swtpm(work: Path, control: Path) -> subprocess.Popen[bytes]:
+    """swtpm for one QEMU, on the Unix control socket ``control`` (state in ``work/tpm``)."""
     control.unlink(missing_ok=True)
     swtpm = subprocess.Popen(
         ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={work / 'tpm'}", "--ctrl", f"type=unixio,path={control}",
@@ -155,24 +192,10 @@ def start_vm(disk: Path, work: Path, *, memory_mib: int = 2048, cpus: int = 2) -
     while not control.exists():
         if swtpm.poll() is not None or time.monotonic() > deadline:
             swtpm.kill()
+            swtpm.wait()
             raise PlatformError(Reason.TPM_UNAVAILABLE, f"swtpm did not open {control}; see {work / 'swtpm.log'}")
         time.sleep(0.05)
-    port = _free_port()
-    log = (work / "qemu.log").open("wb")
-    qemu = subprocess.Popen(
-        ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", str(memory_mib),
-         "-smp", str(cpus), "-display", "none", "-no-reboot", "-monitor", "none", "-serial", f"file:{console}",
-         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-         "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
-         "-drive", f"file={disk},format=raw,if=virtio,snapshot=on",
-         "-chardev", f"socket,id=chrtpm,path={control}", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
-         "-device", "tpm-crb,tpmdev=tpm0",
-         "-netdev", f"user,id=net0,hostfwd=tcp:{HOST}:{port}-:{AGENT_GUEST_PORT}",
-         "-device", "virtio-net-pci,netdev=net0"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-    )
-    log.close()
-    return RunningVm(qemu=qemu, swtpm=swtpm, console_path=console, agent_port=port, started=time.monotonic())
+    return swtpm
 
 
 @contextmanager

@@ -213,3 +213,13 @@ def test_build_refuses_bad_options_before_building(tmp_path: Path, args: list[st
 def test_build_refuses_a_directory_that_is_not_a_workload(tmp_path: Path) -> None:
     code, _, err = _run("build", tmp_path, "--out", tmp_path / "out")
     assert code == 2 and err.startswith(f"[{Reason.INPUT_INVALID.value}]") and "docker-compose.yml" in err
+
+
+def test_build_as_another_user_than_root_says_so_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workload = tmp_path / "workload"
+    workload.mkdir()
+    (workload / "docker-compose.yml").write_text("services:\n  app:\n    image: app\n")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    code, _, err = _run("build", workload, "--out", tmp_path / "out", "--platform", "sim")
+    assert code == 1 and err.startswith(f"[{Reason.IMAGE_TOOL_FAILED.value}]") and "needs root" in err
+    assert not (tmp_path / "out").exists()
