@@ -36,7 +36,7 @@ from offchain.trust.certs import parse_certificate
 from offchain.trust.roots import TrustRoots
 from onchain.anvil import AnvilProcess
 from onchain.client import RegistryClient
-from onchain.demo import Progress, http_json
+from onchain.demo import Progress, fund, http_json, print_transactions
 from onchain.deploy import deploy_registry
 from onchain.relayer.journal import Journal
 from onchain.relayer.relayer import Relayer, RelayPolicy, TickResult
@@ -59,10 +59,6 @@ class ImageDemoResult:
     attested_after_register: bool = False
     attested_after_revoke: bool = True
     transactions: list[tuple[str, str, int]] = field(default_factory=list)
-
-
-def _fund(w3: Web3, address: str) -> None:
-    w3.provider.make_request("anvil_setBalance", [address, hex(10**20)])  # type: ignore[arg-type]
 
 
 def run_image_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> ImageDemoResult:
@@ -102,7 +98,7 @@ def run_image_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> I
             w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 120}))
             owner, relayer_key = Account.create(), Account.create()
             for account in (owner, relayer_key):
-                _fund(w3, account.address)
+                fund(w3, account.address)
             registry = deploy_registry(w3, account=owner, amd_roots=True, dev_root=ark)
             result.registry = registry.address
             progress.note(f"registry {registry.address} (the dev ARK taken from the VM's evidence: demo only)")
@@ -151,6 +147,5 @@ def run_image_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> I
     echo(f"  registry  {result.registry}")
     echo(f"  CVM       {result.cvm_address}")
     echo(f"  golden    0x{result.golden_id.hex()} (from the build)")
-    for what, tx_hash, gas in result.transactions:
-        echo(f"  {what:<28} gas {gas:>10,}  {tx_hash}")
+    print_transactions(result.transactions, echo)
     return result

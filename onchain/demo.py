@@ -165,7 +165,7 @@ class AgentProcess:
         self.log.close()
 
 
-def _fund(w3: Web3, address: str, wei: int = 10**20) -> None:
+def fund(w3: Web3, address: str, wei: int = 10**20) -> None:
     """Development chain only: give an account ether (anvil_setBalance)."""
     w3.provider.make_request("anvil_setBalance", [address, hex(wei)])  # type: ignore[arg-type]
 
@@ -221,7 +221,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> DemoRes
 
         owner, relayer_key, outsider = Account.create(), Account.create(), Account.create()
         for account in (owner, relayer_key, outsider):
-            _fund(w3, account.address)
+            fund(w3, account.address)
         sim_ark = load_certificates(workdir / "agent" / "sim" / "ark.pem")[0]
 
         with progress.step("Deploying CvmRegistry pinned to AMD's roots and the sim platform's dev ARK"):
@@ -268,7 +268,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> DemoRes
             factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
             feed_address = _deploy(w3, owner, factory, registry.address, result.golden_id, result)
             feed = w3.eth.contract(address=Web3.to_checksum_address(feed_address), abi=artifact["abi"])
-            _fund(w3, result.cvm_address)
+            fund(w3, result.cvm_address)
             data = bytes.fromhex(feed.encode_abi("report", args=[4242])[2:])
             tx_hash, gas = _cvm_transaction(w3, agent, result.cvm_address, feed_address, data)
             result.transactions.append(("feed.report (from the CVM)", tx_hash, gas))
@@ -311,9 +311,14 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = click.echo) -> DemoRes
     echo(f"  registry  {result.registry}")
     echo(f"  CVM       {result.cvm_address}")
     echo(f"  golden    0x{result.golden_id.hex()}")
-    for what, tx_hash, gas in result.transactions:
-        echo(f"  {what:<28} gas {gas:>10,}  {tx_hash}")
+    print_transactions(result.transactions, echo)
     return result
+
+
+def print_transactions(transactions: list[tuple[str, str, int]], echo: Callable[[str], None]) -> None:
+    """The summary's transaction lines: what, gas used, hash."""
+    for what, tx_hash, gas in transactions:
+        echo(f"  {what:<28} gas {gas:>10,}  {tx_hash}")
 
 
 def _deploy(w3: Web3, owner: Any, factory: Any, registry: str, golden_id: bytes, result: DemoResult) -> str:

@@ -223,6 +223,7 @@ def test_the_registry_accepts_register_cvm_relayed_from_the_vm(build: Build, boo
 
     from onchain.anvil import AnvilProcess
     from onchain.client import RegistryClient
+    from onchain.demo import fund
     from onchain.deploy import deploy_registry
     from onchain.relayer.journal import Journal
     from onchain.relayer.relayer import Relayer
@@ -233,7 +234,7 @@ def test_the_registry_accepts_register_cvm_relayed_from_the_vm(build: Build, boo
         w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 120}))
         owner, relayer_key = Account.create(), Account.create()
         for account in (owner, relayer_key):
-            w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])  # type: ignore[arg-type]
+            fund(w3, account.address)
         registry = deploy_registry(w3, account=owner, amd_roots=True, dev_root=ark)
         golden_id = registry.publish_golden(build.golden)  # published from the build, before the VM was asked
         assert golden_id == build.golden.canonical_id()
