@@ -173,6 +173,32 @@ class Reason(str, enum.Enum):
     TCG_LOG_MALFORMED = "tcg_log.malformed"
     BOOT_LOG_UNAVAILABLE = "boot_log.unavailable"
 
+    # --- deploy (cloud SDKs) ---------------------------------------------------------------
+    DEPLOY_CREDENTIALS = "deploy.credentials_unavailable"
+    DEPLOY_PERMISSION_DENIED = "deploy.permission_denied"
+    DEPLOY_REGION_UNSUPPORTED = "deploy.region_unsupported"
+    DEPLOY_SIZE_NOT_SEV_SNP = "deploy.size_not_sev_snp"
+    DEPLOY_SIZE_UNAVAILABLE = "deploy.size_unavailable"
+    DEPLOY_QUOTA_EXHAUSTED = "deploy.quota_exhausted"
+    DEPLOY_BUCKET_UNUSABLE = "deploy.bucket_unusable"
+    DEPLOY_IMPORT_ROLE_MISSING = "deploy.import_role_missing"
+    DEPLOY_IMPORT_FAILED = "deploy.import_failed"
+    DEPLOY_CLOUD_ERROR = "deploy.cloud_error"
+    DEPLOY_IMAGE_MISSING = "deploy.image_missing"
+    DEPLOY_LEDGER_MALFORMED = "deploy.ledger.malformed"
+    DEPLOY_LEDGER_MISMATCH = "deploy.ledger.mismatch"
+    DEPLOY_AGENT_UNREACHABLE = "deploy.agent_unreachable"
+    DEPLOY_DESTROY_INCOMPLETE = "deploy.destroy_incomplete"
+
+    # --- upload and sealed secrets -----------------------------------------------------------
+    UPLOAD_TARGET_UNVERIFIED = "upload.target_unverified"
+    UPLOAD_FAILED = "upload.failed"
+    SEAL_MALFORMED = "seal.malformed"
+    SEAL_KEY_NOT_BOUND = "seal.key_not_bound"
+    SEAL_DECRYPT_FAILED = "seal.decrypt_failed"
+    SEAL_CHALLENGE_UNKNOWN = "seal.challenge_unknown"
+    SECRETS_NOT_IN_MEMORY = "secrets.not_in_memory"
+
     def __str__(self) -> str:
         return self.value
 
@@ -230,6 +256,10 @@ class ChainError(CvmAttestError):
 
 class BuildError(CvmAttestError):
     """A step of the image build could not run: a tool is missing or failed."""
+
+
+class DeployError(CvmAttestError):
+    """A cloud deployment step failed or cannot start. ``context["hint"]`` says what to fix."""
 
 
 class Violation:
