@@ -2,11 +2,12 @@
 
 * **internal** (default the Unix socket ``/run/cvm-agent/internal.sock``, which only the workload's
   containers are given), for the workload in the same CVM: everything a verifier can ask for, plus
-  ``POST /offchain-verify``, ``POST /sign-message`` and ``POST /sign-transaction`` (the CVM key
-  signs only for code the socket's permissions admit).
+  ``POST /offchain-verify``, ``POST /sign-message``, ``POST /sign-transaction`` (the CVM key
+  signs only for code the socket's permissions admit) and ``POST /unseal`` (boxes sealed to the key
+  this CVM published in a registry).
 * **external** (default ``0.0.0.0:8000``, TLS when configured), for verifiers and operators:
-  evidence, identity, health, and behind a bearer token ``POST /update-workload`` and
-  ``GET``/``POST /golden-consents``.
+  evidence, identity, health, and behind a bearer token ``POST /update-workload``, ``POST /secrets``
+  (sealed: agent.sealing) and ``GET``/``POST /golden-consents``.
 
 Every error is JSON ``{"reason", "detail", "context"?}`` with a stable reason (offchain.errors):
 4xx for the caller's mistakes (422 for bad parameters, 401/403 for authentication, 403 for a
@@ -79,6 +80,11 @@ _STATUS_BY_REASON = {
     Reason.WORKLOAD_COMPOSE_MALFORMED: 400,
     Reason.INPUT_INVALID: 422,
     Reason.WORKLOAD_RUNNER_FAILED: 502,
+    Reason.SEAL_MALFORMED: 422,
+    Reason.SEAL_KEY_NOT_BOUND: 400,
+    Reason.SEAL_DECRYPT_FAILED: 400,
+    Reason.SEAL_CHALLENGE_UNKNOWN: 400,
+    Reason.SECRETS_NOT_IN_MEMORY: 409,
 }
 
 
@@ -295,6 +301,40 @@ def onchain_collaterals(
 
 
 @both.get(
+    "/sealing/collaterals/{nonce}",
+    summary="Evidence that binds the agent's sealing key, for a sender's nonce",
+    description="The evidence bundle, quoted over `SHA-256(\"cvm-attest/sealing/v1\" || sealing_key || "
+    "cvm_address || nonce)`; its `nonce` object is `{\"form\": \"sealing\", \"value\", \"sealing_key\"}`. "
+    "`sealing_key` is the agent's X25519 key (created in memory at its start): a sender that verified this "
+    "evidence seals secrets to it (HPKE, offchain.seal) for `POST /secrets`. The nonce is remembered for 10 minutes "
+    "as the challenge one sealed upload may answer. " + WHERE_BOTH,
+    dependencies=[Depends(only_query())],
+)
+def sealing_collaterals(
+    nonce: str = Path(pattern=_HEX_NONCE, description="1 to 64 bytes, hex"),
+    agent: Agent = Depends(agent_of),
+) -> dict[str, Any]:
+    return agent.sealing_collaterals(bytes.fromhex(nonce)).to_json()
+
+
+@both.get(
+    "/onchain/sealing-key",
+    summary="The sealing key, signed by the CVM key for a registry",
+    description="`{cvm_address, chain_id, registry, sealing_key, signature}`: the CVM key's signature (r||s||v) over "
+    "`keccak256(abi.encode(keccak256(\"cvm-attest.sealing-key.v1\"), chain_id, registry, cvm_address, "
+    "sealing_key))`, what `CvmRegistry.publishSealingKey` takes from anyone while this CVM is attested. "
+    + WHERE_BOTH,
+    dependencies=[Depends(only_query("chain_id", "registry"))],
+)
+def onchain_sealing_key(
+    chain_id: int = Query(ge=1, le=(1 << 256) - 1, description="EIP-155 chain id"),
+    registry: str = Query(pattern=_ADDRESS, description="CvmRegistry address, 0x-hex"),
+    agent: Agent = Depends(agent_of),
+) -> dict[str, Any]:
+    return agent.onchain_sealing_key(chain_id, registry)
+
+
+@both.get(
     "/golden-measurement",
     summary="Golden measurement of this CVM as it runs now",
     description="A golden-measurement document (docs/formats.md) with this CVM's launch measurement, guest "
@@ -400,6 +440,29 @@ def sign_transaction(body: SignTransactionRequest, agent: Agent = Depends(agent_
     return agent.key.sign_transaction(body.transaction)
 
 
+@internal_only.post(
+    "/unseal",
+    summary="Open a box sealed to this CVM's published sealing key",
+    description="Body: a sealed box (`application/json`, docs/formats.md) made by `cvm-cli secrets seal --to "
+    "<this CVM> --registry ...`. Returns `{context, plaintext}` (base64). The sender is not authenticated by the "
+    "box: the workload decides what to trust in it. " + WHERE_INTERNAL,
+    dependencies=[Depends(only_query())],
+    responses={400: {"model": ErrorBody, "description": "Sealed to another key or CVM, or altered"},
+               415: {"model": ErrorBody, "description": "Not application/json"}},
+)
+async def unseal(request: Request, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    return agent.unseal(await _json_body(request))
+
+
+async def _json_body(request: Request) -> bytes:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise RequestError(Reason.HTTP_UNSUPPORTED_MEDIA_TYPE,
+                           f"the body must be a sealed box with Content-Type: application/json, not "
+                           f"{media_type or 'none'}")
+    return await request.body()
+
+
 # --- external only ----------------------------------------------------------------------------------
 
 external_only = APIRouter(tags=["external only"])
@@ -470,6 +533,29 @@ async def update_workload(request: Request, agent: Agent = Depends(agent_of)) ->
         "events": [event.to_json() for event in result.events],
         "files": list(result.files),
     }
+
+
+@external_only.post(
+    "/secrets",
+    summary="Install the workload's secrets, sealed to the agent's key",
+    description="Body: a sealed box (`application/json`) of the `upload` purpose, sealed by `cvm-cli upload` to the "
+    "`sealing_key` of `GET /sealing/collaterals/{nonce}` after that evidence verified, for that nonce (one box per "
+    "challenge, within 10 minutes). Its plaintext lists the files of `secrets/`; they replace the workload's "
+    "`secrets/` whole, mode 0600, and only where the workload directory is in memory (tmpfs). Never measured, "
+    "never logged. Needs `Authorization: Bearer <token>`. " + WHERE_EXTERNAL,
+    dependencies=[Depends(only_query()), Depends(_bearer)],
+    responses={
+        400: {"model": ErrorBody, "description": "Sealed to another key or CVM, altered, or no such challenge"},
+        401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
+        403: {"model": ErrorBody, "description": "Disabled (no --token-file)"},
+        409: {"model": ErrorBody, "description": "The workload directory is not in memory"},
+        415: {"model": ErrorBody, "description": "Not application/json"},
+        422: {"model": ErrorBody, "description": "Not a sealed box"},
+    },
+)
+async def install_secrets(request: Request, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    body = await _json_body(request)
+    return await run_in_threadpool(agent.install_secrets, body)
 
 
 _TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {

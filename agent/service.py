@@ -5,8 +5,9 @@
 the agent at start, not at the first request), bring PCR23 and the event log into agreement and
 measure the workload if nobody did, then start the workload.
 
-Evidence (docs/formats.md, "Evidence bundle"): the quote's extraData is always one of the two
-domain-separated forms of :mod:`offchain.abi.binding`, computed here; no caller chooses it.
+Evidence (docs/formats.md, "Evidence bundle"): the quote's extraData is always one of the three
+domain-separated forms of :mod:`offchain.abi.binding` (off-chain, on-chain, sealing), computed
+here; no caller chooses it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from offchain.abi.binding import (
     offchain_extra_data,
     onchain_extra_data,
     parse_address,
+    sealing_extra_data,
+    sealing_key_digest,
 )
 from offchain.abi.tcg_log import MAX_LOG_BYTES, parse_tcg_log
 from offchain.abi.tcg_log import replay as replay_tcg_log
@@ -37,10 +40,12 @@ from offchain.evidence import (
     EvidenceBundle,
     OffchainNonce,
     OnchainNonce,
+    SealingNonce,
     offchain_expected_extra_data,
     verify_evidence,
 )
 from offchain.policy.golden import GoldenMeasurement
+from offchain.seal import SealedBox, unpack_secrets
 from offchain.trust.certs import parse_certificate
 from offchain.trust.roots import TrustRoots
 
@@ -51,6 +56,7 @@ from agent.platforms import AttestationPlatform
 from agent.platforms.azure import AzurePlatform
 from agent.platforms.sim import SimPlatform
 from agent.platforms.snp import ConfigfsTsm, SevGuestDevice, SnpPlatform
+from agent.sealing import SealingKey
 from agent.tpm import AgentTpm, Quote
 from agent.workload import EventLog, Runner, Workload
 
@@ -87,6 +93,7 @@ class Agent:
         self.workload = workload
         self.key = key
         self.consents = consents
+        self.sealing = SealingKey()
         self.ak = TpmtPublic.from_bytes(tpm.ak_public)
         self.started_at = dt.datetime.now(dt.timezone.utc)
 
@@ -149,7 +156,7 @@ class Agent:
             quote = self.tpm.quote(extra_data, self.config.pcrs)
         return quote, events
 
-    def _bundle(self, extra_data: bytes, nonce: OffchainNonce | OnchainNonce) -> EvidenceBundle:
+    def _bundle(self, extra_data: bytes, nonce: OffchainNonce | OnchainNonce | SealingNonce) -> EvidenceBundle:
         quote, events = self._quote(extra_data)
         evidence = self.platform.attest(self.tpm.ak_public)
         return EvidenceBundle(
@@ -172,6 +179,43 @@ class Agent:
         """Off-chain evidence: the quote's extraData is ``SHA-256("cvm-attest/offchain/v1" || nonce)``."""
         check_nonce(nonce)
         return self._bundle(offchain_extra_data(nonce), OffchainNonce(nonce))
+
+    def sealing_collaterals(self, nonce: bytes) -> EvidenceBundle:
+        """Evidence that secrets may be sealed to this agent's sealing key: the quote's extraData binds
+        the key, this CVM's address and the sender's ``nonce`` (offchain.abi.binding.sealing_extra_data).
+        The nonce is remembered as a challenge that one upload box may answer (agent.sealing)."""
+        check_nonce(nonce)
+        self.sealing.issue(nonce)
+        extra = sealing_extra_data(self.sealing.public, self.key.address_bytes, nonce)
+        return self._bundle(extra, SealingNonce(nonce, self.sealing.public))
+
+    def onchain_sealing_key(self, chain_id: int, registry: str) -> dict[str, Any]:
+        """The sealing key with the CVM key's signature over
+        :func:`offchain.abi.binding.sealing_key_digest`: what ``publishSealingKey`` takes."""
+        registry_bytes = parse_address(registry)
+        digest = sealing_key_digest(chain_id, registry_bytes, self.key.address_bytes, self.sealing.public)
+        return {
+            "cvm_address": self.key.address,
+            "chain_id": chain_id,
+            "registry": "0x" + registry_bytes.hex(),
+            "sealing_key": "0x" + self.sealing.public.hex(),
+            "signature": "0x" + self.key.sign_digest(digest).hex(),
+        }
+
+    def install_secrets(self, body: bytes) -> dict[str, Any]:
+        """Open an upload box (agent.sealing) and replace the workload's ``secrets/`` with its files."""
+        box = SealedBox.loads(body)
+        self.workload.check_secrets_in_memory()
+        files = unpack_secrets(self.sealing.open_upload(box, self.key.address_bytes))
+        names = self.workload.install_secrets(files)
+        return {"installed": list(names), "count": len(names)}
+
+    def unseal(self, body: bytes) -> dict[str, Any]:
+        """Open a box sealed to the key this CVM published in a registry (cvm-cli secrets seal), for
+        the workload; the box's context says which registry."""
+        box = SealedBox.loads(body)
+        plaintext = self.sealing.open_registry(box, self.key.address_bytes)
+        return {"context": box.context.to_json(), "plaintext": base64.b64encode(plaintext).decode()}
 
     def onchain_collaterals(
         self, chain_id: int, registry: str, block_number: int, block_hash: bytes, golden_id: bytes
@@ -229,6 +273,7 @@ class Agent:
             "cvm_address": self.key.address,
             "ak_hash": self.ak_hash().hex(),
             "ak_public": self.tpm.ak_public.hex(),
+            "sealing_key": self.sealing.public.hex(),
             "platform": self.platform.platform.value,
             "binding": self.platform.binding.value,
         }

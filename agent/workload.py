@@ -23,7 +23,12 @@ such a container could reset PCR23 and replay the golden events.
 An update (:meth:`Workload.apply_update`) is checked and extracted into a staging directory next
 to the workload directory, its compose file checked, measured there, swapped in with one ``renameat2(RENAME_EXCHANGE)``,
 extended into PCR23 and logged, and only then started through the runner. Any failure before the
-swap leaves the running workload, PCR23 and the log untouched.
+swap leaves the running workload, PCR23 and the log untouched. The current ``secrets/`` moves into
+the new workload: an update archive never carries secrets (workload.archive).
+
+Secrets (:meth:`Workload.install_secrets`) arrive sealed (agent.sealing) and are written into
+``secrets/`` only when the workload directory is in memory (tmpfs or ramfs): never onto a disk the
+host can read. They are staged, then swapped in whole, so the workload sees the old set or the new.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import os
 import secrets as secrets_module
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -45,6 +51,7 @@ from typing import IO
 
 from offchain.abi.workload import (
     IMAGES_DIR,
+    SECRETS_DIR,
     WORKLOAD_PCR,
     WorkloadEvent,
     dump_event_log,
@@ -62,6 +69,18 @@ log = logging.getLogger("cvm_agent.workload")
 
 _RENAME_EXCHANGE = 1 << 1
 _OUTPUT_TAIL = 2000
+#: statfs f_type of the file systems that keep their files in memory (linux/magic.h).
+_IN_MEMORY_FILESYSTEMS = {0x01021994: "tmpfs", 0x858458F6: "ramfs"}
+
+
+def filesystem_type(path: Path) -> int:
+    """statfs(2)'s ``f_type`` of the file system holding ``path`` (the first field of struct statfs)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    buffer = ctypes.create_string_buffer(256)
+    if libc.statfs(os.fsencode(path), buffer) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return int.from_bytes(buffer.raw[: ctypes.sizeof(ctypes.c_long)], sys.byteorder)
 
 
 class EventLog:
@@ -282,7 +301,15 @@ class Workload:
             try:
                 files = extract_archive(archive, staging, self.limits)
                 events = measure_staged(staging, self.rules)
-                swap_directories(self.directory, staging)
+                secrets = self.directory / SECRETS_DIR
+                if secrets.is_dir():
+                    os.rename(secrets, staging / SECRETS_DIR)
+                try:
+                    swap_directories(self.directory, staging)
+                except OSError:
+                    if (staging / SECRETS_DIR).is_dir():
+                        os.rename(staging / SECRETS_DIR, secrets)
+                    raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             pcr23 = self._extend(events)
@@ -294,3 +321,39 @@ class Workload:
                 raise
             self.status = "running"
             return UpdateResult(tuple(events), pcr23, tuple(files))
+
+    # --- secrets -------------------------------------------------------------------------------
+
+    def check_secrets_in_memory(self) -> None:
+        """``secrets.not_in_memory`` unless the workload directory is on tmpfs or ramfs."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        kind = filesystem_type(self.directory)
+        if kind not in _IN_MEMORY_FILESYSTEMS:
+            raise PlatformError(
+                Reason.SECRETS_NOT_IN_MEMORY,
+                f"{self.directory} is not on tmpfs or ramfs (file system type {kind:#x}): secrets are written only "
+                "to memory, never to a disk the host can read; run the agent with its --workload-dir in memory "
+                "(the image does: /var/lib/cvm-agent is a tmpfs)",
+            )
+
+    def install_secrets(self, files: dict[str, bytes]) -> tuple[str, ...]:
+        """Replace ``secrets/`` with ``files`` (names checked by offchain.seal.unpack_secrets), each
+        mode 0600, the directory 0700; ``secrets.not_in_memory`` (nothing written) when the workload
+        directory is not on tmpfs or ramfs. Returns the names written. Never measured, never logged
+        but as a count."""
+        with self._update_lock:
+            self.check_secrets_in_memory()
+            staging = self.directory / f".{SECRETS_DIR}.staging-{secrets_module.token_hex(8)}"
+            staging.mkdir(mode=0o700)
+            try:
+                for name, content in sorted(files.items()):
+                    target = staging / name
+                    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(content)
+                swap_directories(self.directory / SECRETS_DIR, staging)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            log.info("secrets installed: %d files", len(files))
+            return tuple(sorted(files))

@@ -198,6 +198,7 @@ class Reason(str, enum.Enum):
     SEAL_DECRYPT_FAILED = "seal.decrypt_failed"
     SEAL_CHALLENGE_UNKNOWN = "seal.challenge_unknown"
     SECRETS_NOT_IN_MEMORY = "secrets.not_in_memory"
+    WORKLOAD_ARCHIVE_SECRETS_IN_CLEAR = "workload.archive.secrets_in_clear"
 
     def __str__(self) -> str:
         return self.value

@@ -30,7 +30,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from offchain.abi.binding import check_nonce, offchain_extra_data, onchain_extra_data
+from offchain.abi.binding import (
+    SEALING_KEY_BYTES,
+    check_nonce,
+    offchain_extra_data,
+    onchain_extra_data,
+    sealing_extra_data,
+)
 from offchain.abi.hcl import HclReport
 from offchain.abi.jsontext import loads_bounded
 from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
@@ -75,6 +81,7 @@ class Platform(str, enum.Enum):
 class NonceForm(str, enum.Enum):
     OFFCHAIN = "offchain"
     ONCHAIN = "onchain"
+    SEALING = "sealing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +124,22 @@ class OnchainNonce:
         }
 
 
-NonceSpec = OffchainNonce | OnchainNonce
+@dataclass(frozen=True, slots=True)
+class SealingNonce:
+    """``{"form": "sealing", "value": hex, "sealing_key": hex}``: the answer to
+    ``GET /sealing/collaterals/{nonce}``. The quote binds ``sealing_key`` (the agent's X25519 key for
+    secrets, offchain.seal), the bundle's ``cvm_address`` and the verifier's nonce
+    (:func:`offchain.abi.binding.sealing_extra_data`): a verifier that accepts the evidence knows the
+    key is this CVM's, now."""
+
+    value: bytes
+    sealing_key: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"form": NonceForm.SEALING.value, "value": self.value.hex(), "sealing_key": self.sealing_key.hex()}
+
+
+NonceSpec = OffchainNonce | OnchainNonce | SealingNonce
 
 
 def _malformed(path: str, message: str) -> ParseError:
@@ -335,16 +357,19 @@ def _nonce(value: Any) -> NonceSpec:
     try:
         form = NonceForm(value["form"])
     except ValueError:
-        raise _malformed("nonce.form", "must be 'offchain' or 'onchain'") from None
-    if form is NonceForm.OFFCHAIN:
-        if set(value) != {"form", "value"}:
-            raise _malformed("nonce", "the offchain form has exactly 'form' and 'value'")
+        raise _malformed("nonce.form", "must be 'offchain', 'onchain' or 'sealing'") from None
+    if form in (NonceForm.OFFCHAIN, NonceForm.SEALING):
+        keys = {"form", "value"} | ({"sealing_key"} if form is NonceForm.SEALING else set())
+        if set(value) != keys:
+            raise _malformed("nonce", f"the {form.value} form has exactly {', '.join(sorted(keys))}")
         raw = _hex(value["value"], "nonce.value", max_size=64)
         try:
             check_nonce(raw)
         except ParseError as exc:
             raise _malformed("nonce.value", exc.detail) from None
-        return OffchainNonce(raw)
+        if form is NonceForm.OFFCHAIN:
+            return OffchainNonce(raw)
+        return SealingNonce(raw, _hex(value["sealing_key"], "nonce.sealing_key", SEALING_KEY_BYTES))
     if set(value) != {"form", "chain_id", "registry", "block_number", "block_hash", "golden_id", "consent"}:
         raise _malformed(
             "nonce", "the onchain form has form, chain_id, registry, block_number, block_hash, golden_id and consent"
@@ -372,7 +397,8 @@ def _require_form(bundle: EvidenceBundle, expected: NonceForm) -> None:
     declared = bundle.nonce
     if declared is None:
         return
-    form = NonceForm.ONCHAIN if isinstance(declared, OnchainNonce) else NonceForm.OFFCHAIN
+    form = (NonceForm.ONCHAIN if isinstance(declared, OnchainNonce)
+            else NonceForm.SEALING if isinstance(declared, SealingNonce) else NonceForm.OFFCHAIN)
     if form is not expected:
         raise VerificationError(
             Reason.EVIDENCE_NONCE_FORM_MISMATCH,
@@ -399,6 +425,26 @@ def onchain_expected_extra_data(bundle: EvidenceBundle, *, chain_id: int, regist
     if len(block_hash) != 32:
         raise ParseError(Reason.INPUT_INVALID, f"a block hash is 32 bytes, got {len(block_hash)}", field="block_hash")
     return onchain_extra_data(chain_id, registry, bundle.cvm_address, block_hash)
+
+
+def sealing_expected_extra_data(bundle: EvidenceBundle, nonce: bytes) -> bytes:
+    """The extraData of sealing evidence for the verifier's ``nonce``: it binds the bundle's sealing
+    key and CVM address (:func:`offchain.abi.binding.sealing_extra_data`), so a verifier that accepts
+    the evidence may seal to :func:`sealing_key_of` the bundle. Any other form is refused."""
+    _require_form(bundle, NonceForm.SEALING)
+    if not isinstance(bundle.nonce, SealingNonce):
+        raise _malformed("nonce", "sealing evidence declares the sealing form with the key its quote binds")
+    if bundle.cvm_address is None:
+        raise _malformed("cvm_address", "sealing evidence names the CVM address its quote binds")
+    return sealing_extra_data(bundle.nonce.sealing_key, bundle.cvm_address, nonce)
+
+
+def sealing_key_of(bundle: EvidenceBundle) -> bytes:
+    """The sealing key a bundle in the sealing form declares (trust it only once the bundle verified
+    against :func:`sealing_expected_extra_data`)."""
+    if not isinstance(bundle.nonce, SealingNonce):
+        raise _malformed("nonce", "not sealing evidence: it carries no sealing key")
+    return bundle.nonce.sealing_key
 
 
 # --- verification --------------------------------------------------------------------------

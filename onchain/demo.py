@@ -53,7 +53,6 @@ FEED_ARTIFACT = "AttestedPriceFeed"
 COMPOSE_V1 = b"services:\n  feed:\n    image: registry.example/price-feed@sha256:" + b"ab" * 32 + b"\n"
 CONFIG_V1 = b'sources = ["exchange-a", "exchange-b"]\ninterval_s = 30\n'
 CONFIG_V2 = b'sources = ["exchange-a", "exchange-b", "exchange-c"]\ninterval_s = 30\n'
-SECRET = b"api-key-never-measured\n"
 
 
 @dataclass
@@ -107,7 +106,6 @@ def _workload_zip(config: bytes) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("docker-compose.yml", COMPOSE_V1)
         archive.writestr("config/feed.toml", config)
-        archive.writestr("secrets/api-key", SECRET)
     return buffer.getvalue()
 
 
@@ -119,10 +117,8 @@ class AgentProcess:
         workload = state_dir / "workload"
         if not workload.exists():
             (workload / "config").mkdir(parents=True)
-            (workload / "secrets").mkdir()
             (workload / "docker-compose.yml").write_bytes(COMPOSE_V1)
             (workload / "config" / "feed.toml").write_bytes(CONFIG_V1)
-            (workload / "secrets" / "api-key").write_bytes(SECRET)
         token_file = state_dir / "token"
         token_file.write_text(token)
         token_file.chmod(0o600)

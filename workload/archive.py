@@ -4,7 +4,8 @@ The archive is a zip (PKWARE APPNOTE 6.3) holding exactly the workload layout of
 
 * ``docker-compose.yml`` (required),
 * ``config/**`` (measured into PCR23),
-* ``secrets/**`` (never measured; written mode 0600),
+* never ``secrets/``: secrets travel sealed to the agent's key (offchain.seal, ``POST /secrets``),
+  so an archive with a ``secrets/`` entry is refused (``workload.archive.secrets_in_clear``),
 * ``images.txt`` (optional: ``NAME sha256:HEX`` of images pulled by digest),
 * ``images/NAME.tar`` (optional image tarballs: ``docker save`` or an OCI image layout).
 
@@ -114,12 +115,16 @@ def _check_layout(parts: tuple[str, ...], is_dir: bool, name: str) -> None:
     top = parts[0]
     if len(parts) == 1 and not is_dir and top in (COMPOSE_FILE, IMAGES_FILE):
         return
-    if top in (CONFIG_DIR, SECRETS_DIR):
+    if top == CONFIG_DIR:
         return
+    if top == SECRETS_DIR:
+        raise RequestError(Reason.WORKLOAD_ARCHIVE_SECRETS_IN_CLEAR,
+                           f"{name!r}: secrets never travel in the archive, in the clear; cvm-cli upload seals "
+                           "secrets/ to the agent's attested key (POST /secrets)", entry=name)
     if top == IMAGES_DIR and (is_dir and len(parts) == 1 or len(parts) == 2 and parts[1].endswith(".tar")):
         return
     raise _invalid(
-        f"{name!r} is outside the workload layout (docker-compose.yml, config/, secrets/, images.txt, images/*.tar)",
+        f"{name!r} is outside the workload layout (docker-compose.yml, config/, images.txt, images/*.tar)",
         entry=name,
     )
 
@@ -172,7 +177,7 @@ def _mkdirs(root: Path, parts: tuple[str, ...]) -> Path:
     for part in parts:
         path = path / part
         try:
-            os.mkdir(path, 0o700 if parts[0] == SECRETS_DIR else 0o755)
+            os.mkdir(path, 0o755)
         except FileExistsError:
             if path.is_symlink() or not path.is_dir():
                 raise _invalid(f"{'/'.join(parts)!r} collides with a file") from None
@@ -189,8 +194,7 @@ def extract_archive(source: IO[bytes] | Path, staging: Path, limits: ArchiveLimi
                 _mkdirs(staging, parts)
                 continue
             parent = _mkdirs(staging, parts[:-1])
-            mode = 0o600 if parts[0] == SECRETS_DIR else 0o644
-            fd = os.open(parent / parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            fd = os.open(parent / parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             try:
                 with archive.open(info) as src, os.fdopen(fd, "wb") as dst:
                     while chunk := src.read(_COPY_CHUNK):

@@ -9,6 +9,10 @@ One implementation of each, shared by the agent (which produces them), the off-c
 * :func:`onchain_extra_data`: the quote's qualifyingData the registry recomputes.
 * :func:`golden_consent_digest`: what a CVM's own key signs to consent to being attested against
   one golden measurement (``registerCvm`` recovers the signer and requires it to be the CVM).
+* :func:`sealing_extra_data`: the quote's qualifyingData for ``GET /sealing/collaterals/{nonce}``,
+  binding the agent's sealing key (X25519, for secrets: offchain.seal) and its CVM address.
+* :func:`sealing_key_digest`: what a CVM's own key signs to publish its sealing key in a registry
+  (``publishSealingKey`` recovers the signer and requires it to be the attested CVM).
 
 The agent never quotes a caller's bytes as they are: both forms are domain separated, so the AK
 cannot be made to sign a value meant for another protocol.
@@ -25,6 +29,9 @@ REPORT_DATA_SIZE = 64
 OFFCHAIN_DOMAIN = b"cvm-attest/offchain/v1"
 ONCHAIN_QUOTE_TYPEHASH = keccak256(b"cvm-attest.quote.v1")
 GOLDEN_CONSENT_TYPEHASH = keccak256(b"cvm-attest.consent.v1")
+SEALING_DOMAIN = b"cvm-attest/sealing/v1"
+SEALING_KEY_TYPEHASH = keccak256(b"cvm-attest.sealing-key.v1")
+SEALING_KEY_BYTES = 32
 NONCE_MIN_BYTES = 1
 NONCE_MAX_BYTES = 64
 
@@ -112,4 +119,35 @@ def golden_consent_digest(chain_id: int, registry: str | bytes, cvm_address: str
         + _word_address(registry)
         + _word_address(cvm_address)
         + _word_bytes32(golden_id)
+    )
+
+
+def _sealing_key(value: bytes) -> bytes:
+    if len(value) != SEALING_KEY_BYTES:
+        raise ParseError(Reason.INPUT_INVALID, f"a sealing key (X25519) is {SEALING_KEY_BYTES} bytes, got {len(value)}")
+    return value
+
+
+def sealing_extra_data(sealing_key: bytes, cvm_address: str | bytes, nonce: bytes) -> bytes:
+    """``SHA-256("cvm-attest/sealing/v1" || sealingKey || cvmAddress || nonce)``: the quote's extraData
+    for evidence that a secret may be sealed to ``sealing_key`` (32 bytes, X25519) of the CVM with
+    ``cvm_address``, fresh for the verifier's ``nonce`` (1..64 bytes, last so the fields before it
+    have fixed sizes). The agent computes it only with its own key and address."""
+    return hashlib.sha256(
+        SEALING_DOMAIN + _sealing_key(sealing_key) + parse_address(cvm_address) + check_nonce(nonce)
+    ).digest()
+
+
+def sealing_key_digest(chain_id: int, registry: str | bytes, cvm_address: str | bytes, sealing_key: bytes) -> bytes:
+    """``keccak256(abi.encode(keccak256("cvm-attest.sealing-key.v1"), chainId, registry, cvmAddress, sealingKey))``.
+
+    The CVM's Ethereum key signs this digest as it is (like :func:`golden_consent_digest`) to say
+    "secrets for me in this registry are sealed to ``sealingKey``"; the registry accepts it only
+    from an attested CVM's key, so the key it stores is one that lives in that CVM."""
+    return keccak256(
+        SEALING_KEY_TYPEHASH
+        + _word_uint(chain_id)
+        + _word_address(registry)
+        + _word_address(cvm_address)
+        + _word_bytes32(_sealing_key(sealing_key))
     )

@@ -27,13 +27,15 @@ TPM_COMPOSE = COMPOSE + b"    devices: [/dev/tpmrm0]\n"
 #: The golden id the unit tests' shared agent (tests/unit/agent/conftest.py) consents to.
 CONSENTED_GOLDEN = bytes.fromhex("77" * 32)
 
-#: A small workload: compose file, two config files, a secret (never measured).
+#: A small workload: compose file, two config files (what an update archive holds; secrets travel
+#: sealed, never in it).
 WORKLOAD: dict[str, bytes] = {
     "docker-compose.yml": COMPOSE,
     "config/app.toml": b"[app]\nmode = 'production'\n",
     "config/nested/limits.json": b'{"max": 10}\n',
-    "secrets/api-key": b"s3cr3t\n",
 }
+#: A secret as it sits in a workload directory (never measured).
+SECRET = {"secrets/api-key": b"s3cr3t\n"}
 
 
 def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:

@@ -156,8 +156,8 @@ def test_no_route_accepts_a_chosen_extra_data_or_address(external: TestClient, i
 
 
 def test_every_quote_binds_only_the_agents_forms(apps: tuple[FastAPI, FastAPI], sim_agent: Agent) -> None:
-    """Walk the OpenAPI schema: the only routes that quote are the two evidence routes, and each takes
-    exactly the parameters of its domain-separated form (no address, no raw extraData)."""
+    """Walk the OpenAPI schema: the only routes that quote are the three evidence routes, and each takes
+    exactly the parameters of its domain-separated form (no address, no raw extraData, no sealing key)."""
     for app in apps:
         params = {
             path: sorted(p["name"] for op in item.values() for p in op.get("parameters", []))
@@ -165,8 +165,10 @@ def test_every_quote_binds_only_the_agents_forms(apps: tuple[FastAPI, FastAPI], 
         }
         assert params["/collaterals/{nonce}"] == ["nonce"]
         assert params["/onchain/collaterals"] == ["block_hash", "block_number", "chain_id", "golden_id", "registry"]
+        assert params["/sealing/collaterals/{nonce}"] == ["nonce"]
+        assert params["/onchain/sealing-key"] == ["chain_id", "registry"]
         named = {name for names in params.values() for name in names}
-        assert not named & {"cvm_address", "address", "extra_data", "qualifying_data"}
+        assert not named & {"cvm_address", "address", "extra_data", "qualifying_data", "sealing_key"}
 
 
 def test_golden_measurement_carries_its_id(external: TestClient, sim_agent: Agent) -> None:

@@ -126,7 +126,6 @@ def test_missing_workload_directory_measures_nothing(tpm: AgentTpm, tmp_path: Pa
 NEW_WORKLOAD = {
     "docker-compose.yml": WORKLOAD["docker-compose.yml"],
     "config/app.toml": b"[app]\nmode = 'staging'\n",
-    "secrets/api-key": b"rotated\n",
 }
 
 

@@ -26,6 +26,7 @@ ARCHIVE_REASONS = {
     Reason.WORKLOAD_ARCHIVE_INVALID,
     Reason.WORKLOAD_ARCHIVE_UNSAFE_PATH,
     Reason.WORKLOAD_ARCHIVE_TOO_LARGE,
+    Reason.WORKLOAD_ARCHIVE_SECRETS_IN_CLEAR,
 }
 
 
@@ -41,8 +42,18 @@ def test_valid_archive_is_extracted(tmp_path: Path) -> None:
     staging = tmp_path / "staging"
     for name, data in WORKLOAD.items():
         assert (staging / name).read_bytes() == data
-    assert stat.S_IMODE((staging / "secrets/api-key").stat().st_mode) == 0o600
-    assert stat.S_IMODE((staging / "secrets").stat().st_mode) == 0o700
+    assert stat.S_IMODE((staging / "config/app.toml").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("entry", ["secrets/api-key", "secrets/", "secrets/db/password"])
+def test_secrets_never_travel_in_the_archive(tmp_path: Path, entry: str) -> None:
+    """Secrets go sealed to the agent's attested key (POST /secrets); an archive carrying them in
+    the clear is refused whole, before anything is written."""
+    with pytest.raises(RequestError) as caught:
+        _extract(make_zip({**WORKLOAD, entry: b"" if entry.endswith("/") else b"s3cr3t"}), tmp_path)
+    assert caught.value.reason is Reason.WORKLOAD_ARCHIVE_SECRETS_IN_CLEAR
+    assert caught.value.context["entry"] == entry
+    assert list((tmp_path / "staging").iterdir()) == []
 
 
 def _with(extra: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
