@@ -21,6 +21,7 @@ size and checks its CRC, so the declared sizes bound what is written. Files are 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
@@ -413,3 +414,55 @@ def measure_archive(
         staging.mkdir()
         extract_archive(source, staging, limits or ArchiveLimits())
         return measure_staged(staging, rules or ComposeRules())
+
+
+@dataclass(frozen=True, slots=True)
+class PackedWorkload:
+    """A workload directory as ``cvm-cli upload`` sends it: the update archive (everything but
+    ``secrets/``) and the files of ``secrets/`` (by name under it), to be sealed separately."""
+
+    archive: bytes
+    secrets: Mapping[str, bytes]
+
+
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def pack_workload(directory: Path, limits: ArchiveLimits | None = None) -> PackedWorkload:
+    """Pack ``directory`` (``docker-compose.yml``, ``config/``, ``images.txt``, ``images/*.tar``,
+    ``secrets/``) the way the agent will accept it: the same archive for the same files (sorted
+    entries, fixed time stamps), checked by :func:`check_archive` and the compose rules before it is
+    returned, so nothing the agent would refuse leaves this machine. Symbolic links and anything
+    outside the layout are refused."""
+    limits = limits or ArchiveLimits()
+    if not directory.is_dir():
+        raise RequestError(Reason.INPUT_UNREADABLE, f"{directory} is not a directory")
+    check_workload_dir(directory, ComposeRules())
+    files: list[str] = []
+    secrets: dict[str, bytes] = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_symlink():
+            raise _unsafe(rel, "symbolic link")
+        if not path.is_file():
+            if not path.is_dir():
+                raise _unsafe(rel, "special file")
+            continue
+        if rel.split("/")[0] == SECRETS_DIR:
+            secrets[rel.split("/", 1)[1]] = path.read_bytes()
+        else:
+            files.append(rel)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for rel in files:
+            info = zipfile.ZipInfo(rel, date_time=_ZIP_EPOCH)
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.create_system = 3
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, (directory / rel).read_bytes())
+    data = buffer.getvalue()
+    if len(data) > limits.max_upload_bytes:
+        raise _too_large(f"the workload archive is {len(data)} bytes, more than the agent's {limits.max_upload_bytes}")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        check_archive(archive, limits)
+    return PackedWorkload(data, secrets)

@@ -7,6 +7,7 @@ Each package registers its own click group under the ``cvm_attest.cli`` entry-po
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 import warnings
@@ -35,6 +36,17 @@ class DiscoveredGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """The seed's ``cvm-cli <VM-IP> <API-TOKEN>``: a first word that is no command but an IP
+        address or a URL is ``cvm-cli upload <VM-IP> <API-TOKEN>`` (no command name is an address)."""
+        if args and self.get_command(ctx, args[0]) is None and _looks_like_target(args[0]):
+            upload = self.get_command(ctx, "upload")
+            if upload is not None:
+                return "upload", upload, args
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
@@ -47,6 +59,17 @@ class DiscoveredGroup(click.Group):
         except ModuleNotFoundError as exc:
             return _needs_extra(cmd_name, exc.name or "?", ep.value.split(".")[0])
         return loaded
+
+
+def _looks_like_target(word: str) -> bool:
+    if word.startswith(("http://", "https://")):
+        return True
+    host = word.rsplit(":", 1)[0] if word.count(":") == 1 else word
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def extra_providing(module: str, package: str | None = None) -> str | None:

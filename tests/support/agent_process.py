@@ -116,17 +116,18 @@ class AgentProcess:
 
 
 def start_agent(tpm: Swtpm, root: Path, *extra: str, tls: tuple[Path, Path] | None = None,
-                internal: str | None = None) -> AgentProcess:
+                internal: str | None = None, runner: str | None = None) -> AgentProcess:
     """Start ``cvm-agent --platform sim`` with the test WORKLOAD and a runner that records its calls.
 
     The internal listener is ``unix:ROOT/run/internal.sock`` unless ``internal`` says otherwise
-    (``HOST:PORT`` opts in to TCP); ``extra`` may add ``--consent-golden 0xID`` and any other option.
+    (``HOST:PORT`` opts in to TCP); ``extra`` may add ``--consent-golden 0xID`` and any other option;
+    ``runner`` replaces the recording runner (it runs in the workload directory).
     """
     write_tree(root / "workload", WORKLOAD)
     (root / "token").write_text(TOKEN + "\n")
     internal = internal or f"unix:{root / 'run' / 'internal.sock'}"
     external = f"127.0.0.1:{free_port()}"
-    runner = f"sh -c 'echo \"$PWD\" >> {root / 'runner.log'}'"
+    runner = runner or f"sh -c 'echo \"$PWD\" >> {root / 'runner.log'}'"
     args = [str(CVM_AGENT), "--platform", "sim", "--tpm", tpm.tcti, "--state-dir", str(root / "state"),
             "--workload-dir", str(root / "workload"), "--internal", internal, "--external", external,
             "--token-file", str(root / "token"), "--runner", runner, "--image-loader", "true", *extra]
