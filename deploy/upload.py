@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from offchain.abi.workload import replay
-from offchain.errors import CvmAttestError, Reason, RequestError
+from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
 from offchain.evidence import EvidenceBundle, VerifiedEvidence, sealing_expected_extra_data, sealing_key_of, verify_evidence
 from offchain.policy.golden import GoldenMeasurement
 from offchain.seal import SealContext, pack_secrets, seal
@@ -152,7 +152,9 @@ def upload(target: str, token: str, workload: Path, verifier: Verifier, *,
     client = AgentClient(agent_url(target), token)
     progress(f"packed {workload}: archive of {len(packed.archive):,} bytes, {len(packed.secrets)} secret file(s)")
     bundle, nonce, verified, onchain = fetch_verified(client, verifier, now=now)
-    assert bundle.cvm_address is not None  # sealing_expected_extra_data refused a bundle without one
+    if bundle.cvm_address is None or bundle.event_log is None:
+        raise ParseError(Reason.EVIDENCE_MALFORMED, "the evidence names no CVM address or carries no PCR23 event "
+                         "log: not a cvm-attest agent's, and the update's PCR23 could not be predicted")
     progress(f"evidence verified: {verified.product.value} {verified.signer.value}, CVM 0x{bundle.cvm_address.hex()}"
              + (", accepted by the registry" if onchain is not None else ""))
     events = [*bundle.event_log, *measure_archive(io.BytesIO(packed.archive))]

@@ -3,7 +3,8 @@
 ``offchain`` is the bottom; ``workload`` sits on it and is what ``agent`` and ``image`` share, so
 neither imports the other; ``localstack`` (swtpm, QEMU) sits on it too, for the agent's development,
 the tests, the demo and the benchmarks; ``onchain`` sits on ``offchain`` and never imports ``agent``
-(nor ``image``); ``demos`` is the top and runs the agent only as a process. Every import statement
+(nor ``image``); ``deploy`` (the clouds, ``cvm-cli upload``) talks to an agent only over HTTP and
+reads an image build only from its files; ``demos`` is the top and runs the agent only as a process. Every import statement
 counts, function-local and ``TYPE_CHECKING`` ones included.
 """
 
@@ -15,16 +16,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("offchain", "workload", "localstack", "agent", "onchain", "image", "demos")
+PACKAGES = ("offchain", "workload", "localstack", "agent", "onchain", "image", "deploy", "demos")
 
 #: For each package, the project packages it must not import.
 FORBIDDEN: dict[str, frozenset[str]] = {
-    "offchain": frozenset({"workload", "localstack", "agent", "onchain", "image", "demos"}),
-    "workload": frozenset({"localstack", "agent", "onchain", "image", "demos"}),
-    "localstack": frozenset({"workload", "agent", "onchain", "image", "demos"}),
-    "agent": frozenset({"onchain", "image", "demos"}),
-    "onchain": frozenset({"agent", "image", "demos"}),
-    "image": frozenset({"agent", "onchain", "demos"}),
+    "offchain": frozenset({"workload", "localstack", "agent", "onchain", "image", "deploy", "demos"}),
+    "workload": frozenset({"localstack", "agent", "onchain", "image", "deploy", "demos"}),
+    "localstack": frozenset({"workload", "agent", "onchain", "image", "deploy", "demos"}),
+    "agent": frozenset({"onchain", "image", "deploy", "demos"}),
+    "onchain": frozenset({"agent", "image", "deploy", "demos"}),
+    "image": frozenset({"agent", "onchain", "deploy", "demos"}),
+    "deploy": frozenset({"agent", "image", "demos"}),
     "demos": frozenset({"agent"}),
 }
 
