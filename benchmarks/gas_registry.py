@@ -12,6 +12,8 @@ whole mined transaction (21,000 base and calldata included), what a relayer pays
   measurement pinning PCRs 0 and 23);
 * ``refresh_cvm_rsa`` / ``refresh_cvm_p256``: refreshCvm with an RSA-2048 / P-256 AK;
 * ``publish_golden``: publishGolden pinning PCRs 0 and 23;
+* ``publish_sealing_key``: publishSealingKey of the attested CVM (its secp256k1 signature recovered
+  through the EcdsaVerifier, its attestation status read, the key stored);
 * ``is_attested``: a CvmGated check as a dApp's gated function pays it, for the attested CVM: the
   registry's ``attestationStatus`` with cold storage, measured with ``gasleft()`` inside an
   ``eth_call`` (contracts/test/CvmGatedHarness.sol; the gate reverts if the CVM is not attested);
@@ -46,6 +48,7 @@ from tests.support.registry import (
     pcr_bank,
     publish_once,
     register_cvm,
+    sealing_key_signature,
     sim_cvm,
     trust_dev_chain,
 )
@@ -56,6 +59,7 @@ KEYS = (
     "refresh_cvm_rsa",
     "refresh_cvm_p256",
     "publish_golden",
+    "publish_sealing_key",
     "is_attested",
     "is_attested_after_revocation",
     "parse_quote",
@@ -95,6 +99,9 @@ def measure(w3: Web3, deployer: str) -> dict[str, int]:
         out[f"refresh_cvm_{kind}"] = _gas_used(registry)
         if kind == "rsa":
             gated = address
+            key = bytes(range(32))
+            registry.publish_sealing_key(address, key, sealing_key_signature(registry, address, key))
+            out["publish_sealing_key"] = _gas_used(registry)
 
     harness = deploy(w3, compile_contracts(["contracts/test/CvmGatedHarness.sol"])["CvmGatedHarness"],
                      registry.address, sender=deployer)

@@ -38,6 +38,8 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     bytes32 public constant QUOTE_TYPEHASH = keccak256("cvm-attest.quote.v1");
     /// @dev docs/formats.md, "golden consent".
     bytes32 public constant CONSENT_TYPEHASH = keccak256("cvm-attest.consent.v1");
+    /// @dev docs/formats.md, "sealing key".
+    bytes32 public constant SEALING_KEY_TYPEHASH = keccak256("cvm-attest.sealing-key.v1");
 
     uint8 internal constant BINDING_DIRECT = 0;
     uint8 internal constant BINDING_AZURE = 1;
@@ -131,6 +133,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     mapping(bytes32 id => CachedCert) private _certs;
     mapping(bytes32 id => GoldenRecord) private _goldens;
     mapping(address cvm => Attestation) private _attestations;
+    mapping(address cvm => bytes32 sealingKey) private _sealingKeys;
     /// @dev Block number of the last {revokeCertificate} or {unpinRoot}.
     uint40 private _lastRevocationBlock;
 
@@ -362,6 +365,23 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     /// @inheritdoc ICvmRegistry
     function goldenId(Golden calldata golden) external pure returns (bytes32) {
         return _goldenId(golden);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function publishSealingKey(address cvm, bytes32 sealingKey, bytes calldata signature) external {
+        AttestationStatus status = attestationStatus(cvm, bytes32(0));
+        if (status != AttestationStatus.Attested) revert RegistryCvmNotAttested(cvm, status);
+        bytes32 digest = keccak256(abi.encode(SEALING_KEY_TYPEHASH, block.chainid, address(this), cvm, sealingKey));
+        if (sealingKey == bytes32(0) || ecdsaVerifier.recoverSecp256k1(digest, signature) != cvm) {
+            revert RegistrySealingKeyInvalid(cvm);
+        }
+        _sealingKeys[cvm] = sealingKey;
+        emit CvmSealingKeyPublished(cvm, sealingKey);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function sealingKeyOf(address cvm) external view returns (bytes32, AttestationStatus) {
+        return (_sealingKeys[cvm], attestationStatus(cvm, bytes32(0)));
     }
 
     /// @inheritdoc ICvmRegistry

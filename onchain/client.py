@@ -364,6 +364,15 @@ class RegistryClient:
         """Why ``cvm`` is or is not attested (against ``golden_id``, or any when zero)."""
         return AttestationStatus(self._call("attestationStatus", Web3.to_checksum_address(cvm), golden_id))
 
+    def publish_sealing_key(self, cvm: str, sealing_key: bytes, signature: bytes) -> TxResult:
+        """``publishSealingKey``: record the attested ``cvm``'s own signed sealing key (X25519)."""
+        return self._transact("publishSealingKey", Web3.to_checksum_address(cvm), sealing_key, signature)
+
+    def sealing_key_of(self, cvm: str) -> tuple[bytes, AttestationStatus]:
+        """The sealing key ``cvm`` published (32 zero bytes when none) and its attestation status."""
+        key, status = self._call("sealingKeyOf", Web3.to_checksum_address(cvm))
+        return bytes(key), AttestationStatus(status)
+
     def attestation_of(self, cvm: str) -> Attestation:
         record, status = self._call("attestationOf", Web3.to_checksum_address(cvm))
         golden_id, ak_hash, report_hash, quote_key, expiry, last_block, lifetime, leaf_end, leaf = record

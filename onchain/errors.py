@@ -80,6 +80,8 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryAttestationExpired": Reason.REGISTRY_ATTESTATION_EXPIRED,
     "RegistryPcrsChanged": Reason.REGISTRY_PCRS_CHANGED,
     "RegistryConsentInvalid": Reason.REGISTRY_CONSENT_INVALID,
+    "RegistryCvmNotAttested": Reason.REGISTRY_NOT_ATTESTED,
+    "RegistrySealingKeyInvalid": Reason.SEAL_KEY_NOT_BOUND,
     # X509Lite and RsaPss (through CertificateVerifier)
     "X509Malformed": Reason.CERT_MALFORMED,
     "X509UnsupportedAlgorithm": Reason.CERT_MALFORMED,

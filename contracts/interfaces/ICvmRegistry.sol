@@ -188,6 +188,8 @@ interface ICvmRegistry {
     );
     /// @dev `cvm` proved again, with a new quote by its bound AK, that it still runs; attested until `expiry`.
     event CvmRefreshed(address indexed cvm, uint64 expiry);
+    /// @dev The attested `cvm` signed `sealingKey` (X25519) as the key secrets for it are sealed to.
+    event CvmSealingKeyPublished(address indexed cvm, bytes32 sealingKey);
 
     // ----- errors: owner input ----------------------------------------------------------------------------------
 
@@ -312,6 +314,11 @@ interface ICvmRegistry {
     /// @dev `consent` is not `cvm`'s signature over its consent to golden measurement `goldenId`
     /// (docs/formats.md, "golden consent").
     error RegistryConsentInvalid(address cvm, bytes32 goldenId);
+    /// @dev `cvm` is not attested now ({attestationStatus} says why): it cannot publish a sealing key.
+    error RegistryCvmNotAttested(address cvm, AttestationStatus status);
+    /// @dev `signature` is not `cvm`'s signature over its sealing key (docs/formats.md, "sealing key"), or the key
+    /// is zero.
+    error RegistrySealingKeyInvalid(address cvm);
 
     // ----- owner ------------------------------------------------------------------------------------------------
 
@@ -440,6 +447,19 @@ interface ICvmRegistry {
 
     /// @dev The canonical id of `golden` (docs/formats.md), the same as `offchain` GoldenMeasurement.canonical_id().
     function goldenId(Golden calldata golden) external pure returns (bytes32);
+
+    /**
+     * @dev Records `sealingKey` (the X25519 public key of `cvm`'s agent) as the key to seal secrets for `cvm` to.
+     * Anyone may submit it; it is accepted only while `cvm` is attested and only with `cvm`'s own secp256k1
+     * signature (r || s || v, low s) over `keccak256(abi.encode(keccak256("cvm-attest.sealing-key.v1"),
+     * block.chainid, address(this), cvm, sealingKey))`: the key that the attestation proved lives in the CVM vouches
+     * for it. Replaces an earlier key of `cvm`. Emits {CvmSealingKeyPublished}.
+     */
+    function publishSealingKey(address cvm, bytes32 sealingKey, bytes calldata signature) external;
+
+    /// @dev The sealing key `cvm` published (zero when none) and its {attestationStatus}: seal only to the key of a
+    /// CVM that is `Attested`.
+    function sealingKeyOf(address cvm) external view returns (bytes32 sealingKey, AttestationStatus status);
 
     /// @dev State of golden measurement `id`.
     function goldenOf(bytes32 id) external view returns (GoldenInfo memory);

@@ -24,7 +24,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from offchain.abi.binding import direct_report_data, golden_consent_digest, onchain_extra_data
+from offchain.abi.binding import direct_report_data, golden_consent_digest, onchain_extra_data, sealing_key_digest
 from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import SnpReport
 from offchain.abi.tpm import (
@@ -289,6 +289,17 @@ def consent(registry: RegistryClient, cvm: str, golden_id: bytes) -> bytes:
     if key is None:
         return bytes(65)
     digest = golden_consent_digest(int(registry.w3.eth.chain_id), registry.address, cvm, golden_id)
+    signed = key.unsafe_sign_hash(digest)
+    return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+
+
+def sealing_key_signature(registry: RegistryClient, cvm: str, sealing_key: bytes) -> bytes:
+    """The CVM key's signature over its sealing key on ``registry`` (as agent.service signs it for
+    ``GET /onchain/sealing-key``), for an address made by :func:`new_cvm`."""
+    key = _key_of(cvm)
+    if key is None:
+        raise ValueError(f"{cvm} is not a test CVM")
+    digest = sealing_key_digest(int(registry.w3.eth.chain_id), registry.address, cvm, sealing_key)
     signed = key.unsafe_sign_hash(digest)
     return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
 
