@@ -218,6 +218,7 @@ class AgentConfig:
     tcti: Tcti
     state_dir: Path
     workload_dir: Path
+    workload_from: Path | None = None
     internal: Listen | UnixListen = field(default_factory=lambda: parse_internal(DEFAULT_INTERNAL))
     internal_group: int | None = None
     external: Listen | None = field(default_factory=lambda: Listen.parse(DEFAULT_EXTERNAL))

@@ -143,6 +143,10 @@ def _option(parse: Callable[[Any], Any], value: Any, name: str) -> Any:
               show_default=True, help="Event log, the sim platform's dev chain (sim/ark.pem), upload spool.")
 @click.option("--workload-dir", type=click.Path(file_okay=False, path_type=Path),
               help="The workload (docker-compose.yml, config/, secrets/). Default: STATE_DIR/workload.")
+@click.option("--workload-from", type=click.Path(file_okay=False, path_type=Path),
+              help="Copy this directory into --workload-dir at start when that does not exist yet (the image: its "
+              "read-only workload partition into memory, where updates and secrets can go and the bytes measured "
+              "are the bytes that run).")
 @click.option("--internal", default=DEFAULT_INTERNAL, show_default=True, metavar="unix:PATH|HOST:PORT",
               help="Listener for the workload (signing, offchain-verify): a Unix socket in a directory of its own "
               "(0750, socket 0660), or HOST:PORT to opt in to TCP, which every process reaching it may use.")
@@ -258,6 +262,7 @@ def _config(options: dict[str, Any]) -> AgentConfig:
         tcti=Tcti.parse(options["tcti"]),
         state_dir=state_dir,
         workload_dir=workload_dir,
+        workload_from=options["workload_from"],
         internal=_internal(options["internal"], bool(options["internal_remote"])),
         external=external,
         token_file=options["token_file"],

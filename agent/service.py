@@ -58,7 +58,7 @@ from agent.platforms.sim import SimPlatform
 from agent.platforms.snp import ConfigfsTsm, SevGuestDevice, SnpPlatform
 from agent.sealing import SealingKey
 from agent.tpm import AgentTpm, Quote
-from agent.workload import EventLog, Runner, Workload
+from agent.workload import EventLog, Runner, Workload, seed_workload
 
 log = logging.getLogger("cvm_agent")
 
@@ -109,6 +109,8 @@ class Agent:
             raise ParseError(Reason.INPUT_UNREADABLE, f"--state-dir {config.state_dir} cannot be created: "
                              f"{exc.strerror}", path=str(config.state_dir)) from None
         consents = GoldenConsents(config.consented_goldens, config.consents_path)
+        if config.workload_from is not None:
+            seed_workload(config.workload_from, config.workload_dir)
         tpm = AgentTpm.open(config.tcti)
         try:
             chosen = platform or make_platform(config, tpm)

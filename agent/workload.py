@@ -152,6 +152,29 @@ def swap_directories(current: Path, staged: Path) -> None:
         os.rename(aside, staged)
 
 
+def seed_workload(source: Path, directory: Path) -> bool:
+    """Copy ``source`` into ``directory`` when ``directory`` does not exist (True), else leave it as
+    it is (False: it holds the workload an earlier run of this boot installed, maybe updated, with
+    its secrets). Copied into a staging directory and renamed into place, so a crash leaves no half
+    copy; symbolic links are copied as links, and measurement refuses them under config/."""
+    if directory.exists():
+        return False
+    if not source.is_dir():
+        raise ParseError(Reason.INPUT_UNREADABLE, f"--workload-from {source} is not a directory", path=str(source))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.seed-{secrets_module.token_hex(8)}")
+    try:
+        shutil.copytree(source, staging, symlinks=True)
+        os.rename(staging, directory)
+    except OSError as exc:
+        raise PlatformError(Reason.INPUT_UNREADABLE, f"cannot copy the workload from {source} into {directory}: "
+                            f"{exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("workload copied from %s into %s", source, directory)
+    return True
+
+
 class Runner:
     """Loads image tarballs and (re)starts the workload with the configured commands."""
 

@@ -9,6 +9,11 @@ after the CVM's evidence verified against the golden measurement the user names.
    so a replayed evidence or a key the host put in place fails here, and nothing is sent.
 3. Seal ``secrets/`` to that key for that nonce (offchain.seal) and ``POST /secrets``; then
    ``POST /update-workload`` with the archive.
+   Secrets are sealed only where the quote is out of the host's reach: the Azure binding (the AK
+   lives in the paravisor's vTPM at VMPL0), or a development chain the user pinned (the sim). With the
+   direct binding the AK may sit in a vTPM the host emulates (AWS NitroTPM, Google's vTPM, QEMU's
+   swtpm: docs/trust-model.md), which could quote any sealing key: refused
+   (``seal.platform_unprotected``) unless the user accepts that (``accept_host_vtpm``).
 4. Predict PCR23 and the golden measurement of the updated CVM from the verified event log and the
    archive (what ``cvm-cli golden predict --base <this CVM's golden> --update <archive>`` gives), and
    check the agent's answer against the prediction.
@@ -31,7 +36,7 @@ from typing import Any
 from offchain.abi.workload import replay
 from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
 from offchain.evidence import EvidenceBundle, VerifiedEvidence, sealing_expected_extra_data, sealing_key_of, verify_evidence
-from offchain.policy.golden import GoldenMeasurement
+from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.seal import SealContext, pack_secrets, seal
 from offchain.trust.kds import KdsClient
 from offchain.trust.roots import TrustRoots
@@ -105,6 +110,7 @@ class Verifier:
     golden: GoldenMeasurement | None = None
     kds: KdsClient | None = None
     check_onchain: Callable[[EvidenceBundle, bytes], Mapping[str, Any]] | None = None
+    accept_host_vtpm: bool = False
 
     def __post_init__(self) -> None:
         if self.golden is None and self.check_onchain is None:
@@ -144,6 +150,19 @@ def fetch_verified(client: AgentClient, verifier: Verifier, *,
     return bundle, nonce, verified, onchain
 
 
+def check_secrets_protected(verified: VerifiedEvidence, *, accept_host_vtpm: bool) -> None:
+    """``seal.platform_unprotected`` unless the verified evidence's quote is one the host cannot
+    forge (module docstring, step 3)."""
+    if verified.binding is Binding.AZURE or verified.chain.root.development or accept_host_vtpm:
+        return
+    raise CvmAttestError(
+        Reason.SEAL_PLATFORM_UNPROTECTED,
+        "this CVM's AK is bound directly by its SNP report, so it may live in a vTPM the host emulates (AWS, Google "
+        "Cloud, QEMU + swtpm): the host could quote a sealing key of its own. secrets/ was not sent. Use a CVM "
+        "whose vTPM the host cannot reach (Azure), or pass --accept-host-vtpm to accept that the host can read "
+        "the secrets (docs/trust-model.md)")
+
+
 def upload(target: str, token: str, workload: Path, verifier: Verifier, *,
            progress: Callable[[str], None] = lambda _: None, now: dt.datetime | None = None) -> UploadResult:
     """The whole upload (module docstring). Nothing reaches the agent's token-guarded routes unless
@@ -160,6 +179,7 @@ def upload(target: str, token: str, workload: Path, verifier: Verifier, *,
     events = [*bundle.event_log, *measure_archive(io.BytesIO(packed.archive))]
     predicted_pcr23 = replay(events)
     if packed.secrets:
+        check_secrets_protected(verified, accept_host_vtpm=verifier.accept_host_vtpm)
         box = seal(pack_secrets(packed.secrets), sealing_key_of(bundle), SealContext.upload(bundle.cvm_address, nonce))
         installed = client.request("POST", "/secrets", box.dumps().encode(), "application/json")
         progress(f"secrets sealed to the agent's attested key and installed: {installed.get('count')} file(s)")

@@ -95,10 +95,13 @@ def _onchain_check(rpc: str, registry: str, golden_id: str, dev_root: Certificat
 @click.option("--dev-root", type=PathArg, help="Also trust this development ARK (the sim platform's); never AMD's.")
 @click.option("--kds", is_flag=True, help="Fetch missing AMD certificates from AMD KDS.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="On-disk KDS cache.")
+@click.option("--accept-host-vtpm", is_flag=True,
+              help="Seal secrets/ even to a CVM with the direct binding, whose vTPM the host may emulate and whose "
+              "quote it could then forge (AWS, Google Cloud): the host can read them (docs/trust-model.md).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def upload_command(target: str, token: str, workload: Path, golden: Path | None, registry: str | None,
                    golden_id: str | None, rpc: str, dev_root: Path | None, kds: bool, cache_dir: Path | None,
-                   as_json: bool) -> None:
+                   accept_host_vtpm: bool, as_json: bool) -> None:
     """Verify the CVM at VM-IP (port 8000) or URL, then send it the workload and its sealed secrets.
 
     The evidence is fetched with a fresh nonce and verified against --golden (and/or the registry's
@@ -127,7 +130,8 @@ def upload_command(target: str, token: str, workload: Path, golden: Path | None,
             check = _onchain_check(rpc, registry, chosen, dev, client)
         elif golden_id is not None:
             raise RequestError(Reason.INPUT_INVALID, "--golden-id only makes sense with --registry")
-        verifier = Verifier(roots=roots, golden=document, kds=client, check_onchain=check)
+        verifier = Verifier(roots=roots, golden=document, kds=client, check_onchain=check,
+                            accept_host_vtpm=accept_host_vtpm)
         result = upload(target, _token(token), workload, verifier, progress=say, now=dt.datetime.now(dt.timezone.utc))
     except CvmAttestError as exc:
         _fail(exc, as_json)

@@ -25,6 +25,7 @@ from pathlib import Path
 from image.commands import run_tool
 from image.packages import BOOT_PACKAGES, LOCK_FILE, Kernel, PackageLock, unavailable_package
 from offchain.errors import BuildError, Reason, RequestError
+from workload.compose import ComposeRules
 
 SUITE = "bookworm"
 #: The persistent apt cache of the build (git-ignored .cache/): a second build downloads nothing.
@@ -54,10 +55,12 @@ PLATFORMS = ("snp", "azure", "sim")
 #: The root's Python (bookworm's python3.11): the host's wheels must be built for the same.
 ROOT_PYTHON = (3, 11)
 AGENT_VENV = "/opt/cvm-agent"
-#: Where the initramfs mounts the workload partition, read-only; the agent is told so. Outside
-#: /run and /var/lib: the compose rules (workload.compose) refuse bind mounts from there, and the
-#: workload's ``./config`` is bind-mounted relative to this directory. It exists in the root.
+#: Where the initramfs mounts the workload partition, read-only. It exists in the root. The agent
+#: copies it into :data:`AGENT_WORKLOAD` (memory) at start and runs that copy: updates and sealed
+#: secrets go there, never to the disk, and the bytes it measures are the bytes that run.
 WORKLOAD_MOUNT = "/srv/cvm-workload"
+#: The agent's workload directory: its default (STATE_DIR/workload), on the /var/lib/cvm-agent tmpfs.
+AGENT_WORKLOAD = str(ComposeRules().workload_dir)
 #: The root is read-only; the initramfs mounts a tmpfs on each of these (they exist in the root).
 #: The agent's state (agent.config.DEFAULT_STATE_DIR) and podman's storage are among them.
 WRITABLE_DIRS = ("/run", "/tmp", "/var/tmp", "/var/log", "/var/lib/systemd", "/var/lib/containers",
@@ -74,8 +77,8 @@ TOKEN_FILE = "/etc/cvm-agent/token"
 
 
 def agent_unit(platform: str, *, token: bool = False) -> str:
-    """``cvm-agent.service``: the agent for ``platform``, on the read-only workload partition;
-    with ``token``, its token-guarded routes (workload update, golden consents) check
+    """``cvm-agent.service``: the agent for ``platform``, running the workload partition's content
+    copied into memory (:data:`AGENT_WORKLOAD`); with ``token``, its token-guarded routes (workload update, golden consents) check
     :data:`TOKEN_FILE`, else they stay disabled."""
     if platform not in PLATFORMS:
         raise RequestError(Reason.INPUT_INVALID, f"platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
@@ -88,7 +91,8 @@ def agent_unit(platform: str, *, token: bool = False) -> str:
         "\n"
         "[Service]\n"
         "Type=simple\n"
-        f"ExecStart={AGENT_VENV}/bin/cvm-agent --platform {platform} --workload-dir {WORKLOAD_MOUNT}{token_option}\n"
+        f"ExecStart={AGENT_VENV}/bin/cvm-agent --platform {platform} --workload-dir {AGENT_WORKLOAD} "
+        f"--workload-from {WORKLOAD_MOUNT}{token_option}\n"
         "Restart=on-failure\n"
         "\n"
         "[Install]\n"

@@ -197,6 +197,7 @@ class Reason(str, enum.Enum):
     SEAL_KEY_NOT_BOUND = "seal.key_not_bound"
     SEAL_DECRYPT_FAILED = "seal.decrypt_failed"
     SEAL_CHALLENGE_UNKNOWN = "seal.challenge_unknown"
+    SEAL_PLATFORM_UNPROTECTED = "seal.platform_unprotected"
     SECRETS_NOT_IN_MEMORY = "secrets.not_in_memory"
     WORKLOAD_ARCHIVE_SECRETS_IN_CLEAR = "workload.archive.secrets_in_clear"
 

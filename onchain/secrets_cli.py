@@ -23,7 +23,9 @@ from offchain.abi.binding import parse_address
 from offchain.errors import ChainError, ParseError, Reason
 from offchain.files import write_atomically
 from offchain.seal import MAX_SEALED_BYTES, SealContext, seal
+from offchain.policy.golden import Binding
 from onchain.admin_cli import _client, _print, _tx_payload, owner_tx, reader
+from onchain.calldata import BINDING_CODES
 from onchain.client import AttestationStatus, checked_address
 from onchain.demo import http_json
 from onchain.keys import load_account
@@ -73,18 +75,28 @@ def _read_input(path: str) -> bytes:
 
 @secrets.command("seal")
 @click.option("--to", "cvm", required=True, help="The CVM's address (attested by the registry).")
+@click.option("--accept-host-vtpm", is_flag=True,
+              help="Seal even to a CVM attested under a golden measurement with the direct binding, whose vTPM the "
+              "host may emulate (AWS, Google Cloud) and whose address attestation it could then forge.")
 @click.option("--in", "source", default="-", show_default=True, help="The secret to seal: a file, or - for stdin.")
 @click.option("--out", "target", default="-", show_default=True, help="Where the sealed box goes: a file, or -.")
 @reader
-def seal_command(cvm: str, source: str, target: str, rpc: str, registry: str, as_json: bool) -> None:
-    """Seal --in to the sealing key the registry holds for --to, only while --to is attested. The box
-    names this chain and registry; the CVM's workload opens it with the agent's POST /unseal."""
+def seal_command(cvm: str, accept_host_vtpm: bool, source: str, target: str, rpc: str, registry: str,
+                 as_json: bool) -> None:
+    """Seal --in to the sealing key the registry holds for --to, only while --to is attested, and (unless
+    --accept-host-vtpm) only under a golden measurement with the Azure binding, whose vTPM the host cannot
+    reach. The box names this chain and registry; the workload opens it with the agent's POST /unseal."""
     address = checked_address(cvm, "--to")
     client = _client(rpc, registry)
     sealing_key, status = client.sealing_key_of(address)
     if status is not AttestationStatus.ATTESTED:
         raise ChainError(Reason.REGISTRY_NOT_ATTESTED, f"{address} is not attested by {client.address} "
                          f"({status.name.lower().replace('_', ' ')}): nothing was sealed", status=status.name)
+    golden = client.golden_of(client.attestation_of(address).golden_id)
+    if golden.binding != BINDING_CODES[Binding.AZURE] and not accept_host_vtpm:
+        raise ChainError(Reason.SEAL_PLATFORM_UNPROTECTED, f"{address} is attested under a golden measurement with "
+                         "the direct binding: its vTPM may be the host's, which could have attested an address of its "
+                         "own; nothing was sealed (--accept-host-vtpm to accept that; docs/trust-model.md)")
     if sealing_key == ZERO_KEY:
         raise ChainError(Reason.SEAL_KEY_NOT_BOUND, f"{address} has published no sealing key in {client.address}: "
                          "cvm-cli secrets publish-key AGENT-URL first")

@@ -254,6 +254,36 @@ def test_the_registry_accepts_register_cvm_relayed_from_the_vm(build: Build, boo
         assert registry.is_attested_for(Web3.to_checksum_address(cvm), golden_id)
 
 
+# --- 4. an upload into the running VM, its secret sealed -------------------------------------------
+
+
+def test_upload_sends_a_workload_and_its_sealed_secret_into_the_vm(build: Build, booted: Booted, tmp_path: Path) -> None:
+    """cvm-cli upload verifies the VM against the predicted golden, seals secrets/ to the key its quote
+    binds, and the agent puts it in memory (/var/lib/cvm-agent is a tmpfs: the agent refuses anything
+    else), where the updated container reads it."""
+    secret = secrets.token_hex(16).encode()
+    script = "echo \"sealed secret: $(sha256sum /secrets/api-key)\"; cat /config/app.env; exec sleep 2147483647"
+    compose = (f"services:\n  hello:\n    image: {IMAGE_NAME}\n    command: {json.dumps(['/bin/sh', '-c', script])}\n"
+               "    volumes:\n      - ./config:/config:ro\n      - ./secrets:/secrets:ro\n")
+    update = tmp_path / "update"
+    (update / "config").mkdir(parents=True)
+    (update / "secrets").mkdir()
+    (update / "docker-compose.yml").write_text(compose)
+    (update / "config" / "app.env").write_text("greeting=uploaded\n")
+    (update / "secrets" / "api-key").write_bytes(secret)
+    (tmp_path / "ark.pem").write_text(booted.ark_pem)
+    done = subprocess.run(
+        [*CLI, "upload", booted.vm.agent_url, TOKEN, "--workload", str(update), "--golden", str(build.out / "golden.json"),
+         "--dev-root", str(tmp_path / "ark.pem"), "--json"], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr + done.stdout
+    result = json.loads(done.stdout)
+    assert result["secrets_installed"] == 1
+    assert result["pcr23"] == get_json(f"{booted.vm.agent_url}/healthz")["pcr23"]
+    assert booted.vm.wait_for_console(f"sealed secret: {hashlib.sha256(secret).hexdigest()}", 180), \
+        booted.vm.console()[-3000:]
+    assert secret.decode() not in booted.vm.console()
+
+
 # --- reproducible ----------------------------------------------------------------------------------
 
 

@@ -58,7 +58,7 @@ def test_a_secret_sealed_through_the_registry_opens_only_in_the_cvm(stack: Stack
     early = _invoke(["publish-key", stack.agent.external, *common, "--key", "env:SENDER_KEY", "--json"], env)
     assert early.exit_code == 1 and json.loads(early.output)["reason"] == Reason.REGISTRY_NOT_ATTESTED.value
     golden_id = _attest(stack, chain, tmp_path)
-    unpublished = _invoke(["seal", "--to", cvm, *common, "--json"], env, SECRET)
+    unpublished = _invoke(["seal", "--to", cvm, "--accept-host-vtpm", *common, "--json"], env, SECRET)
     assert unpublished.exit_code == 1 and json.loads(unpublished.output)["reason"] == Reason.SEAL_KEY_NOT_BOUND.value
 
     published = _invoke(["publish-key", stack.agent.external, *common, "--key", "env:SENDER_KEY", "--json"], env)
@@ -68,7 +68,11 @@ def test_a_secret_sealed_through_the_registry_opens_only_in_the_cvm(stack: Stack
     key, status = chain.registry.sealing_key_of(cvm)
     assert key.hex() == identity["sealing_key"] and status is AttestationStatus.ATTESTED
 
-    sealed = _invoke(["seal", "--to", cvm, *common], env, SECRET)
+    # The sim's golden has the direct binding: its vTPM is swtpm on the host, so sealing needs consent.
+    unprotected = _invoke(["seal", "--to", cvm, *common, "--json"], env, SECRET)
+    assert unprotected.exit_code == 1
+    assert json.loads(unprotected.output)["reason"] == Reason.SEAL_PLATFORM_UNPROTECTED.value
+    sealed = _invoke(["seal", "--to", cvm, "--accept-host-vtpm", *common], env, SECRET)
     assert sealed.exit_code == 0, sealed.output
     assert SECRET not in sealed.stdout_bytes
     opened = _unseal(stack, sealed.stdout_bytes)
@@ -78,7 +82,7 @@ def test_a_secret_sealed_through_the_registry_opens_only_in_the_cvm(stack: Stack
 
     # Once the golden measurement is revoked the CVM is not attested: nothing is sealed to it.
     chain.registry.revoke_golden(golden_id)
-    revoked = _invoke(["seal", "--to", cvm, *common, "--json"], env, SECRET)
+    revoked = _invoke(["seal", "--to", cvm, "--accept-host-vtpm", *common, "--json"], env, SECRET)
     assert revoked.exit_code == 1 and json.loads(revoked.output)["reason"] == Reason.REGISTRY_NOT_ATTESTED.value
 
 

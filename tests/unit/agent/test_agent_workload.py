@@ -13,9 +13,9 @@ import pytest
 
 from agent.config import AkKind, Tcti
 from agent.tpm import AgentTpm
-from agent.workload import EventLog, Runner, Workload, swap_directories
+from agent.workload import EventLog, Runner, Workload, seed_workload, swap_directories
 from offchain.abi.workload import WorkloadEvent, measure_directory, parse_event_log, replay
-from offchain.errors import CvmAttestError, PlatformError, Reason, RequestError, VerificationError
+from offchain.errors import CvmAttestError, ParseError, PlatformError, Reason, RequestError, VerificationError
 from tests.support.agent import TPM_COMPOSE, WORKLOAD, make_zip, oci_tarball, symlink_entry, tree_digest, write_tree
 from tests.support.swtpm import Swtpm
 from workload.archive import ArchiveLimits
@@ -283,3 +283,21 @@ def test_corrupt_event_log_is_a_typed_error(tpm: AgentTpm, tmp_path: Path, recor
     with pytest.raises(CvmAttestError) as exc:
         _workload(tpm, tmp_path, recorder).start(reset_pcr23=False)
     assert exc.value.reason is Reason.EVENT_LOG_MALFORMED
+
+
+def test_the_workload_is_seeded_into_memory_once(tmp_path: Path) -> None:
+    """The image's agent copies the read-only workload partition into its in-memory workload
+    directory at its first start of a boot, and keeps what is there on a restart (an update and its
+    secrets)."""
+    partition = write_tree(tmp_path / "partition", WORKLOAD)
+    target = tmp_path / "state" / "workload"
+    assert seed_workload(partition, target) is True
+    assert measure_directory(target) == measure_directory(partition)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["workload"]  # no staging left
+    (target / "config" / "app.toml").write_bytes(b"updated since")
+    assert seed_workload(partition, target) is False
+    assert (target / "config" / "app.toml").read_bytes() == b"updated since"
+    with pytest.raises(ParseError) as caught:
+        seed_workload(tmp_path / "absent", tmp_path / "other")
+    assert caught.value.reason is Reason.INPUT_UNREADABLE
+    assert not (tmp_path / "other").exists()

@@ -8,14 +8,16 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
-from deploy.upload import Verifier, agent_url
+from deploy.upload import Verifier, agent_url, check_secrets_protected
 from deploy.upload_cli import _token
 from offchain.cli.root import cli
 from offchain.errors import CvmAttestError, Reason, RequestError
+from offchain.policy.golden import Binding
 from offchain.trust.roots import TrustRoots
 from tests.support.agent import SECRET, TPM_COMPOSE, WORKLOAD, write_tree
 from workload.archive import measure_archive, pack_workload
@@ -49,6 +51,24 @@ def test_token_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(CvmAttestError) as caught:
             _token(bad)
         assert caught.value.reason is reason
+
+
+@pytest.mark.parametrize(
+    ("binding", "development", "accepted", "sealed"),
+    [(Binding.AZURE, False, False, True), (Binding.DIRECT, True, False, True), (Binding.DIRECT, False, True, True),
+     (Binding.DIRECT, False, False, False)],
+    ids=["azure-paravisor-vtpm", "sim-dev-root", "host-vtpm-accepted", "host-vtpm"],
+)
+def test_secrets_are_sealed_only_where_the_host_cannot_forge_the_quote(
+    binding: Binding, development: bool, accepted: bool, sealed: bool
+) -> None:
+    verified = SimpleNamespace(binding=binding, chain=SimpleNamespace(root=SimpleNamespace(development=development)))
+    if sealed:
+        check_secrets_protected(verified, accept_host_vtpm=accepted)  # type: ignore[arg-type]
+        return
+    with pytest.raises(CvmAttestError) as caught:
+        check_secrets_protected(verified, accept_host_vtpm=accepted)  # type: ignore[arg-type]
+    assert caught.value.reason is Reason.SEAL_PLATFORM_UNPROTECTED and "--accept-host-vtpm" in caught.value.detail
 
 
 def test_a_verifier_names_a_golden() -> None:

@@ -16,6 +16,7 @@ from image.rootfs import (
     AGENT_VENV,
     DEFAULT_APT_CACHE,
     ROOT_PACKAGES,
+    AGENT_WORKLOAD,
     WORKLOAD_MOUNT,
     WRITABLE_DIRS,
     RootFilesystem,
@@ -155,7 +156,8 @@ def test_platforms_are_the_agents() -> None:
 def test_agent_unit_starts_the_agent_for_the_platform_on_the_workload_partition(platform: str) -> None:
     unit = agent_unit(platform)
     (exec_start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
-    assert exec_start == f"ExecStart={AGENT_VENV}/bin/cvm-agent --platform {platform} --workload-dir {WORKLOAD_MOUNT}"
+    assert exec_start == (f"ExecStart={AGENT_VENV}/bin/cvm-agent --platform {platform} --workload-dir "
+                          f"{AGENT_WORKLOAD} --workload-from {WORKLOAD_MOUNT}")
     assert "WantedBy=multi-user.target" in unit.splitlines()
 
 
