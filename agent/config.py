@@ -3,7 +3,7 @@
 Defaults describe a real CVM: the kernel's TPM resource manager (``device:/dev/tpmrm0``), the
 internal listener on a Unix socket for the workload (``/run/cvm-agent/internal.sock``, which the
 image mounts into the workload's containers), the external one on every interface for verifiers
-and operators, the workload started with ``podman-compose up -d``.
+and operators, the workload started with ``podman-compose up -d --force-recreate``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ DEFAULT_STATE_DIR = Path(AGENT_STATE_DIR)
 DEFAULT_BOOT_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 DEFAULT_INTERNAL = f"unix:{AGENT_SOCKET_DIR}/internal.sock"
 DEFAULT_EXTERNAL = "0.0.0.0:8000"
-DEFAULT_RUNNER = ("podman-compose", "up", "-d")
+#: ``--force-recreate``: podman-compose (1.0.3 in the image) otherwise keeps a running container of
+#: the same service as it was, so an update's new compose file would not take effect.
+DEFAULT_RUNNER = ("podman-compose", "up", "-d", "--force-recreate")
 DEFAULT_IMAGE_LOADER = ("podman", "load", "-i")
 DEFAULT_TSM_ROOT = Path("/sys/kernel/config/tsm/report")
 DEFAULT_SEV_GUEST = Path("/dev/sev-guest")

@@ -158,7 +158,7 @@ def test_config_defaults_describe_a_real_cvm() -> None:
     assert config.internal == UnixListen(Path("/run/cvm-agent/internal.sock")) and config.internal_group is None
     assert config.consented_goldens == () and config.consents_path == Path("/s/golden-consents.json")
     assert config.external is not None and str(config.external) == "0.0.0.0:8000"
-    assert config.runner == ("podman-compose", "up", "-d")
+    assert config.runner == ("podman-compose", "up", "-d", "--force-recreate")
     assert config.event_log_path == Path("/s/event-log.jsonl")
     assert config.sim_dir == Path("/s/sim")
     assert config.compose_rules == ComposeRules(
