@@ -85,6 +85,8 @@ _STATUS_BY_REASON = {
     Reason.SEAL_DECRYPT_FAILED: 400,
     Reason.SEAL_CHALLENGE_UNKNOWN: 400,
     Reason.SECRETS_NOT_IN_MEMORY: 409,
+    Reason.SVSM_CHALLENGE_UNKNOWN: 400,
+    Reason.SVSM_ACTIVATION_FAILED: 400,
 }
 
 
@@ -149,6 +151,16 @@ class GoldenConsentRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     golden_id: str = Field(pattern=_BYTES32)
+
+
+class SvsmActivateRequest(BaseModel):
+    """A credential a verifier made (TPM2_MakeCredential, offchain.credential) for this agent's AK under
+    the SVSM's EK, for the evidence whose quote bound ``challenge`` (its extraData, hex)."""
+
+    model_config = ConfigDict(extra="forbid")
+    challenge: str = Field(pattern=r"^(?:[0-9a-fA-F]{2}){32}$")
+    credential_blob: str = Field(pattern=r"^(?:[0-9a-fA-F]{2}){1,512}$", description="TPM2B_ID_OBJECT's buffer")
+    secret: str = Field(pattern=r"^(?:[0-9a-fA-F]{2}){1,512}$", description="TPM2B_ENCRYPTED_SECRET's buffer")
 
 
 class OffchainVerifyRequest(BaseModel):
@@ -332,6 +344,25 @@ def onchain_sealing_key(
     agent: Agent = Depends(agent_of),
 ) -> dict[str, Any]:
     return agent.onchain_sealing_key(chain_id, registry)
+
+
+@both.post(
+    "/svsm/activate",
+    summary="Activate a verifier's credential (svsm platform)",
+    description="TPM2_ActivateCredential of this agent's AK under the SVSM vTPM's endorsement key: `{\"credential\"}` "
+    "(hex) is what the verifier made with TPM2_MakeCredential for the AK's Name under the EK of the SVSM's manifest, "
+    "which the vTPM releases only if it holds both keys. `challenge` is the extraData of the evidence the agent served "
+    "(`GET /collaterals/{nonce}` or `/onchain/collaterals`): one activation per evidence, within 10 minutes (400 "
+    "`svsm.challenge_unknown`); a credential the vTPM refuses is 400 `svsm.activation_failed`; 404 on other "
+    "platforms. " + WHERE_BOTH,
+    dependencies=[Depends(only_query())],
+    responses={400: {"model": ErrorBody, "description": "Unknown, used or expired challenge, or a refused credential"},
+               404: {"model": ErrorBody, "description": "Not the svsm platform"}},
+)
+def svsm_activate(body: SvsmActivateRequest, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    credential = agent.svsm_activate(bytes.fromhex(body.challenge), bytes.fromhex(body.credential_blob),
+                                     bytes.fromhex(body.secret))
+    return {"credential": credential.hex()}
 
 
 @both.get(

@@ -67,6 +67,7 @@ class PlatformName(str, enum.Enum):
     SNP = "snp"
     AZURE = "azure"
     SIM = "sim"
+    SVSM = "svsm"
 
 
 class AkKind(str, enum.Enum):
@@ -242,6 +243,7 @@ class AgentConfig:
     sev_guest: Path = DEFAULT_SEV_GUEST
     snp_privlevel: int | None = None
     sim_debug: bool = False
+    sim_svsm: bool = False
     #: The firmware's TCG event log that ``GET /boot-event-log`` serves; None: serve none.
     boot_event_log: Path | None = DEFAULT_BOOT_EVENT_LOG
     #: Golden ids this CVM consents to be attested against (``--consent-golden``, ``--consent-file``);
@@ -269,6 +271,8 @@ class AgentConfig:
             raise ParseError(Reason.INPUT_INVALID, f"at most {MAX_CONSENTS} golden ids may be consented to")
         if self.sim_debug and self.platform is not PlatformName.SIM:
             raise ParseError(Reason.INPUT_INVALID, "--sim-debug applies to the sim platform only")
+        if self.sim_svsm and self.platform is not PlatformName.SIM:
+            raise ParseError(Reason.INPUT_INVALID, "--sim-svsm applies to the sim platform only")
         if _inside(self.consents_path, self.workload_dir):
             # The golden id covers PCR23, which measures the workload's config/: a consent kept there
             # would change the id it names, and an update would replace it.

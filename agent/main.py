@@ -171,6 +171,9 @@ def _option(parse: Callable[[Any], Any], value: Any, name: str) -> Any:
 @click.option("--pcrs", default=",".join(map(str, DEFAULT_PCRS)), show_default=True, metavar="LIST",
               help="SHA-256 PCRs every quote covers, e.g. 0-9,11,12; PCR23 is always added.")
 @click.option("--sim-measurement", metavar="HEX", help="sim: the 48-byte launch MEASUREMENT (96 hex digits).")
+@click.option("--sim-svsm", is_flag=True,
+              help="sim platform: play an SVSM with a vTPM at VMPL0 (the svsm platform's code path on a simulated "
+              "configfs-tsm entry; VMPL0 reports over swtpm's endorsement key).")
 @click.option("--sim-debug", is_flag=True,
               help="sim: report a guest policy that allows debugging (a CVM no golden measurement may accept).")
 @click.option("--product", type=click.Choice([p.value for p in Product]),
@@ -286,6 +289,7 @@ def _config(options: dict[str, Any]) -> AgentConfig:
         sev_guest=options["sev_guest"],
         snp_privlevel=options["snp_privlevel"],
         sim_debug=options["sim_debug"],
+        sim_svsm=options["sim_svsm"],
         boot_event_log=None if options["boot_event_log"] == "off" else Path(options["boot_event_log"]),
         consented_goldens=tuple(dict.fromkeys(consents)),
         **extra,

@@ -13,9 +13,7 @@ first, is refused (``seal.challenge_unknown``), so old secrets cannot be put bac
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -23,8 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from offchain.errors import Reason, RequestError
 from offchain.seal import SealedBox, open_box, public_bytes
 
-CHALLENGE_SECONDS = 600.0
-MAX_CHALLENGES = 1024
+from agent.challenges import CHALLENGE_SECONDS, Challenges
 
 
 class SealingKey:
@@ -33,18 +30,11 @@ class SealingKey:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._key = X25519PrivateKey.generate()
         self.public = public_bytes(self._key.public_key())
-        self._clock = clock
-        self._challenges: OrderedDict[bytes, float] = OrderedDict()
-        self._lock = threading.Lock()
+        self._challenges = Challenges(clock=clock)
 
     def issue(self, nonce: bytes) -> None:
-        """Remember ``nonce`` as a challenge this agent answered (the oldest is dropped past
-        :data:`MAX_CHALLENGES`)."""
-        with self._lock:
-            self._challenges.pop(nonce, None)
-            self._challenges[nonce] = self._clock() + CHALLENGE_SECONDS
-            while len(self._challenges) > MAX_CHALLENGES:
-                self._challenges.popitem(last=False)
+        """Remember ``nonce`` as a challenge this agent answered."""
+        self._challenges.issue(nonce)
 
     def open_upload(self, box: SealedBox, cvm_address: bytes) -> bytes:
         """The plaintext of an ``upload`` box sealed for a challenge this agent answered in the last
@@ -53,14 +43,13 @@ class SealingKey:
             raise RequestError(Reason.SEAL_CHALLENGE_UNKNOWN, f"POST /secrets takes boxes sealed for an upload, not "
                                f"for {box.context.purpose}")
         nonce = bytes.fromhex(str(box.context.fields["nonce"]))
-        with self._lock:
-            expiry = self._challenges.get(nonce)
-            if expiry is None or expiry < self._clock():
+        with self._challenges.lock:
+            if not self._challenges.is_open(nonce):
                 raise RequestError(Reason.SEAL_CHALLENGE_UNKNOWN, "the box answers no sealing challenge this agent "
-                                   "issued in the last 10 minutes (replayed, already used, or too old): fetch "
-                                   "GET /sealing/collaterals/{nonce} and seal again")
+                                   f"issued in the last {CHALLENGE_SECONDS / 60:.0f} minutes (replayed, already used, or "
+                                   "too old): fetch GET /sealing/collaterals/{nonce} and seal again")
             plaintext = open_box(box, self._key, cvm_address)
-            del self._challenges[nonce]
+            self._challenges.consume(nonce)
         return plaintext
 
     def open_registry(self, box: SealedBox, cvm_address: bytes) -> bytes:

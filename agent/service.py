@@ -44,17 +44,19 @@ from offchain.evidence import (
     offchain_expected_extra_data,
     verify_evidence,
 )
-from offchain.policy.golden import GoldenMeasurement
+from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.seal import SealedBox, unpack_secrets
 from offchain.trust.certs import parse_certificate
 from offchain.trust.roots import TrustRoots
 
-from agent.config import AgentConfig, PlatformName
+from agent.challenges import Challenges
+from agent.config import AgentConfig, AkKind, PlatformName
 from agent.consent import GoldenConsents
 from agent.ethkey import CvmKey
 from agent.platforms import AttestationPlatform
 from agent.platforms.azure import AzurePlatform
-from agent.platforms.sim import SimPlatform
+from agent.platforms.sim import SimPlatform, SimSvsm, load_or_create_chain
+from agent.platforms.svsm import SvsmPlatform, SvsmTsm
 from agent.platforms.snp import ConfigfsTsm, SevGuestDevice, SnpPlatform
 from agent.sealing import SealingKey
 from agent.tpm import AgentTpm, Quote
@@ -65,10 +67,20 @@ log = logging.getLogger("cvm_agent")
 
 def make_platform(config: AgentConfig, tpm: AgentTpm) -> AttestationPlatform:
     """The platform the configuration names."""
+    if config.platform is PlatformName.SIM and config.sim_svsm:
+        chain = load_or_create_chain(config.sim_dir, config.product or SIM_PRODUCT)
+        simulator = SimSvsm(config.sim_dir / "tsm", chain, config.sim_measurement, tpm.create_ek(AkKind.RSA)).start()
+        try:
+            return SvsmPlatform(SvsmTsm(simulator.root), tpm, simulator=simulator)
+        except BaseException:
+            simulator.close()
+            raise
     if config.platform is PlatformName.SIM:
         return SimPlatform(
             config.sim_dir, config.product or SIM_PRODUCT, config.sim_measurement, debug=config.sim_debug
         )
+    if config.platform is PlatformName.SVSM:
+        return SvsmPlatform(SvsmTsm(config.tsm_root), tpm)
     if config.platform is PlatformName.SNP:
         vmpl = config.snp_privlevel or 0
         return SnpPlatform(ConfigfsTsm(config.tsm_root, config.snp_privlevel), SevGuestDevice(config.sev_guest, vmpl))
@@ -94,6 +106,9 @@ class Agent:
         self.key = key
         self.consents = consents
         self.sealing = SealingKey()
+        #: Quote extraData of the evidence served on the svsm platform: each opens one credential
+        #: activation (POST /svsm/activate) for ten minutes.
+        self.activations = Challenges()
         self.ak = TpmtPublic.from_bytes(tpm.ak_public)
         self.started_at = dt.datetime.now(dt.timezone.utc)
 
@@ -112,8 +127,9 @@ class Agent:
         if config.workload_from is not None:
             seed_workload(config.workload_from, config.workload_dir)
         tpm = AgentTpm.open(config.tcti)
+        chosen_platform: AttestationPlatform | None = None
         try:
-            chosen = platform or make_platform(config, tpm)
+            chosen = chosen_platform = platform or make_platform(config, tpm)
             if chosen.persistent_ak is not None:
                 tpm.use_persistent_ak(chosen.persistent_ak)
             else:
@@ -130,6 +146,8 @@ class Agent:
             measured = workload.start(reset_pcr23=config.reset_pcr23)
             agent = cls(config, tpm, chosen, workload, CvmKey(), consents)
         except BaseException:
+            if chosen_platform is not None:
+                chosen_platform.close()
             tpm.close()
             raise
         log.info(
@@ -144,6 +162,7 @@ class Agent:
         return agent
 
     def close(self) -> None:
+        self.platform.close()
         self.tpm.close()
 
     # --- evidence ------------------------------------------------------------------------------
@@ -160,7 +179,9 @@ class Agent:
 
     def _bundle(self, extra_data: bytes, nonce: OffchainNonce | OnchainNonce | SealingNonce) -> EvidenceBundle:
         quote, events = self._quote(extra_data)
-        evidence = self.platform.attest(self.tpm.ak_public)
+        evidence = self.platform.attest_for(self.tpm.ak_public, extra_data)
+        if evidence.svsm is not None:
+            self.activations.issue(extra_data)
         return EvidenceBundle(
             platform=self.platform.platform,
             binding=self.platform.binding,
@@ -175,7 +196,22 @@ class Agent:
             event_log=tuple(events),
             cvm_address=self.key.address_bytes,
             nonce=nonce,
+            svsm=evidence.svsm,
         )
+
+    def svsm_activate(self, challenge: bytes, credential_blob: bytes, secret: bytes) -> bytes:
+        """TPM2_ActivateCredential for a verifier of evidence this agent served on the svsm platform
+        (``challenge`` is that evidence's quote extraData; one activation each, within ten minutes):
+        the credential it made for this AK under the SVSM's EK (offchain.credential)."""
+        if self.platform.binding is not Binding.SVSM:
+            raise RequestError(Reason.HTTP_NOT_FOUND, f"the {self.platform.platform.value} platform has no SVSM vTPM "
+                               "to activate a credential with")
+        with self.activations.lock:
+            if not self.activations.is_open(challenge):
+                raise RequestError(Reason.SVSM_CHALLENGE_UNKNOWN, "no evidence served in the last 10 minutes quotes "
+                                   "this challenge, or it was activated already: fetch the evidence again")
+            self.activations.consume(challenge)
+        return self.tpm.activate_credential(credential_blob, secret)
 
     def collaterals(self, nonce: bytes) -> EvidenceBundle:
         """Off-chain evidence: the quote's extraData is ``SHA-256("cvm-attest/offchain/v1" || nonce)``."""

@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from offchain.abi.tpm import TpmsAttest, TpmtPublic
+from offchain.credential import EK_AUTH_POLICY
 from offchain.errors import CvmAttestError, PlatformError, Reason
 
 from agent.config import AkKind, Tcti
@@ -71,6 +72,8 @@ class AgentTpm:
         self._ak: Any = None
         self._ak_transient = False
         self._ak_public: bytes | None = None
+        self._ek: Any = None
+        self._ek_public: bytes | None = None
 
     # --- connection ------------------------------------------------------------------------
 
@@ -95,6 +98,8 @@ class AgentTpm:
             try:
                 if self._ak is not None and self._ak_transient:
                     self._esapi.flush_context(self._ak)
+                if self._ek is not None:
+                    self._esapi.flush_context(self._ek)
             except Exception:
                 pass  # closing anyway; the TPM drops transient objects at its next reset
             finally:
@@ -170,6 +175,74 @@ class AgentTpm:
             handle, public = self._call("create the attestation key", create)
             self._replace_ak(handle, public, transient=True)
         return bytes(public)
+
+    def create_ek(self, kind: AkKind) -> bytes:
+        """Create (TPM2_CreatePrimary in the endorsement hierarchy) and keep loaded the endorsement key
+        of the TCG default template, RSA-2048 (L-1) or ECC P-256 (L-2); returns its TPMT_PUBLIC. The
+        same template gives the same key on the same TPM: on an SVSM it is the EK the SVSM's manifest
+        carries."""
+        tss = _tss()
+        t, c = tss.types, tss.constants
+        attributes = (c.TPMA_OBJECT.FIXEDTPM | c.TPMA_OBJECT.FIXEDPARENT | c.TPMA_OBJECT.SENSITIVEDATAORIGIN
+                      | c.TPMA_OBJECT.ADMINWITHPOLICY | c.TPMA_OBJECT.RESTRICTED | c.TPMA_OBJECT.DECRYPT)
+        template = t.TPM2B_PUBLIC.parse("rsa2048:aes128cfb" if kind is AkKind.RSA else "ecc256:aes128cfb",
+                                        objectAttributes=attributes, authPolicy=EK_AUTH_POLICY)
+        if kind is AkKind.RSA:
+            template.publicArea.unique.rsa = t.TPM2B_PUBLIC_KEY_RSA(bytes(256))
+        else:
+            template.publicArea.unique.ecc.x = t.TPM2B_ECC_PARAMETER(bytes(32))
+            template.publicArea.unique.ecc.y = t.TPM2B_ECC_PARAMETER(bytes(32))
+
+        def create(esapi: Any) -> tuple[Any, bytes]:
+            handle, public, *_ = esapi.create_primary(t.TPM2B_SENSITIVE_CREATE(), template, c.ESYS_TR.ENDORSEMENT)
+            return handle, bytes(public.publicArea.marshal())
+
+        with self._lock:
+            if self._ek is not None:
+                self._call("flush the previous EK", lambda e: e.flush_context(self._ek))
+            self._ek, self._ek_public = self._call("create the endorsement key", create)
+        return bytes(self._ek_public)
+
+    @property
+    def ek_public(self) -> bytes:
+        if self._ek_public is None:
+            raise PlatformError(Reason.TPM_UNAVAILABLE, "no endorsement key yet")
+        return self._ek_public
+
+    def activate_credential(self, credential_blob: bytes, secret: bytes) -> bytes:
+        """TPM2_ActivateCredential of the AK under the EK: the credential a verifier made for the AK's
+        Name (offchain.credential), which the TPM releases only if it holds both. The EK's policy
+        (PolicySecret of the endorsement hierarchy) is satisfied in a fresh policy session."""
+        tss = _tss()
+        t, c = tss.types, tss.constants
+        if self._ak is None or self._ek is None:
+            raise PlatformError(Reason.TPM_UNAVAILABLE, "no attestation or endorsement key yet")
+
+        def activate(esapi: Any) -> bytes:
+            session = esapi.start_auth_session(
+                c.ESYS_TR.NONE, c.ESYS_TR.NONE, c.TPM2_SE.POLICY,
+                t.TPMT_SYM_DEF(algorithm=c.TPM2_ALG.NULL), c.TPM2_ALG.SHA256,
+            )
+            try:
+                esapi.policy_secret(c.ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
+                value = esapi.activate_credential(
+                    self._ak, self._ek, t.TPM2B_ID_OBJECT(credential_blob), t.TPM2B_ENCRYPTED_SECRET(secret),
+                    session1=c.ESYS_TR.PASSWORD, session2=session,
+                )
+            finally:
+                esapi.flush_context(session)
+            return bytes(value)
+
+        try:
+            with self._lock:
+                if self._esapi is None:
+                    raise PlatformError(Reason.TPM_UNAVAILABLE, "the TPM connection is closed")
+                return activate(self._esapi)
+        except CvmAttestError:
+            raise
+        except Exception as exc:
+            raise PlatformError(Reason.SVSM_ACTIVATION_FAILED, f"the TPM refused to activate the credential: {exc}") \
+                from None
 
     def use_persistent_ak(self, handle: int) -> bytes:
         """Use an AK the platform provisioned at a persistent handle (Azure: 0x81000003)."""

@@ -51,7 +51,7 @@ ROOT_PACKAGES = (
     "libtss2-tcti-device0",
 )
 #: The agent's platforms (agent.config.PlatformName; a test keeps the two equal).
-PLATFORMS = ("snp", "azure", "sim")
+PLATFORMS = ("snp", "azure", "sim", "svsm")
 #: The root's Python (bookworm's python3.11): the host's wheels must be built for the same.
 ROOT_PYTHON = (3, 11)
 AGENT_VENV = "/opt/cvm-agent"

@@ -201,6 +201,15 @@ class Reason(str, enum.Enum):
     SECRETS_NOT_IN_MEMORY = "secrets.not_in_memory"
     WORKLOAD_ARCHIVE_SECRETS_IN_CLEAR = "workload.archive.secrets_in_clear"
 
+    # --- SVSM vTPM (credential activation) -----------------------------------------------------
+    SVSM_MANIFEST_MALFORMED = "svsm.manifest_malformed"
+    SVSM_VMPL_NOT_ZERO = "binding.svsm_vmpl_not_zero"
+    SVSM_NONCE_MISMATCH = "binding.svsm_nonce_mismatch"
+    SVSM_NOT_ACTIVATED = "binding.svsm_not_activated"
+    SVSM_ACTIVATION_MISMATCH = "binding.svsm_activation_mismatch"
+    SVSM_CHALLENGE_UNKNOWN = "svsm.challenge_unknown"
+    SVSM_ACTIVATION_FAILED = "svsm.activation_failed"
+
     def __str__(self) -> str:
         return self.value
 

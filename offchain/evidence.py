@@ -32,6 +32,7 @@ from typing import Any
 
 from offchain.abi.binding import (
     SEALING_KEY_BYTES,
+    SVSM_NONCE_BYTES,
     check_nonce,
     offchain_extra_data,
     onchain_extra_data,
@@ -49,7 +50,7 @@ from offchain.trust.certs import CertificateSet, CertRole, parse_certificate
 from offchain.trust.kds import Fetcher, KdsClient
 from offchain.trust.resolve import resolve_chain
 from offchain.trust.roots import TrustRoots
-from offchain.verify.binding import verify_azure_binding, verify_direct_binding
+from offchain.verify.binding import SvsmActivation, verify_azure_binding, verify_direct_binding, verify_svsm_binding
 from offchain.verify.chain import ChainCache, VerifiedChain, verify_chain
 from offchain.verify.revocation import CrlSource, check_revocation
 from offchain.verify.quote import QuotedAttest, VerifiedQuote, check_ak_attributes, verify_quote
@@ -58,8 +59,8 @@ from offchain.verify.report import SignedReport, verify_report
 EVIDENCE_VERSION = 1
 MAX_EVIDENCE_BYTES = 1 << 20
 _TOP_KEYS = {
-    "version", "platform", "binding", "snp_report", "hcl_report", "certificates", "ak_public", "quote", "pcrs",
-    "event_log", "cvm_address", "nonce",
+    "version", "platform", "binding", "snp_report", "hcl_report", "svsm", "certificates", "ak_public", "quote",
+    "pcrs", "event_log", "cvm_address", "nonce",
 }
 _REQUIRED_KEYS = {"version", "platform", "binding", "snp_report", "ak_public", "quote", "pcrs"}
 _CERT_ROLES = {role.value for role in CertRole}
@@ -67,15 +68,31 @@ _PCR_COUNT = 24
 
 
 class Platform(str, enum.Enum):
-    """Where the evidence comes from: the simulated platform, a bare SNP guest, an Azure CVM."""
+    """Where the evidence comes from: the simulated platform, a bare SNP guest, an Azure CVM, an
+    SVSM vTPM (real, or the sim's SVSM mode)."""
 
     SIM = "sim"
     SNP = "snp"
     AZURE = "azure"
+    SVSM = "svsm"
 
     @property
     def binding(self) -> Binding:
-        return Binding.AZURE if self is Platform.AZURE else Binding.DIRECT
+        return {Platform.AZURE: Binding.AZURE, Platform.SVSM: Binding.SVSM}.get(self, Binding.DIRECT)
+
+
+@dataclass(frozen=True, slots=True)
+class SvsmEvidence:
+    """``{"nonce": hex (64 bytes), "manifest": hex}``: the nonce the agent gave the SVSM (derived from
+    the quote's extraData, offchain.abi.binding.svsm_nonce) and the manifest of the VMPL0 report, the
+    vTPM's endorsement key as a TPMT_PUBLIC."""
+
+    nonce: bytes
+    manifest: bytes
+    ek: TpmtPublic
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nonce": self.nonce.hex(), "manifest": self.manifest.hex()}
 
 
 class NonceForm(str, enum.Enum):
@@ -193,6 +210,7 @@ class EvidenceBundle:
     event_log: tuple[WorkloadEvent, ...] | None = None
     cvm_address: bytes | None = None
     nonce: NonceSpec | None = None
+    svsm: SvsmEvidence | None = None
     version: int = EVIDENCE_VERSION
     #: Derived once in __post_init__: the parsed quote, the report's signed bytes, and a digest of
     #: the certificate texts (the chain-cache key).
@@ -211,6 +229,8 @@ class EvidenceBundle:
             raise _malformed("binding", f"platform {self.platform.value} uses the {self.platform.binding.value} binding")
         if (self.hcl_report is not None) != (self.binding is Binding.AZURE):
             raise _malformed("hcl_report", "present exactly for the azure binding")
+        if (self.svsm is not None) != (self.binding is Binding.SVSM):
+            raise _malformed("svsm", "present exactly for the svsm binding")
         if isinstance(self.nonce, OnchainNonce) and self.cvm_address is None:
             raise _malformed("cvm_address", "on-chain evidence names the CVM address its quote binds")
 
@@ -251,6 +271,11 @@ class EvidenceBundle:
             hcl = _parse("hcl_report", HclReport.from_bytes, _hex(data["hcl_report"], "hcl_report"))
         elif "hcl_report" in data:
             raise _malformed("hcl_report", "only the azure binding carries an HCL report")
+        svsm = None
+        if binding is Binding.SVSM:
+            svsm = _svsm(data.get("svsm"))
+        elif "svsm" in data:
+            raise _malformed("svsm", "only the svsm binding carries an SVSM manifest")
         certificates = data.get("certificates", {})
         if not isinstance(certificates, dict):
             raise _malformed("certificates", "must be an object of role to PEM")
@@ -304,6 +329,7 @@ class EvidenceBundle:
             event_log=events,
             cvm_address=address,
             nonce=nonce,
+            svsm=svsm,
         )
 
     @classmethod
@@ -326,6 +352,8 @@ class EvidenceBundle:
         }
         if self.hcl_report is not None:
             doc["hcl_report"] = self.hcl_report.to_bytes().hex()
+        if self.svsm is not None:
+            doc["svsm"] = self.svsm.to_json()
         doc["certificates"] = dict(self.certificates)
         doc["ak_public"] = self.ak_public.hex()
         doc["quote"] = {"attest": self.quote_attest.hex(), "signature": self.quote_signature.to_bytes().hex()}
@@ -349,6 +377,19 @@ class EvidenceBundle:
             if parsed.get(CertRole(role)) is not cert:
                 raise _malformed(f"certificates.{role}", "holds a certificate of another role")
         return parsed
+
+
+def _svsm(value: Any) -> SvsmEvidence:
+    if not isinstance(value, dict) or set(value) != {"nonce", "manifest"}:
+        raise _malformed("svsm", "the svsm binding carries {\"nonce\", \"manifest\"}")
+    nonce = _hex(value["nonce"], "svsm.nonce", SVSM_NONCE_BYTES)
+    manifest = _hex(value["manifest"], "svsm.manifest")
+    try:
+        ek = TpmtPublic.from_bytes(manifest)
+    except ParseError as exc:
+        raise ParseError(Reason.SVSM_MANIFEST_MALFORMED, f"svsm.manifest is not a TPMT_PUBLIC: {exc.detail}",
+                         field="svsm.manifest") from None
+    return SvsmEvidence(nonce, manifest, ek)
 
 
 def _nonce(value: Any) -> NonceSpec:
@@ -536,6 +577,7 @@ def verify_evidence(
     chain_cache: ChainCache | None = None,
     revocation: CrlSource | None = None,
     allow_debug_golden: bool = False,
+    svsm_activation: SvsmActivation | None = None,
 ) -> VerifiedEvidence:
     """Verify a whole evidence bundle (see the module docstring); raise on the first failure.
 
@@ -543,8 +585,10 @@ def verify_evidence(
     :class:`KdsClient`) lets missing certificates come from AMD KDS; ``chain_cache`` remembers
     verified chains between calls; ``revocation`` supplies the ARK's CRL, against which the chain
     is then checked (:mod:`offchain.verify.revocation`); ``allow_debug_golden`` accepts a golden
-    measurement that allows debug guests (development only: :func:`offchain.policy.check_policy`).
-    Errors after the chain verified carry ``product`` and ``signer`` in their context.
+    measurement that allows debug guests (development only: :func:`offchain.policy.check_policy`);
+    ``svsm_activation`` is what the caller's credential activation proved, for the svsm binding
+    (offchain.svsm runs it against an agent). Errors after the chain verified carry ``product`` and
+    ``signer`` in their context.
     """
     kds = fetcher if isinstance(fetcher, KdsClient) or fetcher is None else KdsClient(fetcher)
     chain = _chain(bundle, certificates=certificates, roots=roots, now=now, kds=kds, cache=chain_cache)
@@ -554,7 +598,10 @@ def verify_evidence(
         verified_report = verify_report(bundle.signed_report, chain)
         check_ak_attributes(bundle.ak)
         ak_key = bundle.ak.public_key()
-        if bundle.hcl_report is None:  # the direct binding (__post_init__ pairs the two)
+        if bundle.svsm is not None:  # __post_init__ pairs each binding with its fields
+            verify_svsm_binding(bundle.snp_report, bundle.svsm.nonce, bundle.svsm.ek, bundle.svsm.manifest, bundle.ak,
+                                expected_extra_data=expected_extra_data, activation=svsm_activation)
+        elif bundle.hcl_report is None:
             verify_direct_binding(bundle.snp_report, bundle.ak_public)
         else:
             verify_azure_binding(bundle.snp_report, bundle.hcl_report, ak_key)

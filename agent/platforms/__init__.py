@@ -6,8 +6,12 @@
   VCEK/VLEK when it has one.
 * ``azure`` (:mod:`agent.platforms.azure`): the Azure paravisor owns REPORT_DATA; the HCL report in
   vTPM NV index 0x01400001 binds the runtime data that carries the vTPM's own AK (0x81000003).
+* ``svsm`` (:mod:`agent.platforms.svsm`): the vTPM runs in an SVSM at VMPL0; the SVSM's own report
+  (configfs-tsm's ``svsm`` service provider) carries the vTPM's EK, to which a verifier binds the AK
+  by credential activation.
 * ``sim`` (:mod:`agent.platforms.sim`): a software SEV-SNP firmware with a development AMD chain,
-  for development and tests. Nothing trusts its root unless told to.
+  for development and tests (also playing an SVSM: ``--sim-svsm``). Nothing trusts its root unless
+  told to.
 
 Each platform returns :class:`PlatformEvidence`; the agent puts it in the evidence bundle as is.
 """
@@ -26,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from offchain.abi.hcl import HclReport
 from offchain.abi.snp_report import Product, SignerKind, SnpReport
 from offchain.errors import CvmAttestError, PlatformError, Reason
-from offchain.evidence import Platform
+from offchain.evidence import Platform, SvsmEvidence
 from offchain.policy.golden import Binding
 from offchain.trust.certs import CertRole, classify, common_name, parse_certificate
 
@@ -41,6 +45,7 @@ class PlatformEvidence:
     snp_report: SnpReport
     certificates: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     hcl_report: HclReport | None = None
+    svsm: SvsmEvidence | None = None
 
     @property
     def signer(self) -> SignerKind:
@@ -101,6 +106,14 @@ class AttestationPlatform(abc.ABC):
     @abc.abstractmethod
     def attest(self, ak_public: bytes) -> PlatformEvidence:
         """A report that binds ``ak_public`` (the AK's TPMT_PUBLIC), with the certificates known."""
+
+    def attest_for(self, ak_public: bytes, extra_data: bytes) -> PlatformEvidence:
+        """The report for evidence whose quote binds ``extra_data``: :meth:`attest` where the report
+        binds the AK once; a fresh report per challenge where it cannot (svsm)."""
+        return self.attest(ak_public)
+
+    def close(self) -> None:
+        """Release what the platform holds (the sim's SVSM thread); nothing by default."""
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

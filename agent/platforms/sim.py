@@ -16,17 +16,25 @@ Verifiers accept it only when they pin ``<state-dir>/sim/ark.pem`` explicitly (`
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
-from offchain.abi.binding import direct_report_data
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from offchain.abi.binding import SVSM_NONCE_BYTES, direct_report_data, svsm_report_data
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.devamd import ARK_FILE, SIM_POLICY, SIM_POLICY_DEBUG, SIM_VMPL, DevAmdChain
 from offchain.errors import CvmAttestError, PlatformError, Reason
 from offchain.evidence import Platform
 
 from agent.platforms import AttestationPlatform, PlatformEvidence
+from agent.platforms.snp import ARK_GUID, ASK_GUID, VCEK_GUID, CertTable, CertTableEntry
+from agent.platforms.svsm import ENTRY_NAME as SVSM_ENTRY_NAME
+from agent.platforms.svsm import VTPM_SERVICE_GUID
 
 
 def load_or_create_chain(directory: Path, product: Product) -> DevAmdChain:
@@ -89,3 +97,84 @@ class SimPlatform(AttestationPlatform):
             "measurement": self.measurement.hex(),
             "policy": hex(self.policy),
         }
+
+
+class SimSvsm:
+    """The sim's SVSM mode: a configfs-tsm entry ``<root>/cvm-agent-svsm`` laid out as the kernel
+    lays it out under an SVSM (``provider``, ``service_provider``, ``service_guid``,
+    ``service_manifest_version``, ``inblob``, ``generation``; ``outblob``, ``auxblob`` and
+    ``manifestblob`` as FIFOs, so reading blocks until this thread answers, as reading configfs
+    does), answered as an SVSM and the firmware answer: with ``service_provider`` = ``svsm`` and the
+    vTPM service's GUID, a report at VMPL 0 over ``SHA-512(inblob || manifest)``, the manifest being
+    the vTPM's EK (``ek_public``, the swtpm's); otherwise the guest's own report, at VMPL 1, with
+    ``REPORT_DATA = inblob`` (what a guest kernel at VMPL > 0 gets). The agent reads it through
+    agent.platforms.svsm, the code path of a real SVSM guest. ``generation`` moves once per report."""
+
+    def __init__(self, root: Path, chain: DevAmdChain, measurement: bytes, ek_public: bytes) -> None:
+        self.root = root
+        self.entry = root / SVSM_ENTRY_NAME
+        self.chain = chain
+        self.measurement = measurement
+        self.ek_public = ek_public
+        self.table = CertTable((
+            CertTableEntry(VCEK_GUID, chain.leaf.public_bytes(Encoding.DER)),
+            CertTableEntry(ASK_GUID, chain.ask.public_bytes(Encoding.DER)),
+            CertTableEntry(ARK_GUID, chain.ark.public_bytes(Encoding.DER)),
+        )).to_bytes()
+        self.report_id = secrets.token_bytes(32)
+        self.generation = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="sim-svsm", daemon=True)
+
+    def start(self) -> SimSvsm:
+        if self.entry.exists():
+            shutil.rmtree(self.entry)
+        self.entry.mkdir(parents=True)
+        for name, text in (("provider", "sev_guest\n"), ("service_provider", "\n"), ("service_guid",
+                           "00000000-0000-0000-0000-000000000000\n"), ("service_manifest_version", "0\n")):
+            (self.entry / name).write_text(text)
+        (self.entry / "inblob").write_bytes(b"")
+        (self.entry / "generation").write_text("0\n")
+        for fifo in ("outblob", "auxblob", "manifestblob"):
+            os.mkfifo(self.entry / fifo)
+        self._thread.start()
+        return self
+
+    def _answer(self, inblob: bytes) -> tuple[bytes, bytes]:
+        provider = (self.entry / "service_provider").read_text().strip()
+        guid = (self.entry / "service_guid").read_text().strip()
+        if provider == "svsm" and guid == str(VTPM_SERVICE_GUID) and len(inblob) == SVSM_NONCE_BYTES:
+            report_data, vmpl, manifest = svsm_report_data(inblob, self.ek_public), 0, self.ek_public
+        else:
+            report_data, vmpl, manifest = inblob.ljust(64, b"\x00")[:64], 1, b""
+        template = self.chain.report_template(report_data=report_data, measurement=self.measurement, policy=SIM_POLICY,
+                                              vmpl=vmpl, report_id=self.report_id)
+        return self.chain.sign(template).to_bytes(), manifest
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            with open(self.entry / "outblob", "wb") as out:  # blocks until the agent reads
+                if self._stop.is_set():
+                    return
+                self.generation += 1  # the agent's write to inblob
+                (self.entry / "generation").write_text(f"{self.generation}\n")
+                report, manifest = self._answer((self.entry / "inblob").read_bytes())
+                out.write(report)
+            for name, data in (("auxblob", self.table), ("manifestblob", manifest)):
+                with open(self.entry / name, "wb") as blob:
+                    if self._stop.is_set():
+                        return
+                    blob.write(data)
+
+    def describe(self) -> dict[str, Any]:
+        return {"simulated_svsm": True, "development_root": True, "dev_root": str(self.root.parent / ARK_FILE),
+                "product": self.chain.product.value, "measurement": self.measurement.hex()}
+
+    def close(self) -> None:
+        self._stop.set()
+        for name in ("outblob", "auxblob", "manifestblob"):  # unblock the thread waiting for a reader
+            try:
+                os.close(os.open(self.entry / name, os.O_RDONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+        self._thread.join(timeout=10)

@@ -116,13 +116,15 @@ class CertTable:
 # --- configfs-tsm ------------------------------------------------------------------------------
 
 
-def _read_attr(entry: Path, name: str, limit: int) -> bytes:
+def read_attr(entry: Path, name: str, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of a configfs-tsm attribute (the caller checks the size)."""
     with open(entry / name, "rb") as f:
         return f.read(limit + 1)
 
 
-def _generation(entry: Path) -> int:
-    text = _read_attr(entry, "generation", 64).decode("ascii", "replace").strip()
+def read_generation(entry: Path) -> int:
+    """The entry's ``generation``: how many times its attributes were written."""
+    text = read_attr(entry, "generation", 64).decode("ascii", "replace").strip()
     if not (text.isascii() and text.isdigit()):
         raise PlatformError(Reason.PLATFORM_UNAVAILABLE, f"configfs-tsm generation {text!r} is not a number")
     return int(text)
@@ -143,22 +145,22 @@ class ConfigfsTsm:
         entry = self.root / ENTRY_NAME
         try:
             entry.mkdir(exist_ok=True)
-            provider = _read_attr(entry, "provider", 64).decode("ascii", "replace").strip()
+            provider = read_attr(entry, "provider", 64).decode("ascii", "replace").strip()
             if provider != "sev_guest":
                 raise PlatformError(
                     Reason.PLATFORM_UNAVAILABLE, f"configfs-tsm provider is {provider!r}, not sev_guest"
                 )
             for _ in range(_ATTEMPTS):
-                before = _generation(entry)
+                before = read_generation(entry)
                 writes = 1
                 if self.privlevel is not None:
                     (entry / "privlevel").write_text(str(self.privlevel))
                     writes += 1
                 with open(entry / "inblob", "wb") as f:
                     f.write(report_data)
-                report = _read_attr(entry, "outblob", 1 << 16)
-                aux = _read_attr(entry, "auxblob", MAX_TABLE)
-                if _generation(entry) == before + writes:
+                report = read_attr(entry, "outblob", 1 << 16)
+                aux = read_attr(entry, "auxblob", MAX_TABLE)
+                if read_generation(entry) == before + writes:
                     return report, aux
         except OSError as exc:
             raise PlatformError(

@@ -32,6 +32,8 @@ GOLDEN_CONSENT_TYPEHASH = keccak256(b"cvm-attest.consent.v1")
 SEALING_DOMAIN = b"cvm-attest/sealing/v1"
 SEALING_KEY_TYPEHASH = keccak256(b"cvm-attest.sealing-key.v1")
 SEALING_KEY_BYTES = 32
+SVSM_NONCE_DOMAIN = b"cvm-attest/svsm/v1"
+SVSM_NONCE_BYTES = 64
 NONCE_MIN_BYTES = 1
 NONCE_MAX_BYTES = 64
 
@@ -151,3 +153,18 @@ def sealing_key_digest(chain_id: int, registry: str | bytes, cvm_address: str | 
         + _word_address(cvm_address)
         + _word_bytes32(_sealing_key(sealing_key))
     )
+
+
+def svsm_nonce(extra_data: bytes) -> bytes:
+    """``SHA-512("cvm-attest/svsm/v1" || extraData)``: the 64-byte nonce the agent gives the SVSM for
+    a VMPL0 report, derived from the extraData its quote binds for the same challenge, so the report
+    is as fresh as the quote."""
+    return hashlib.sha512(SVSM_NONCE_DOMAIN + extra_data).digest()
+
+
+def svsm_report_data(svsm_nonce_value: bytes, manifest: bytes) -> bytes:
+    """``SHA-512(nonce || manifest)``: the REPORT_DATA of an SVSM attestation (SVSM specification,
+    AMD 58019, SVSM_ATTEST_SINGLE_SERVICE), the manifest being the vTPM's EK TPMT_PUBLIC."""
+    if len(svsm_nonce_value) != SVSM_NONCE_BYTES:
+        raise ParseError(Reason.INPUT_INVALID, f"an SVSM nonce is {SVSM_NONCE_BYTES} bytes, got {len(svsm_nonce_value)}")
+    return hashlib.sha512(svsm_nonce_value + manifest).digest()

@@ -36,6 +36,7 @@ from offchain.abi.hcl import HclReport
 from offchain.abi.jsontext import loads_bounded
 from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
+from offchain.svsm import verify_svsm_agent
 from offchain.cli.output import emit, fail, stacked, usage_error, verdict
 from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
 from offchain.abi.binding import parse_address
@@ -516,3 +517,33 @@ def verify_evidence_cmd(
 
     _run(as_json, progress, body)
 
+
+
+@verify.command("svsm")
+@click.argument("agent_url", metavar="AGENT-URL")
+@_common_options
+def verify_svsm_cmd(agent_url: str, **options: Any) -> None:
+    """An agent on the svsm platform, online: its evidence for a fresh nonce, and a credential
+    activation (TPM2_MakeCredential for its AK under the EK of the SVSM's VMPL0 report) that proves
+    the AK lives in the SVSM's vTPM (docs/trust-model.md, "SVSM vTPM")."""
+    as_json = bool(options["as_json"])
+    progress = _Progress()
+
+    def body() -> None:
+        common = _common(**options)
+        verified = verify_svsm_agent(agent_url, golden=common.golden, roots=common.roots, now=common.now,
+                                     kds=common.kds, revocation=common.revocation,
+                                     allow_debug_golden=common.allow_debug_golden)
+        progress.report = verified.report
+        progress.product, progress.signer = verified.product, verified.signer.value
+        progress.extra.update(binding=verified.binding.value, platform=verified.bundle.platform.value,
+                              quote={"extra_data": verified.quote.attest.extra_data.hex(), "pcrs": sorted(verified.pcrs)},
+                              fresh=True, activated=True)
+        if verified.chain.root.development:
+            progress.lines.append("  root         DEVELOPMENT ARK (trusted because of --dev-root)")
+        progress.lines.append("  binding      svsm: the SVSM's VMPL0 report carries the vTPM's EK, and the AK activated "
+                              "a fresh credential under it")
+        if common.golden is not None:
+            _golden_line(common.golden, progress)
+
+    _run(as_json, progress, body)

@@ -64,11 +64,14 @@ class Binding(str, enum.Enum):
 
     DIRECT = "direct"
     AZURE = "azure"
+    #: The AK lives in an SVSM's vTPM at VMPL0: its EK is the VMPL0 report's manifest, the AK is
+    #: bound to that EK by credential activation (offchain.credential).
+    SVSM = "svsm"
 
     @property
     def code(self) -> int:
-        """The value in the canonical id: 0 direct, 1 azure."""
-        return 0 if self is Binding.DIRECT else 1
+        """The value in the canonical id: 0 direct, 1 azure, 2 svsm."""
+        return {Binding.DIRECT: 0, Binding.AZURE: 1, Binding.SVSM: 2}[self]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,8 @@ class GoldenMeasurement:
             "require_quote": _bool(doc.get("require_quote", False), "require_quote"),
             "version": GOLDEN_VERSION,
         }
+        if values["binding"] is Binding.SVSM and values["vmpl"] != 0:
+            raise _malformed("vmpl", "the svsm binding attests the SVSM's own report, which is at VMPL 0")
         for key, value in values.items():
             object.__setattr__(golden, key, value)
         return golden

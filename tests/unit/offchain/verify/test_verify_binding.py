@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from offchain.abi.binding import direct_report_data
+from offchain.abi.binding import direct_report_data, svsm_nonce, svsm_report_data
 from offchain.abi.hcl import HclReport
-from offchain.abi.tpm import TpmtPublic
+from offchain.abi.tpm import TPM_ALG_AES, TPM_ALG_CFB, TPM_ALG_NULL, TpmtPublic
+from offchain.credential import EK_AUTH_POLICY, EK_OBJECT_ATTRIBUTES
 from offchain.errors import Reason, VerificationError
-from offchain.verify.binding import verify_azure_binding, verify_direct_binding
+from offchain.verify.binding import SvsmActivation, verify_azure_binding, verify_direct_binding, verify_svsm_binding
 from tests.support.evidence import dev_chain, ecc_ak_key, rsa_ak_key
 from tests.support.snp_vectors import AZURE_HCL_VECTORS
 
@@ -80,3 +83,41 @@ def test_azure_report_data_tail_must_be_zero(vectors: Path) -> None:
     with pytest.raises(VerificationError) as exc:
         verify_azure_binding(report, tampered, hcl.ak_public_key())
     assert exc.value.reason is Reason.BINDING_REPORT_DATA_MISMATCH
+
+
+# --- the svsm binding ------------------------------------------------------------------------------
+
+
+def _svsm_case() -> tuple[Any, bytes, TpmtPublic, bytes, TpmtPublic, bytes]:
+    """A VMPL0 report over SHA-512(nonce || EK) for the extraData ``extra``, the EK, and an AK."""
+    ek = TpmtPublic.from_public_key(rsa_ak_key().public_key(), object_attributes=EK_OBJECT_ATTRIBUTES,
+                                    scheme=TPM_ALG_NULL, scheme_hash=0, auth_policy=EK_AUTH_POLICY)
+    ek = dataclasses.replace(ek, symmetric=TPM_ALG_AES, symmetric_key_bits=128, symmetric_mode=TPM_ALG_CFB)
+    ak = TpmtPublic.from_public_key(ecc_ak_key().public_key())
+    extra = hashlib.sha256(b"challenge").digest()
+    nonce = svsm_nonce(extra)
+    chain = dev_chain()
+    report = chain.report_template(report_data=svsm_report_data(nonce, ek.to_bytes()), vmpl=0)
+    return report, nonce, ek, extra, ak, ek.to_bytes()
+
+
+def test_svsm_binding() -> None:
+    report, nonce, ek, extra, ak, manifest = _svsm_case()
+    activation = SvsmActivation(ek_name=ek.name(), ak_name=ak.name())
+    verify_svsm_binding(report, nonce, ek, manifest, ak, expected_extra_data=extra, activation=activation)
+    other = TpmtPublic.from_public_key(rsa_ak_key().public_key())
+    cases = [
+        (dict(report=report.replace(vmpl=1)), Reason.SVSM_VMPL_NOT_ZERO),
+        (dict(expected_extra_data=bytes(32)), Reason.SVSM_NONCE_MISMATCH),
+        (dict(report=report.replace(report_data=bytes(64))), Reason.BINDING_REPORT_DATA_MISMATCH),
+        (dict(activation=None), Reason.SVSM_NOT_ACTIVATED),
+        (dict(activation=SvsmActivation(ek_name=other.name(), ak_name=ak.name())), Reason.SVSM_ACTIVATION_MISMATCH),
+        (dict(activation=SvsmActivation(ek_name=ek.name(), ak_name=other.name())), Reason.SVSM_ACTIVATION_MISMATCH),
+    ]
+    for change, reason in cases:
+        args: dict[str, Any] = dict(report=report, expected_extra_data=extra, activation=activation)
+        args.update(change)
+        with pytest.raises(VerificationError) as caught:
+            verify_svsm_binding(args["report"], nonce, ek, manifest, ak, expected_extra_data=args["expected_extra_data"],
+                                activation=args["activation"])
+        assert caught.value.reason is reason, change
