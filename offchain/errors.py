@@ -201,6 +201,12 @@ class Reason(str, enum.Enum):
     SECRETS_NOT_IN_MEMORY = "secrets.not_in_memory"
     WORKLOAD_ARCHIVE_SECRETS_IN_CLEAR = "workload.archive.secrets_in_clear"
 
+    # --- relayer fleet (shared journal, leases) ----------------------------------------------
+    RELAY_JOURNAL_UNAVAILABLE = "relay.journal_unavailable"
+    RELAY_JOURNAL_TOO_NEW = "relay.journal_too_new"
+    RELAY_LEASE_LOST = "relay.lease_lost"
+    RELAY_BALANCE_LOW = "relay.balance_low"
+
     def __str__(self) -> str:
         return self.value
 

@@ -86,13 +86,18 @@ def test_a_schema_1_journal_is_migrated_keeping_every_record(tmp_path: Path) -> 
         assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (str(SCHEMA_VERSION),)
 
 
-def test_a_journal_of_an_unknown_schema_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "reason"), [
+    pytest.param(str(SCHEMA_VERSION + 1), Reason.RELAY_JOURNAL_TOO_NEW, id="newer-than-the-code"),
+    pytest.param("0", Reason.RELAY_JOURNAL_CORRUPT, id="zero"),
+    pytest.param("two", Reason.RELAY_JOURNAL_CORRUPT, id="not-a-number"),
+])
+def test_a_journal_of_an_unknown_schema_is_refused(tmp_path: Path, version: str, reason: Reason) -> None:
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as db:
-        db.executescript(SCHEMA_1.replace("('schema', '1')", "('schema', '3')"))
+        db.executescript(SCHEMA_1.replace("('schema', '1')", f"('schema', '{version}')"))
     with pytest.raises(RequestError) as excinfo:
         Journal(path)
-    assert excinfo.value.reason is Reason.RELAY_JOURNAL_CORRUPT
+    assert excinfo.value.reason is reason
 
 
 @pytest.mark.parametrize(("state", "reason"), [
