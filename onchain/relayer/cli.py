@@ -223,8 +223,10 @@ def _relay(rpc: str | None, registry: str | None, agents: tuple[str, ...], golde
         for url in agents:
             store.add_agent(url)
         if not store.agents():
-            raise RequestError(Reason.INPUT_INVALID, f"no agents: give --agent URL or add some to {store.describe()}"
-                               " (cvm-cli relay agents add)")
+            if once:
+                raise RequestError(Reason.INPUT_INVALID, f"no agents: give --agent URL or add some to"
+                                   f" {store.describe()} (cvm-cli relay agents add)")
+            log.warning("no agents in %s yet: waiting for cvm-cli relay agents add", store.describe())
         fleet = FleetPolicy(relayer_id=relayer_id or account.address, lease_s=lease_seconds)
         store.join_fleet(fleet.relayer_id, account.address)
         sender = TxSender(w3, account, store, policy=send_policy(receipt_timeout, replace_after_blocks, max_fee_gwei),
