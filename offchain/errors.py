@@ -210,6 +210,12 @@ class Reason(str, enum.Enum):
     SVSM_CHALLENGE_UNKNOWN = "svsm.challenge_unknown"
     SVSM_ACTIVATION_FAILED = "svsm.activation_failed"
 
+    # --- relayer fleet (shared journal, leases) ----------------------------------------------
+    RELAY_JOURNAL_UNAVAILABLE = "relay.journal_unavailable"
+    RELAY_JOURNAL_TOO_NEW = "relay.journal_too_new"
+    RELAY_LEASE_LOST = "relay.lease_lost"
+    RELAY_BALANCE_LOW = "relay.balance_low"
+
     def __str__(self) -> str:
         return self.value
 

@@ -15,6 +15,13 @@ For every agent, one :meth:`Relayer.tick`:
    ``refreshCvm`` through the journaled :class:`~onchain.relayer.sender.TxSender`.
 
 An unreachable agent is retried with exponential backoff; other agents go on meanwhile.
+
+**In a fleet** (:class:`FleetPolicy`, a journal shared by several relayers), a pass relays only for
+the agents this relayer holds a lease on (``SqlJournal.acquire_leases``: its fair share of the
+journal's agents, renewed every pass and before each agent); it first settles what is in flight for
+them, whoever sent it. A write refused because the lease was taken meanwhile (``relay.lease_lost``:
+this process was paused or cut off past the lease) ends the agent's turn without recording
+anything; a journal that is unreachable (``relay.journal_unavailable``) is retried next pass.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from offchain.trust.certs import CertRole, to_der
 from offchain.trust.roots import TrustRoots
 from onchain.calldata import azure_ak_public, evidence_struct
 from onchain.client import RegistryClient
-from onchain.relayer.journal import Journal
+from onchain.relayer.journal import SqlJournal
 from onchain.relayer.sender import Outcome, TxSender
 
 log = logging.getLogger("cvm_attest.relayer")
@@ -53,7 +60,10 @@ MAX_AGENT_RESPONSE = 4 * 1024 * 1024
 #: Order of secp256k1's group: a consent's ``s`` must be at most half of it (EIP-2), as registerCvm requires.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 #: Failures worth retrying later with backoff; anything else is recorded and the next pass tries afresh.
-TRANSIENT = frozenset({Reason.RELAY_AGENT_UNREACHABLE, Reason.CHAIN_RPC_UNAVAILABLE, Reason.CHAIN_TX_FAILED})
+TRANSIENT = frozenset({Reason.RELAY_AGENT_UNREACHABLE, Reason.CHAIN_RPC_UNAVAILABLE, Reason.CHAIN_TX_FAILED,
+                       Reason.RELAY_JOURNAL_UNAVAILABLE})
+#: Failures that leave nothing to record: the journal is unreachable, or it refuses this relayer's writes.
+UNRECORDABLE = frozenset({Reason.RELAY_JOURNAL_UNAVAILABLE, Reason.RELAY_LEASE_LOST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,17 @@ class RelayPolicy:
     agent_timeout_s: float = 10.0
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPolicy:
+    """Membership of a fleet sharing one journal: who this relayer is and how long its leases last."""
+
+    #: This relayer's id in the journal (``--relayer-id``; default: its sender address, one key per process).
+    relayer_id: str
+    #: A lease not renewed for this long is free for another relayer (``--lease-seconds``). It must exceed
+    #: the longest a relayer spends on one agent (the receipt timeout included), or a slow relayer loses it.
+    lease_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -80,7 +101,7 @@ class TickResult:
     #: "register", "refresh", "none", "rejected" (failed off-chain verification, not sent), "unreachable"
     #: (will back off), "backoff" (waiting), "reverted", "dropped", "stuck" (its transaction is at the fee
     #: cap; nothing new is fetched or sent for it), "pending" (still in flight after this pass), "error"
-    #: (anything else; retried next pass)
+    #: (anything else; retried next pass), "lease_lost" (another relayer holds this agent now: nothing recorded)
     action: str
     cvm_address: str | None = None
     tx_hash: str | None = None
@@ -94,14 +115,16 @@ class Relayer:
 
     client: RegistryClient
     sender: TxSender
-    journal: Journal
+    journal: SqlJournal
     golden: GoldenMeasurement
+    #: The agents to relay for; in a fleet, those of the journal this relayer holds leases on instead.
     agents: Sequence[str]
     roots: TrustRoots = field(default_factory=TrustRoots.amd)
     #: AMD's CRL for a chain (``offchain.verify.revocation``); None: no CRL is consulted.
     revocation: CrlSource | None = None
     policy: RelayPolicy = field(default_factory=RelayPolicy)
     clock: Callable[[], float] = time.monotonic
+    fleet: FleetPolicy | None = None
     _state: dict[str, _AgentState] = field(default_factory=dict)
 
     @property
@@ -109,9 +132,9 @@ class Relayer:
         return self.client.w3
 
     # --- the loop ------------------------------------------------------------------------------
-    def recover(self) -> list[Outcome]:
-        """Settle what a previous run left in flight (see TxSender.recover)."""
-        outcomes = self.sender.recover()
+    def recover(self, agents: Sequence[str] | None = None) -> list[Outcome]:
+        """Settle what a previous run left in flight (see TxSender.recover), only ``agents``' if given."""
+        outcomes = self.sender.recover(agents)
         for outcome in outcomes:
             log.info("recovered submission %d: %s %s", outcome.submission_id, outcome.state, outcome.tx_hash or "")
             submission = self.journal.submission(outcome.submission_id)
@@ -120,42 +143,71 @@ class Relayer:
         return outcomes
 
     def run(self, *, once: bool = False, interval_s: float = 15.0,
-            on_result: Callable[[TickResult], None] = lambda r: None) -> None:
+            on_result: Callable[[TickResult], None] = lambda r: None,
+            on_pass: Callable[[list[TickResult]], None] = lambda rs: None) -> None:
         """Relay until interrupted (or one pass with ``once``)."""
-        self.recover()
+        if self.fleet is None:
+            self.recover()  # a fleet member settles its agents' submissions once it holds their leases
         while True:
-            for result in self.tick():
+            try:
+                results = self.tick()
+            except CvmAttestError as exc:
+                if exc.reason is not Reason.RELAY_JOURNAL_UNAVAILABLE:
+                    raise
+                log.warning("the journal is unavailable (%s); retrying next pass", exc.detail,
+                            extra={"reason": exc.reason.value})
+                results = []
+            for result in results:
                 on_result(result)
+            on_pass(results)
             if once:
                 return
             time.sleep(interval_s)
 
+    def current_agents(self) -> list[str]:
+        """The agents of this pass: every configured one, or in a fleet those this relayer now leases."""
+        if self.fleet is None:
+            return list(self.agents)
+        return [lease.agent_url for lease in self.journal.acquire_leases(self.fleet.lease_s)]
+
     def tick(self) -> list[TickResult]:
         """One pass over every agent, after settling anything still in flight (one proof at a time)."""
-        if self.journal.pending():
+        agents = self.current_agents()
+        if self.journal.pending(agents=agents):
             try:
-                self.recover()
+                self.recover(agents)
             except CvmAttestError as exc:
-                log.warning("a previous transaction is still unsettled (%s); skipping this pass", exc.detail)
+                log.warning("a previous transaction is still unsettled (%s); skipping this pass", exc.detail,
+                            extra={"reason": exc.reason.value})
                 return []
-        return [self.tick_agent(agent) for agent in self.agents]
+        return [self.tick_agent(agent) for agent in agents]
 
     def tick_agent(self, agent: str) -> TickResult:
         state = self._state.setdefault(agent, _AgentState())
         if self.clock() < state.next_try:
             return TickResult(agent, "backoff")
         try:
+            if self.fleet is not None:
+                self.journal.renew_lease(agent, self.fleet.lease_s)
             result = self._relay(agent)
         except CvmAttestError as exc:
             error = f"[{exc.reason.value}] {exc.detail}"
-            self.journal.upsert_cvm(agent, last_error=error)
+            if exc.reason is Reason.RELAY_LEASE_LOST:
+                log.warning("agent %s: %s", agent, error, extra={"agent": agent, "reason": exc.reason.value})
+                return TickResult(agent, "lease_lost", error=error)
+            if exc.reason not in UNRECORDABLE:
+                try:
+                    self.journal.upsert_cvm(agent, last_error=error)
+                except CvmAttestError as journal_exc:
+                    log.warning("agent %s: could not record the error: %s", agent, journal_exc.detail)
             if exc.reason not in TRANSIENT:
-                log.warning("agent %s: %s", agent, error)
+                log.warning("agent %s: %s", agent, error, extra={"agent": agent, "reason": exc.reason.value})
                 return TickResult(agent, "error", error=error)
             state.failures += 1
             delay = min(self.policy.backoff_initial_s * 2 ** (state.failures - 1), self.policy.backoff_max_s)
             state.next_try = self.clock() + delay
-            log.warning("agent %s: %s; retrying in %.1fs", agent, error, delay)
+            log.warning("agent %s: %s; retrying in %.1fs", agent, error, delay,
+                        extra={"agent": agent, "reason": exc.reason.value})
             return TickResult(agent, "unreachable", error=exc.reason.value)
         state.failures, state.next_try = 0, 0.0
         return result
@@ -246,7 +298,8 @@ class Relayer:
             attestation = self.client.attestation_of(cvm)
             self.journal.upsert_cvm(agent, attested_until=attestation.expiry, last_block=outcome.block_number,
                                     last_tx=outcome.tx_hash, last_error=None)
-            log.info("%s %s in %s (gas %s)", action, cvm, outcome.tx_hash, outcome.gas_used)
+            log.info("%s %s in %s (gas %s)", action, cvm, outcome.tx_hash, outcome.gas_used,
+                     extra={"agent": agent, "cvm": cvm, "tx": outcome.tx_hash, "action": action})
             return TickResult(agent, action, cvm, outcome.tx_hash, outcome.gas_used)
         self.journal.upsert_cvm(agent, last_tx=outcome.tx_hash, last_error=outcome.error)
         log.warning("%s of %s %s: %s", action, cvm, outcome.state, outcome.error)
@@ -288,7 +341,7 @@ def consent_signer(digest: bytes, signature: bytes) -> str | None:
     return str(public.to_checksum_address())
 
 
-def dumps_status(journal: Journal) -> str:
+def dumps_status(journal: SqlJournal) -> str:
     """Per CVM: attested until, last transaction, last error, as JSON lines."""
     return "".join(
         json.dumps({

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -33,7 +33,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from offchain.errors import ChainError, Reason, RequestError
-from onchain.relayer.journal import Journal, JournalTx, Submission
+from onchain.relayer.journal import JournalTx, SqlJournal, Submission
 
 log = logging.getLogger("cvm_attest.relayer")
 
@@ -116,7 +116,7 @@ def gwei(wei: int) -> str:
 class TxSender:
     """Signs with the relayer's key and sends, one submission at a time."""
 
-    def __init__(self, w3: Web3, account: LocalAccount, journal: Journal, *, policy: SendPolicy = SendPolicy(),
+    def __init__(self, w3: Web3, account: LocalAccount, journal: SqlJournal, *, policy: SendPolicy = SendPolicy(),
                  decode_revert: RevertDecoder = lambda data: "0x" + data.hex()) -> None:
         self.w3 = w3
         self.account = account
@@ -140,7 +140,7 @@ class TxSender:
         """The node's pending nonce, but after every journaled submission still in flight: a node may have
         dropped a priced-out transaction from its pool, and its nonce stays that submission's."""
         pending = self.w3.eth.get_transaction_count(self.account.address, "pending")
-        journaled = self.journal.highest_pending_nonce()
+        journaled = self.journal.highest_pending_nonce(self.account.address)
         return pending if journaled is None else max(pending, journaled + 1)
 
     # --- sending -------------------------------------------------------------------------------
@@ -185,7 +185,8 @@ class TxSender:
         signed = self.account.sign_transaction(tx)
         tx_hash = "0x" + bytes(signed.hash).hex()
         self.journal.record_tx(submission.id, tx_hash, tx["nonce"], bytes(signed.raw_transaction),
-                               tx["maxFeePerGas"], tx["maxPriorityFeePerGas"], sent_block=self.w3.eth.block_number)
+                               tx["maxFeePerGas"], tx["maxPriorityFeePerGas"], sent_block=self.w3.eth.block_number,
+                               sender=self.account.address)
         self._broadcast(bytes(signed.raw_transaction), tx_hash)
         return tx_hash
 
@@ -217,7 +218,10 @@ class TxSender:
                 return outcome
             newest = txs[-1]
             now = time.monotonic()
-            account_nonce = self.w3.eth.get_transaction_count(self.account.address, "latest")
+            # A version another fleet member signed (it died or lost its lease) is watched by its
+            # signer's nonce; only that key could replace it, so it is re-broadcast, never bumped.
+            signer = Web3.to_checksum_address(newest.sender) if newest.sender else self.account.address
+            account_nonce = self.w3.eth.get_transaction_count(signer, "latest")
             if account_nonce > newest.nonce:
                 # The nonce is used up but none of our versions has a receipt. Nodes can count the
                 # nonce a moment before they serve the receipt, so only a lasting absence means
@@ -228,7 +232,10 @@ class TxSender:
                     self.journal.finish_submission(submission.id, "dropped", error=error)
                     return Outcome(submission.id, "dropped", None, None, None, error)
             else:
-                if self.w3.eth.block_number >= newest.sent_block + self.policy.replace_after_blocks:
+                if signer != self.account.address:
+                    if self.w3.eth.block_number >= newest.sent_block + self.policy.replace_after_blocks:
+                        self._broadcast(newest.raw, newest.hash)
+                elif self.w3.eth.block_number >= newest.sent_block + self.policy.replace_after_blocks:
                     outcome = self._replace(submission, newest, account_nonce)
                     if outcome is not None:
                         return outcome
@@ -240,7 +247,7 @@ class TxSender:
         """Sign, journal and broadcast a fee-bumped version of ``newest``; a stuck Outcome when none may be."""
         if account_nonce < newest.nonce:
             # An earlier transaction from this key holds the queue: higher fees would not help.
-            blocker = self.journal.stuck_below(newest.nonce)
+            blocker = self.journal.stuck_below(newest.nonce, self.account.address)
             if blocker is None:
                 return None
             return self._stuck(submission, newest, f"nonce {newest.nonce} waits behind submission {blocker.id},"
@@ -310,11 +317,17 @@ class TxSender:
         return self.decode_revert(data) if data else str(exc)
 
     # --- recovery ------------------------------------------------------------------------------
-    def recover(self) -> list[Outcome]:
-        """Settle every submission in flight (a previous run's, or stuck at the cap): broadcast its newest
-        version again, replace it if it has stayed unmined long enough, and report what became of it."""
+    def recover(self, agents: Collection[str] | None = None) -> list[Outcome]:
+        """Settle every submission in flight (a previous run's, or stuck at the cap; only ``agents``' if
+        given, as a fleet member settles those it holds leases on): broadcast its newest version again,
+        replace it if it has stayed unmined long enough, and report what became of it.
+
+        A version another relayer signed (it died, or its lease expired) is found by its hash and by its
+        signer's nonce: its receipt settles the submission; else the same bytes are broadcast again (anyone
+        may broadcast a signed transaction); a nonce of that signer used by another transaction drops it.
+        Only then may a new proof be built: never the same proof twice, never a proof lost."""
         outcomes = []
-        for submission in self.journal.pending():
+        for submission in self.journal.pending(agents=agents):
             txs = self.journal.txs(submission.id)
             if not txs:
                 # Killed after journaling the proof but before signing: nothing reached the chain.

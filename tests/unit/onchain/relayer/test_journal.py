@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from offchain.errors import Reason, RequestError
-from onchain.relayer.journal import SCHEMA_VERSION, Journal
+from onchain.relayer.journal import SCHEMA_VERSION, Journal, open_journal
 
 CVM = "0x00000000000000000000000000000000000c0001"
 OTHER_CVM = "0x00000000000000000000000000000000000c0002"
@@ -86,13 +86,18 @@ def test_a_schema_1_journal_is_migrated_keeping_every_record(tmp_path: Path) -> 
         assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (str(SCHEMA_VERSION),)
 
 
-def test_a_journal_of_an_unknown_schema_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "reason"), [
+    pytest.param(str(SCHEMA_VERSION + 1), Reason.RELAY_JOURNAL_TOO_NEW, id="newer-than-the-code"),
+    pytest.param("0", Reason.RELAY_JOURNAL_CORRUPT, id="zero"),
+    pytest.param("two", Reason.RELAY_JOURNAL_CORRUPT, id="not-a-number"),
+])
+def test_a_journal_of_an_unknown_schema_is_refused(tmp_path: Path, version: str, reason: Reason) -> None:
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as db:
-        db.executescript(SCHEMA_1.replace("('schema', '1')", "('schema', '3')"))
+        db.executescript(SCHEMA_1.replace("('schema', '1')", f"('schema', '{version}')"))
     with pytest.raises(RequestError) as excinfo:
         Journal(path)
-    assert excinfo.value.reason is Reason.RELAY_JOURNAL_CORRUPT
+    assert excinfo.value.reason is reason
 
 
 @pytest.mark.parametrize(("state", "reason"), [
@@ -131,3 +136,46 @@ def test_a_new_version_makes_a_stuck_submission_pending_again(journal: Journal) 
     settled = journal.submission(sub.id)
     assert settled is not None and settled.state == "mined"
     assert journal.highest_pending_nonce() is None and journal.pending() == []
+
+
+@pytest.mark.parametrize(("spec", "reason"), [
+    pytest.param("sqlite:", Reason.INPUT_INVALID, id="sqlite-without-path"),
+    pytest.param("sqlite:///", Reason.INPUT_INVALID, id="sqlite-empty-path"),
+    pytest.param("mysql://h/db", Reason.INPUT_INVALID, id="unknown-scheme"),
+])
+def test_open_journal_refuses_what_is_not_a_journal(spec: str, reason: Reason) -> None:
+    with pytest.raises(RequestError) as excinfo:
+        open_journal(spec)
+    assert excinfo.value.reason is reason
+
+
+def test_open_journal_takes_a_sqlite_url_or_a_path(tmp_path: Path) -> None:
+    for spec in (f"sqlite:///{tmp_path}/a.db", str(tmp_path / "b.db")):
+        journal = open_journal(spec)
+        try:
+            assert isinstance(journal, Journal) and journal.describe().endswith(".db")
+        finally:
+            journal.close()
+    assert (tmp_path / "a.db").is_file() and (tmp_path / "b.db").is_file()
+
+
+def test_the_sqlite_journal_fences_a_relayer_whose_lease_was_taken(tmp_path: Path) -> None:
+    # The same lease code as PostgreSQL's (tests/integration/relayer/test_fleet_journal.py), on SQLite
+    # with the journal's clock, held here so the expiry needs no sleep.
+    now = [1000.0]
+    first, second = Journal(tmp_path / "j.db", clock=lambda: now[0]), Journal(tmp_path / "j.db", clock=lambda: now[0])
+    try:
+        first.join_fleet("first", "0x01")
+        second.join_fleet("second", "0x02")
+        first.add_agent("http://agent")
+        (lease,) = first.acquire_leases(10)
+        now[0] += 11
+        (taken,) = second.acquire_leases(10)
+        assert taken.token == lease.token + 1
+        with pytest.raises(RequestError) as excinfo:
+            first.begin_submission("http://agent", CVM, "register", 1)
+        assert excinfo.value.reason is Reason.RELAY_LEASE_LOST
+        assert second.begin_submission("http://agent", CVM, "register", 1).relayer == "second"
+    finally:
+        first.close()
+        second.close()
