@@ -17,12 +17,12 @@ from tests.support.stack import Chain, Stack, make_chain
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("relayer-stack")
     tpm = start_swtpm(root / "swtpm")
-    agent = AgentProcess(tpm.tcti, root / "agent", token="t" * 32)
+    stack = Stack(tpm, AgentProcess(tpm.tcti, root / "agent", token="t" * 32), root / "agent")
     try:
-        agent.wait_ready()
-        yield Stack(tpm, agent, root / "agent")
+        stack.agent.wait_ready()
+        yield stack
     finally:
-        agent.stop()
+        stack.agent.stop()  # a test may have restarted it: stop the one running now
         tpm.stop()
 
 
