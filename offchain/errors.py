@@ -201,6 +201,10 @@ class Reason(str, enum.Enum):
     SECRETS_NOT_IN_MEMORY = "secrets.not_in_memory"
     WORKLOAD_ARCHIVE_SECRETS_IN_CLEAR = "workload.archive.secrets_in_clear"
 
+    # --- SVSM on chain (registerCvmSvsm) ------------------------------------------------------
+    REGISTRY_ACTIVATOR_UNKNOWN = "chain.activator_unknown"
+    REGISTRY_ACTIVATION_EXPIRED = "chain.activation_expired"
+
     def __str__(self) -> str:
         return self.value
 
