@@ -10,6 +10,9 @@ whole mined transaction (21,000 base and calldata included), what a relayer pays
   over the TBS with its SHA-384 hashing, X.509 parsing, caching the leaf);
 * ``register_cvm``: registerCvm with the cached VCEK and an RSA-2048 AK (direct binding, golden
   measurement pinning PCRs 0 and 23);
+* ``register_cvm_svsm``: registerCvmSvsm with the cached VCEK, an RSA-2048 EK in the SVSM's VMPL0 report
+  (SHA-512 of nonce and manifest through the SnpVerifier), an activator's statement recovered through the
+  EcdsaVerifier and an RSA-2048 AK's quote (golden measurement pinning PCRs 0 and 23);
 * ``refresh_cvm_rsa`` / ``refresh_cvm_p256``: refreshCvm with an RSA-2048 / P-256 AK;
 * ``publish_golden``: publishGolden pinning PCRs 0 and 23;
 * ``publish_sealing_key``: publishSealingKey of the attested CVM (its secp256k1 signature recovered
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from eth_account import Account
 from web3 import Web3
 
 from offchain.abi.snp_report import Product, SignerKind
@@ -43,19 +47,23 @@ from tests.support.evm import compile_contracts, deploy
 from tests.support.registry import (
     ISSUED,
     SoftAk,
+    ek_public,
     fresh_nonce,
     new_cvm,
     pcr_bank,
     publish_once,
     register_cvm,
+    register_cvm_svsm,
     sealing_key_signature,
     sim_cvm,
+    svsm_cvm,
     trust_dev_chain,
 )
 
 KEYS = (
     "register_certificate_vcek",
     "register_cvm",
+    "register_cvm_svsm",
     "refresh_cvm_rsa",
     "refresh_cvm_p256",
     "publish_golden",
@@ -102,6 +110,16 @@ def measure(w3: Web3, deployer: str) -> dict[str, int]:
             key = bytes(range(32))
             registry.publish_sealing_key(address, key, sealing_key_signature(registry, address, key))
             out["publish_sealing_key"] = _gas_used(registry)
+
+    svsm = svsm_cvm(chain, SoftAk("rsa"), ek_public("rsa"))
+    golden_id = publish_once(registry, svsm.golden(pinned=(0, 23)))
+    activator = Account.create()
+    registry.set_activator(activator.address, True)
+    address = new_cvm()
+    number, extra = fresh_nonce(w3, registry, address)
+    expiry = int(w3.eth.get_block("latest")["timestamp"]) + 600
+    register_cvm_svsm(registry, golden_id, address, number, svsm.evidence(svsm.quote(extra)), activator, expiry)
+    out["register_cvm_svsm"] = _gas_used(registry)
 
     harness = deploy(w3, compile_contracts(["contracts/test/CvmGatedHarness.sol"])["CvmGatedHarness"],
                      registry.address, sender=deployer)

@@ -40,9 +40,13 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     bytes32 public constant CONSENT_TYPEHASH = keccak256("cvm-attest.consent.v1");
     /// @dev docs/formats.md, "sealing key".
     bytes32 public constant SEALING_KEY_TYPEHASH = keccak256("cvm-attest.sealing-key.v1");
+    /// @dev docs/formats.md, "SVSM activation statement".
+    bytes32 public constant ACTIVATION_TYPEHASH = keccak256("cvm-attest.svsm-activation.v1");
 
     uint8 internal constant BINDING_DIRECT = 0;
     uint8 internal constant BINDING_AZURE = 1;
+    uint8 internal constant BINDING_SVSM = 2;
+    uint256 internal constant SVSM_NONCE_BYTES = 64;
     uint8 internal constant TURIN = 4;
     uint8 internal constant VCEK = 1;
     uint8 internal constant VLEK = 2;
@@ -134,6 +138,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     mapping(bytes32 id => GoldenRecord) private _goldens;
     mapping(address cvm => Attestation) private _attestations;
     mapping(address cvm => bytes32 sealingKey) private _sealingKeys;
+    mapping(address activator => bool allowed) private _activators;
     /// @dev Block number of the last {revokeCertificate} or {unpinRoot}.
     uint40 private _lastRevocationBlock;
 
@@ -210,6 +215,13 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         emit GoldenRevoked(id);
     }
 
+    /// @inheritdoc ICvmRegistry
+    function setActivator(address activator, bool allowed) external onlyOwner {
+        if (activator == address(0)) revert RegistryZeroAddress();
+        _activators[activator] = allowed;
+        emit ActivatorSet(activator, allowed);
+    }
+
     // ----- anyone -----------------------------------------------------------------------------------------------
 
     /// @inheritdoc ICvmRegistry
@@ -255,17 +267,41 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         GoldenRecord storage g = _activeGolden(goldenId_);
         (Verdict memory v, uint32 pcrMask, bytes32 pcrDigest_) =
             _verifyEvidence(goldenId_, g, abi.encodePacked(extraData), evidence);
-        uint32 lifetime = uint32(g.lifetime);
-        uint64 notAfter = _certs[evidence.leaf].notAfter;
-        uint16 leafEnd = notAfter >> 16 > type(uint16).max ? type(uint16).max : uint16(notAfter >> 16);
-        uint40 expiry = _expiry(lifetime, leafEnd);
-        if (expiry <= block.timestamp) revert RegistryCertificateExpired(evidence.leaf, notAfter);
-        a.goldenId = goldenId_;
-        a.akHash = v.akHash;
-        a.reportHash = v.reportHash;
-        a.leaf = evidence.leaf;
-        _writeSlot3(a, _quoteKey(v.akHash, pcrMask, pcrDigest_), expiry, uint40(blockNumber), lifetime, leafEnd);
-        emit CvmRegistered(cvm, goldenId_, v.akHash, v.reportHash, expiry);
+        _record(a, cvm, goldenId_, g, evidence.leaf, v, _quoteKey(v.akHash, pcrMask, pcrDigest_), blockNumber);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function registerCvmSvsm(
+        bytes32 goldenId_,
+        address cvm,
+        uint256 blockNumber,
+        SvsmEvidence calldata evidence,
+        uint64 activationExpiry,
+        bytes calldata activationSignature,
+        bytes calldata consent
+    ) external {
+        if (cvm == address(0)) revert RegistryZeroAddress();
+        _requireConsent(cvm, goldenId_, consent);
+        Attestation storage a = _attestations[cvm];
+        bytes32 extraData = _freshExtraData(cvm, blockNumber, a.lastBlock);
+        GoldenRecord storage g = _activeGolden(goldenId_);
+        if (g.binding != BINDING_SVSM) revert RegistryBindingNotAllowed(BINDING_SVSM);
+        ReportFacts memory facts = _verifyReportAndLeaf(evidence.report, evidence.leaf);
+        // The SVSM's own report: only VMPL0 software (the SVSM, not the guest OS) can have asked for it.
+        if (facts.vmpl != 0) revert RegistryVmplMismatch(facts.vmpl);
+        if (evidence.svsmNonce.length != SVSM_NONCE_BYTES) revert RegistryReportDataMismatch();
+        (bytes32 hi, bytes32 lo) = snpVerifier.sha512(bytes.concat(evidence.svsmNonce, evidence.manifest));
+        if (facts.reportData0 != hi || facts.reportData1 != lo) revert RegistryReportDataMismatch();
+        _requireActivation(
+            sha256(evidence.manifest), sha256(evidence.akPublic), activationExpiry, activationSignature
+        );
+        TpmQuote.PublicKey memory ak = TpmQuote.parsePublic(evidence.akPublic);
+        TpmQuote.Quote memory q =
+            _verifyQuote(evidence.attest, evidence.signature, evidence.pcrs, ak, abi.encodePacked(extraData));
+        _checkReportPolicy(g, facts);
+        _checkPinnedPcrs(g, q.pcrMask, evidence.pcrs);
+        Verdict memory v = Verdict(goldenId_, facts.product, facts.signer, facts.reportHash, keccak256(TpmQuote.keyBytes(ak)));
+        _record(a, cvm, goldenId_, g, evidence.leaf, v, _quoteKey(v.akHash, q.pcrMask, q.pcrDigest), blockNumber);
     }
 
     /// @inheritdoc ICvmRegistry
@@ -385,6 +421,11 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     }
 
     /// @inheritdoc ICvmRegistry
+    function isActivator(address activator) external view returns (bool) {
+        return _activators[activator];
+    }
+
+    /// @inheritdoc ICvmRegistry
     function goldenOf(bytes32 id) external view returns (GoldenInfo memory) {
         GoldenRecord storage g = _goldens[id];
         GoldenStatus status = g.status;
@@ -436,7 +477,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         } else {
             revert RegistryBindingNotAllowed(ev.binding);
         }
-        TpmQuote.Quote memory q = _verifyQuote(ev, ak, expectedExtraData);
+        TpmQuote.Quote memory q = _verifyQuote(ev.attest, ev.signature, ev.pcrs, ak, expectedExtraData);
         if (goldenId_ != bytes32(0)) {
             _checkReportPolicy(g, facts);
             if (ev.binding != g.binding) revert RegistryBindingNotAllowed(ev.binding);
@@ -495,19 +536,33 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     }
 
     /// @dev The quote: structure, signature by `ak`, extraData, PCR values against the selection and the digest.
-    function _verifyQuote(Evidence calldata ev, TpmQuote.PublicKey memory ak, bytes memory expectedExtraData)
-        private
-        view
-        returns (TpmQuote.Quote memory q)
-    {
-        q = TpmQuote.parseQuote(ev.attest);
-        if (!TpmQuote.verifyWith(sha256(ev.attest), ak, TpmQuote.parseSignature(ev.signature), _p256)) {
+    function _verifyQuote(
+        bytes calldata attest,
+        bytes calldata signature,
+        bytes32[] calldata pcrs,
+        TpmQuote.PublicKey memory ak,
+        bytes memory expectedExtraData
+    ) private view returns (TpmQuote.Quote memory q) {
+        q = TpmQuote.parseQuote(attest);
+        if (!TpmQuote.verifyWith(sha256(attest), ak, TpmQuote.parseSignature(signature), _p256)) {
             revert RegistryQuoteSignatureInvalid();
         }
         if (keccak256(q.extraData) != keccak256(expectedExtraData)) revert RegistryQuoteNonceMismatch();
         uint256 selected = _popcount(q.pcrMask);
-        if (ev.pcrs.length != selected) revert RegistryPcrCount(ev.pcrs.length, selected);
-        if (TpmQuote.pcrDigest(ev.pcrs) != q.pcrDigest) revert RegistryPcrDigestMismatch();
+        if (pcrs.length != selected) revert RegistryPcrCount(pcrs.length, selected);
+        if (TpmQuote.pcrDigest(pcrs) != q.pcrDigest) revert RegistryPcrDigestMismatch();
+    }
+
+    /// @dev The activation statement (docs/formats.md, "SVSM activation statement") for `ekName` and `akName` is
+    /// unexpired and signed by an activator the owner named.
+    function _requireActivation(bytes32 ekName, bytes32 akName, uint64 expiry, bytes calldata signature)
+        private
+        view
+    {
+        if (expiry <= block.timestamp) revert RegistryActivationExpired(expiry);
+        bytes32 digest = keccak256(abi.encode(ACTIVATION_TYPEHASH, block.chainid, address(this), ekName, akName, expiry));
+        address signer = ecdsaVerifier.recoverSecp256k1(digest, signature);
+        if (!_activators[signer]) revert RegistryActivatorUnknown(signer);
     }
 
     /// @dev The golden rules on the report, in docs/formats.md order (offchain.policy.check reports the same). Guest
@@ -571,6 +626,31 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     /// @dev keccak256(abi.encode(keccak256("cvm-attest.quote.v1"), chainId, registry, cvm, blockHash)).
     function _extraData(address cvm, bytes32 blockHash) private view returns (bytes32) {
         return keccak256(abi.encode(QUOTE_TYPEHASH, block.chainid, address(this), cvm, blockHash));
+    }
+
+    /// @dev Records `cvm` as attested against `goldenId_` under `leaf` with the verified AK and report (every
+    /// registration path ends here, so refresh, status and revocation see one kind of record).
+    function _record(
+        Attestation storage a,
+        address cvm,
+        bytes32 goldenId_,
+        GoldenRecord storage g,
+        bytes32 leaf,
+        Verdict memory v,
+        bytes16 quoteKey,
+        uint256 blockNumber
+    ) private {
+        uint32 lifetime = uint32(g.lifetime);
+        uint64 notAfter = _certs[leaf].notAfter;
+        uint16 leafEnd = notAfter >> 16 > type(uint16).max ? type(uint16).max : uint16(notAfter >> 16);
+        uint40 expiry = _expiry(lifetime, leafEnd);
+        if (expiry <= block.timestamp) revert RegistryCertificateExpired(leaf, notAfter);
+        a.goldenId = goldenId_;
+        a.akHash = v.akHash;
+        a.reportHash = v.reportHash;
+        a.leaf = leaf;
+        _writeSlot3(a, quoteKey, expiry, uint40(blockNumber), lifetime, leafEnd);
+        emit CvmRegistered(cvm, goldenId_, v.akHash, v.reportHash, expiry);
     }
 
     /// @dev Writes the attestation's hot slot (quoteKey, expiry, lastBlock, lifetime, leafEnd) with one SSTORE.
@@ -710,8 +790,8 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
 
     function _validateGolden(Golden calldata g) private pure {
         if (g.measurement.length != MEASUREMENT_BYTES) revert RegistryGoldenInvalid(1);
-        if (g.binding > BINDING_AZURE) revert RegistryGoldenInvalid(2);
-        if (g.vmpl > 3) revert RegistryGoldenInvalid(3);
+        if (g.binding > BINDING_SVSM) revert RegistryGoldenInvalid(2);
+        if (g.vmpl > 3 || (g.binding == BINDING_SVSM && g.vmpl != 0)) revert RegistryGoldenInvalid(3);
         if (g.products == 0 || g.products > ALL_PRODUCTS) revert RegistryGoldenInvalid(4);
         if (g.signers == 0 || g.signers > ALL_SIGNERS) revert RegistryGoldenInvalid(5);
         if (g.debugAllowed) revert RegistryGoldenInvalid(6);

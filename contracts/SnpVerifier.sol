@@ -5,6 +5,7 @@ pragma solidity ^0.8.24;
 import {ICertificateVerifier} from "./interfaces/ICertificateVerifier.sol";
 import {IEcdsaVerifier} from "./interfaces/IEcdsaVerifier.sol";
 import {ISnpVerifier} from "./interfaces/ISnpVerifier.sol";
+import {Sha384} from "./libraries/Sha384.sol";
 import {SnpReport} from "./libraries/SnpReport.sol";
 
 /**
@@ -38,6 +39,11 @@ contract SnpVerifier is ISnpVerifier {
     /// @inheritdoc ISnpVerifier
     function precomputeKey(bytes calldata leafKey) external view returns (bytes memory) {
         return ecdsa.precomputeP384(leafKey[0:48], leafKey[48:96]);
+    }
+
+    /// @inheritdoc ISnpVerifier
+    function sha512(bytes calldata data) external pure returns (bytes32 hi, bytes32 lo) {
+        return Sha384.digest512(data);
     }
 
     /// @inheritdoc ISnpVerifier

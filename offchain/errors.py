@@ -216,6 +216,10 @@ class Reason(str, enum.Enum):
     RELAY_LEASE_LOST = "relay.lease_lost"
     RELAY_BALANCE_LOW = "relay.balance_low"
 
+    # --- SVSM on chain (registerCvmSvsm) ------------------------------------------------------
+    REGISTRY_ACTIVATOR_UNKNOWN = "chain.activator_unknown"
+    REGISTRY_ACTIVATION_EXPIRED = "chain.activation_expired"
+
     def __str__(self) -> str:
         return self.value
 

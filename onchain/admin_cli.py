@@ -9,6 +9,8 @@
     cvm-cli contract owner show --rpc URL --registry ADDR [--json]
     cvm-cli contract owner transfer NEW_OWNER --rpc URL --registry ADDR --key SOURCE [--json]
     cvm-cli contract owner accept --rpc URL --registry ADDR --key SOURCE [--json]
+    cvm-cli contract activator add|remove ADDR --rpc URL --registry ADDR --key SOURCE [--json]
+    cvm-cli contract activator show ADDR --rpc URL --registry ADDR [--json]
     cvm-cli golden publish --rpc URL --registry ADDR (--from-agent URL | --file G.json) --key SOURCE [--json]
     cvm-cli golden revoke ID --rpc URL --registry ADDR --key SOURCE [--json]
     cvm-cli golden show ID --rpc URL --registry ADDR [--json]
@@ -293,6 +295,56 @@ def owner_accept(rpc: str, registry: str, key_source: str, password_file: Path |
     client = _owner_client(rpc, registry, key_source, password_file)
     tx = client.accept_ownership()
     _print(_tx_payload(tx, owner=client.owner()), as_json, f"{client.owner()} now owns the registry")
+
+
+# --- SVSM activators: the keys whose credential-activation statements registerCvmSvsm accepts ------
+
+
+@contract.group("activator")
+def activator() -> None:
+    """Name, unname or show an activator (a signer of SVSM activation statements)."""
+
+
+def _activator_address(text: str) -> str:
+    if not Web3.is_address(text):
+        raise RequestError(Reason.INPUT_INVALID, f"{text!r} is not an address")
+    return str(Web3.to_checksum_address(text))
+
+
+@activator.command("show")
+@click.argument("address")
+@reader
+def activator_show(address: str, rpc: str, registry: str, as_json: bool) -> None:
+    """Whether the owner named ADDRESS an activator."""
+    checked = _activator_address(address)
+    allowed = _client(rpc, registry).is_activator(checked)
+    _print({"activator": checked, "allowed": allowed}, as_json, f"{checked} is {'' if allowed else 'not '}an activator")
+
+
+def _set_activator(address: str, allowed: bool, rpc: str, registry: str, key_source: str,
+                   password_file: Path | None, as_json: bool) -> None:
+    checked = _activator_address(address)
+    tx = _owner_client(rpc, registry, key_source, password_file).set_activator(checked, allowed)
+    _print(_tx_payload(tx, activator=checked, allowed=allowed), as_json,
+           f"{checked} {'named' if allowed else 'no longer'} an activator")
+
+
+@activator.command("add")
+@click.argument("address")
+@owner_tx
+def activator_add(address: str, rpc: str, registry: str, key_source: str, password_file: Path | None,
+                  as_json: bool) -> None:
+    """Name ADDRESS an activator (owner only): the registry trusts it to have run real credential activations."""
+    _set_activator(address, True, rpc, registry, key_source, password_file, as_json)
+
+
+@activator.command("remove")
+@click.argument("address")
+@owner_tx
+def activator_remove(address: str, rpc: str, registry: str, key_source: str, password_file: Path | None,
+                     as_json: bool) -> None:
+    """Unname ADDRESS (owner only): its statements stop registering CVMs; attested ones stay until revoked."""
+    _set_activator(address, False, rpc, registry, key_source, password_file, as_json)
 
 
 @click.group("golden")

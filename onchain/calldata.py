@@ -7,6 +7,9 @@
   TPMT_PUBLIC, the quote and the PCR values of its selection, and for the Azure binding the
   runtime-data JSON with the offsets of the AK's JWK (:func:`jwk_offsets`), which the contract
   checks instead of searching (contracts/libraries/AzureBinding.sol).
+* :func:`svsm_evidence_struct` is ``ICvmRegistry.SvsmEvidence`` for ``registerCvmSvsm``: the SVSM's
+  VMPL0 report, the leaf's id, the 64-byte SVSM nonce, the manifest (the EK's TPMT_PUBLIC), the AK's
+  TPMT_PUBLIC, the quote and the PCR values of its selection.
 * :func:`certificate_id` is the registry's id of a certificate: ``keccak256(DER)``.
 
 Nothing here decides whether evidence is good; it lays out bytes. It fails with typed errors when
@@ -34,7 +37,7 @@ from offchain.policy.golden import PRODUCT_BITS, SIGNER_BITS, Binding, GoldenMea
 JWK_KID = b'{"kid":"HCLAkPub",'
 JWK_E_N = b'"e":"AQAB","n":"'
 
-BINDING_CODES = {Binding.DIRECT: 0, Binding.AZURE: 1}
+BINDING_CODES = {Binding.DIRECT: 0, Binding.AZURE: 1, Binding.SVSM: 2}
 PRODUCT_CODES = dict(PRODUCT_BITS)
 SIGNER_CODES = dict(SIGNER_BITS)
 
@@ -186,10 +189,9 @@ def evidence_struct(
         report_bytes = report.to_bytes() if isinstance(report, SnpReport) else bytes(report)
         runtime, kid, modulus, binding, public = b"", 0, 0, Binding.DIRECT, ak_public
     public_bytes = public.to_bytes() if isinstance(public, TpmtPublic) else bytes(public)
-    leaf_id = bytes(leaf) if isinstance(leaf, bytes) and len(leaf) == 32 else certificate_id(certificate_der(leaf))
     return EvidenceCalldata(
         report=report_bytes,
-        leaf=leaf_id,
+        leaf=_leaf_id(leaf),
         binding=binding,
         runtime_data=runtime,
         ak_kid_offset=kid,
@@ -199,6 +201,65 @@ def evidence_struct(
         signature=quote_signature(signature),
         pcrs=selected_pcrs(TpmsAttest.from_bytes(attest), pcrs),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SvsmEvidenceCalldata:
+    """``ICvmRegistry.SvsmEvidence`` (see the interface for each field)."""
+
+    report: bytes
+    leaf: bytes
+    svsm_nonce: bytes
+    manifest: bytes
+    ak_public: bytes
+    attest: bytes
+    signature: bytes
+    pcrs: tuple[bytes, ...]
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The struct as web3 encodes it."""
+        return (
+            self.report,
+            self.leaf,
+            self.svsm_nonce,
+            self.manifest,
+            self.ak_public,
+            self.attest,
+            self.signature,
+            list(self.pcrs),
+        )
+
+
+def svsm_evidence_struct(
+    *,
+    report: SnpReport | bytes,
+    leaf: x509.Certificate | bytes,
+    svsm_nonce: bytes,
+    manifest: TpmtPublic | bytes,
+    ak_public: TpmtPublic | bytes,
+    attest: bytes,
+    signature: TpmtSignature | bytes,
+    pcrs: Mapping[int, bytes],
+) -> SvsmEvidenceCalldata:
+    """``ICvmRegistry.SvsmEvidence``: ``report`` is the SVSM's VMPL0 report whose REPORT_DATA is
+    ``offchain.abi.binding.svsm_report_data(svsm_nonce, manifest)``, ``manifest`` the vTPM's EK
+    TPMT_PUBLIC exactly as the SVSM hashed it, ``ak_public`` the AK's, ``leaf`` the VCEK/VLEK certificate
+    or its 32-byte id; ``pcrs`` must hold every PCR of the quote's selection."""
+    return SvsmEvidenceCalldata(
+        report=report.to_bytes() if isinstance(report, SnpReport) else bytes(report),
+        leaf=_leaf_id(leaf),
+        svsm_nonce=bytes(svsm_nonce),
+        manifest=manifest.to_bytes() if isinstance(manifest, TpmtPublic) else bytes(manifest),
+        ak_public=ak_public.to_bytes() if isinstance(ak_public, TpmtPublic) else bytes(ak_public),
+        attest=bytes(attest),
+        signature=quote_signature(signature),
+        pcrs=selected_pcrs(TpmsAttest.from_bytes(attest), pcrs),
+    )
+
+
+def _leaf_id(leaf: x509.Certificate | bytes) -> bytes:
+    """A leaf's registry id: given as 32 bytes, or computed from the certificate (DER or object)."""
+    return bytes(leaf) if isinstance(leaf, bytes) and len(leaf) == 32 else certificate_id(certificate_der(leaf))
 
 
 def refresh_args(ak_public: TpmtPublic | bytes, signature: TpmtSignature | bytes) -> tuple[bytes, bytes]:

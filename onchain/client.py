@@ -31,7 +31,7 @@ from offchain.abi.snp_report import Product
 from offchain.abi.tpm import TpmtPublic, TpmtSignature
 from offchain.errors import ChainError, ParseError, Reason
 from offchain.policy.golden import GoldenMeasurement
-from onchain.calldata import EvidenceCalldata, golden_struct, product_code, refresh_args
+from onchain.calldata import EvidenceCalldata, SvsmEvidenceCalldata, golden_struct, product_code, refresh_args
 from onchain.errors import chain_error, decode_revert
 
 #: The contracts behind the registry whose custom errors its reverts may carry.
@@ -292,6 +292,10 @@ class RegistryClient:
     def revoke_golden(self, golden_id: bytes) -> TxResult:
         return self._transact("revokeGolden", golden_id)
 
+    def set_activator(self, activator: str, allowed: bool) -> TxResult:
+        """``setActivator``: name (``allowed``) or unname a signer of SVSM activation statements."""
+        return self._transact("setActivator", Web3.to_checksum_address(activator), allowed)
+
     def transfer_ownership(self, new_owner: str) -> TxResult:
         return self._transact("transferOwnership", Web3.to_checksum_address(new_owner))
 
@@ -329,6 +333,30 @@ class RegistryClient:
             "registerCvm", golden_id, Web3.to_checksum_address(cvm), block_number, evidence.as_tuple(), consent
         )
 
+    def register_cvm_svsm(
+        self,
+        golden_id: bytes,
+        cvm: str,
+        block_number: int,
+        evidence: SvsmEvidenceCalldata,
+        activation_expiry: int,
+        activation_signature: bytes,
+        consent: bytes,
+    ) -> TxResult:
+        """registerCvmSvsm: ``activation_signature`` is an activator's signature over
+        :func:`offchain.abi.binding.svsm_activation_digest` for the evidence's EK and AK names and
+        ``activation_expiry``; ``consent`` as for :meth:`register_cvm`."""
+        return self._transact(
+            "registerCvmSvsm",
+            golden_id,
+            Web3.to_checksum_address(cvm),
+            block_number,
+            evidence.as_tuple(),
+            activation_expiry,
+            activation_signature,
+            consent,
+        )
+
     def refresh_cvm(
         self,
         cvm: str,
@@ -353,6 +381,10 @@ class RegistryClient:
         self, report: bytes, leaf_id: bytes, golden_id: bytes = ZERO32, runtime_data: bytes = b""
     ) -> Verdict:
         return Verdict(*self._call("verifyReport", report, leaf_id, golden_id, runtime_data))
+
+    def is_activator(self, activator: str) -> bool:
+        """Whether the owner named ``activator`` (``isActivator``)."""
+        return bool(self._call("isActivator", Web3.to_checksum_address(activator)))
 
     def is_attested(self, cvm: str) -> bool:
         return bool(self._call("isAttested", Web3.to_checksum_address(cvm)))

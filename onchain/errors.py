@@ -82,6 +82,9 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryConsentInvalid": Reason.REGISTRY_CONSENT_INVALID,
     "RegistryCvmNotAttested": Reason.REGISTRY_NOT_ATTESTED,
     "RegistrySealingKeyInvalid": Reason.SEAL_KEY_NOT_BOUND,
+    # ICvmRegistry: SVSM activation
+    "RegistryActivatorUnknown": Reason.REGISTRY_ACTIVATOR_UNKNOWN,
+    "RegistryActivationExpired": Reason.REGISTRY_ACTIVATION_EXPIRED,
     # X509Lite and RsaPss (through CertificateVerifier)
     "X509Malformed": Reason.CERT_MALFORMED,
     "X509UnsupportedAlgorithm": Reason.CERT_MALFORMED,

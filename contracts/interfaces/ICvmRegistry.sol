@@ -20,7 +20,13 @@ pragma solidity ^0.8.24;
  *   REPORT_DATA holds SHA-256 of the whole TPMT_PUBLIC instead; Azure publishes only the modulus).
  *
  * Product codes are bits, so a golden measurement's `products` is a mask of them: 1 Milan, 2 Genoa, 4 Turin.
- * Signer codes likewise: 1 VCEK, 2 VLEK. Binding: 0 direct, 1 Azure.
+ * Signer codes likewise: 1 VCEK, 2 VLEK. Binding: 0 direct, 1 Azure, 2 SVSM.
+ *
+ * The SVSM binding ({registerCvmSvsm}) needs a credential activation, which proves the AK lives in the vTPM whose
+ * endorsement key (EK) the VMPL0 report carries but needs a secret a contract cannot keep: the registry verifies
+ * the report, its REPORT_DATA = SHA-512(svsmNonce || EK TPMT_PUBLIC) and the quote natively, and takes the
+ * activation itself from an activator key the owner names ({setActivator}). TPM names: `name(public) =
+ * 0x000B || SHA-256(TPMT_PUBLIC)` (nameAlg SHA-256); the activation statement carries the 32-byte SHA-256 part.
  */
 interface ICvmRegistry {
     /// @dev What a cached certificate is. ARKs are self-signed roots, ASKs issue VCEKs, ASVKs issue VLEKs.
@@ -37,7 +43,7 @@ interface ICvmRegistry {
     struct Golden {
         /// @dev SNP launch MEASUREMENT, 48 bytes.
         bytes measurement;
-        /// @dev 0 direct, 1 Azure.
+        /// @dev 0 direct, 1 Azure, 2 SVSM (whose golden `vmpl` must be 0).
         uint8 binding;
         /// @dev Required VMPL of the report (exact).
         uint8 vmpl;
@@ -86,6 +92,29 @@ interface ICvmRegistry {
         bytes runtimeData;
         uint32 akKidOffset;
         uint32 akModulusOffset;
+        /// @dev The AK's TPMT_PUBLIC.
+        bytes akPublic;
+        /// @dev The quote's TPMS_ATTEST.
+        bytes attest;
+        /// @dev The quote's TPMT_SIGNATURE.
+        bytes signature;
+        bytes32[] pcrs;
+    }
+
+    /**
+     * @dev An SVSM vTPM's evidence ({registerCvmSvsm}): the SVSM's own report (VMPL0) whose REPORT_DATA is
+     * SHA-512(svsmNonce || manifest), where `manifest` is the vTPM's EK as its TPMT_PUBLIC, and a quote by the AK
+     * the activation statement binds to that EK.
+     */
+    struct SvsmEvidence {
+        /// @dev The 1184-byte SEV-SNP ATTESTATION_REPORT, requested by the SVSM at VMPL0.
+        bytes report;
+        /// @dev Id of the registered VCEK or VLEK that signed the report.
+        bytes32 leaf;
+        /// @dev The 64-byte nonce the requester chose for the SVSM's attestation.
+        bytes svsmNonce;
+        /// @dev The vTPM service manifest: the EK's TPMT_PUBLIC as the TPM marshals it.
+        bytes manifest;
         /// @dev The AK's TPMT_PUBLIC.
         bytes akPublic;
         /// @dev The quote's TPMS_ATTEST.
@@ -190,11 +219,13 @@ interface ICvmRegistry {
     event CvmRefreshed(address indexed cvm, uint64 expiry);
     /// @dev The attested `cvm` signed `sealingKey` (X25519) as the key secrets for it are sealed to.
     event CvmSealingKeyPublished(address indexed cvm, bytes32 sealingKey);
+    /// @dev The owner named (`allowed`) or unnamed `activator` as a signer of SVSM activation statements.
+    event ActivatorSet(address indexed activator, bool allowed);
 
     // ----- errors: owner input ----------------------------------------------------------------------------------
 
     /// @dev The golden measurement is malformed or unacceptable.
-    /// @param field 1 measurement length, 2 binding, 3 vmpl, 4 products, 5 signers, 6 debugAllowed (refused),
+    /// @param field 1 measurement length, 2 binding, 3 vmpl (above 3, or not 0 with the SVSM binding), 4 products, 5 signers, 6 debugAllowed (refused),
     /// 7 pcrMask (PCR above 23), 8 pcrValues (count differs from pcrMask), 9 lifetime (zero, or 2^32 s or more).
     error RegistryGoldenInvalid(uint8 field);
     /// @dev A golden measurement with this id was already published (revocation is final).
@@ -268,7 +299,8 @@ interface ICvmRegistry {
     error RegistryProductNotAllowed(uint8 product);
     /// @dev The signing key kind (1 VCEK, 2 VLEK) is not among the golden measurement's.
     error RegistrySignerNotAllowed(uint8 signer);
-    /// @dev The evidence's AK binding (0 direct, 1 Azure) is not the golden measurement's, or not one of the two.
+    /// @dev The evidence's AK binding (0 direct, 1 Azure, 2 SVSM) is not the golden measurement's, or not one the
+    /// function takes ({registerCvm}: 0 or 1; {registerCvmSvsm}: 2).
     error RegistryBindingNotAllowed(uint8 binding);
     /// @dev The quote's value of a pinned PCR differs from the golden value.
     error RegistryPcrMismatch(uint8 pcr);
@@ -277,7 +309,8 @@ interface ICvmRegistry {
 
     // ----- errors: the AK binding -------------------------------------------------------------------------------
 
-    /// @dev Direct binding: REPORT_DATA is not SHA-256(AK TPMT_PUBLIC) || 32 zero bytes.
+    /// @dev Direct binding: REPORT_DATA is not SHA-256(AK TPMT_PUBLIC) || 32 zero bytes. SVSM binding: the nonce is
+    /// not 64 bytes, or REPORT_DATA is not SHA-512(svsmNonce || manifest).
     error RegistryReportDataMismatch();
     /// @dev Azure binding: REPORT_DATA is not SHA-256(runtime data) || 32 zero bytes.
     error RegistryRuntimeDataMismatch();
@@ -320,6 +353,15 @@ interface ICvmRegistry {
     /// is zero.
     error RegistrySealingKeyInvalid(address cvm);
 
+    // ----- errors: SVSM activation ------------------------------------------------------------------------------
+
+    /// @dev The activation statement for the EK and AK of the evidence recovers to `signer`, which is no activator
+    /// the owner named: an unknown key signed it, or it was signed over other names (another EK or AK), another
+    /// expiry, chain or registry (the zero address: the signature is malformed).
+    error RegistryActivatorUnknown(address signer);
+    /// @dev The activation statement expired at `expiry` (it is valid while block.timestamp < expiry).
+    error RegistryActivationExpired(uint64 expiry);
+
     // ----- owner ------------------------------------------------------------------------------------------------
 
     /**
@@ -349,6 +391,17 @@ interface ICvmRegistry {
     /// Emits {GoldenRevoked}. Owner only.
     function revokeGolden(bytes32 id) external;
 
+    /**
+     * @dev Names (`allowed`) or unnames `activator` as a key whose SVSM activation statements {registerCvmSvsm}
+     * accepts. Emits {ActivatorSet}. Owner only; the zero address is refused ({RegistryZeroAddress}).
+     *
+     * IMPORTANT: an activator vouches that an AK lives in the vTPM of an EK; the owner trusts it to have run a real
+     * credential activation (MakeCredential for the AK's name under the EK, answered by TPM2_ActivateCredential)
+     * for every statement it signs. A dishonest or compromised activator can attest a software AK. Unnaming one
+     * stops new registrations only: revoke the golden measurement to end attestations it vouched for.
+     */
+    function setActivator(address activator, bool allowed) external;
+
     // ----- anyone -----------------------------------------------------------------------------------------------
 
     /**
@@ -374,6 +427,28 @@ interface ICvmRegistry {
         address cvm,
         uint256 blockNumber,
         Evidence calldata evidence,
+        bytes calldata consent
+    ) external;
+
+    /**
+     * @dev {registerCvm} for an SVSM vTPM (golden binding 2). Verifies natively the report and its chain as
+     * {registerCvm} does, VMPL 0 ({RegistryVmplMismatch}), REPORT_DATA = SHA-512(svsmNonce || manifest) with a
+     * 64-byte nonce ({RegistryReportDataMismatch}), the golden measurement's binding and policy, the quote by the AK
+     * over the on-chain extraData (fresh block, as {registerCvm}), the PCRs and `cvm`'s `consent`. The AK is tied
+     * to the EK by the activation statement: `activationSignature` (65 bytes r || s || v, low s, over the raw
+     * digest) by an activator ({setActivator}) over keccak256(abi.encode(keccak256("cvm-attest.svsm-activation.v1"),
+     * chainId, registry, ekName, akName, activationExpiry)), with ekName = SHA-256(manifest) and akName =
+     * SHA-256(akPublic) computed here ({RegistryActivatorUnknown}), valid while block.timestamp < activationExpiry
+     * ({RegistryActivationExpired}). Records the attestation exactly as {registerCvm} does, so {refreshCvm},
+     * {isAttested} and revocation work unchanged. Emits {CvmRegistered}.
+     */
+    function registerCvmSvsm(
+        bytes32 goldenId,
+        address cvm,
+        uint256 blockNumber,
+        SvsmEvidence calldata evidence,
+        uint64 activationExpiry,
+        bytes calldata activationSignature,
         bytes calldata consent
     ) external;
 
@@ -460,6 +535,9 @@ interface ICvmRegistry {
     /// @dev The sealing key `cvm` published (zero when none) and its {attestationStatus}: seal only to the key of a
     /// CVM that is `Attested`.
     function sealingKeyOf(address cvm) external view returns (bytes32 sealingKey, AttestationStatus status);
+
+    /// @dev Whether the owner named `activator` ({setActivator}).
+    function isActivator(address activator) external view returns (bool);
 
     /// @dev State of golden measurement `id`.
     function goldenOf(bytes32 id) external view returns (GoldenInfo memory);

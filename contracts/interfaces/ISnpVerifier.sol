@@ -6,7 +6,7 @@ import {IEcdsaVerifier} from "./IEcdsaVerifier.sol";
 
 /**
  * @dev The SEV-SNP half of the registry, deployed as its own contract because the native verification code (SHA-384,
- * ECDSA P-384, RSASSA-PSS-4096, X.509 and report parsing) does not fit next to the registry under the EIP-170 code
+ * SHA-512, ECDSA P-384, RSASSA-PSS-4096, X.509 and report parsing) does not fit next to the registry under the EIP-170 code
  * size limit. It holds no state and decides nothing: it parses, verifies signatures and returns what it found; the
  * registry compares the results with its cache and its golden measurements and reverts with its own errors.
  * Malformed input reverts with the parsing libraries' custom errors (bubbled up through the registry).
@@ -70,6 +70,10 @@ interface ISnpVerifier {
 
     /// @dev The elliptic-curve verifier behind this one (report signatures; the registry's P-256 AKs).
     function ecdsa() external view returns (IEcdsaVerifier);
+
+    /// @dev SHA-512 of `data` ({Sha384-digest512}), as its first and last 32 bytes: the registry compares an SVSM
+    /// report's REPORT_DATA with SHA-512(svsmNonce || manifest) and has no room for the compression function.
+    function sha512(bytes calldata data) external pure returns (bytes32 hi, bytes32 lo);
 
     /**
      * @dev Parses `der` and verifies its signature with `issuerModulus`/`issuerExponent`, or with its own key when

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// cvm-attest: SHA-384 (FIPS 180-4) for the EVM, which has no SHA-2 family precompile beyond SHA-256.
+// cvm-attest: SHA-384 and SHA-512 (FIPS 180-4) for the EVM, which has no SHA-2 family precompile beyond SHA-256.
 pragma solidity ^0.8.24;
 
 /**
@@ -8,6 +8,8 @@ pragma solidity ^0.8.24;
  * sections 4.1.3 and 6.4.2) started from the SHA-384 initial hash value (section 5.3.4), the message
  * padded as in section 5.1.2 and the result truncated to its first 384 bits (section 6.5). AMD SEV-SNP
  * reports are signed over SHA-384 (ECDSA P-384) and AMD certificates with RSASSA-PSS over SHA-384.
+ * {digest512} is SHA-512 from the same compression (section 5.3.5's initial value, all 512 bits): the
+ * SVSM's REPORT_DATA is SHA-512(nonce || manifest).
  *
  * Gas: about 24,400 per 128-byte block (benchmarks/gas_libraries.py, `sha384_per_block`).
  *
@@ -86,6 +88,27 @@ library Sha384 {
      * above derive it from a `bytes` value) and that `length < 2^125` (true of any memory range).
      */
     function digestMemory(uint256 ptr, uint256 length) internal pure returns (bytes32 hi, bytes16 lo) {
+        bytes32 rest;
+        (hi, rest) = _sha512Family(ptr, length, false);
+        lo = bytes16(rest);
+    }
+
+    /// @notice SHA-512 (FIPS 180-4, section 6.4) of `data`, as the first and the last 32 of its 64 bytes.
+    function digest512(bytes memory data) internal pure returns (bytes32 hi, bytes32 lo) {
+        uint256 ptr;
+        assembly ("memory-safe") {
+            ptr := add(data, 0x20)
+        }
+        return _sha512Family(ptr, data.length, true);
+    }
+
+    /**
+     * @dev The SHA-512 compression over the padded message at `[ptr, ptr + length)` (as {digestMemory} requires
+     * it), started from the SHA-512 initial hash value (section 5.3.5) when `sha512`, else from SHA-384's
+     * (section 5.3.4). Returns H0..H3 and H4..H7 of the last hash value, big-endian: SHA-512 is all of it,
+     * SHA-384 its first 48 bytes (section 6.5). One body for both, so a contract using both carries it once.
+     */
+    function _sha512Family(uint256 ptr, uint256 length, bool sha512) private pure returns (bytes32 hi, bytes32 lo) {
         assembly ("memory-safe") {
             // Section 6.4.2: compresses the 128-byte block at `blk` into H0..H7 at `st` (layout above).
             function compress(st, blk) {
@@ -430,15 +453,29 @@ library Sha384 {
             mstore(add(kt, 1264), 0x5fcb6fab3ad6faec00000000000000006c44198c4a475817)
             // The sentinel after the last K + W slot (slot 80 of KW; the schedule never writes it).
             mstore8(add(st, 0xb30), 0x80)
-            // Section 5.3.4: the SHA-384 initial hash value H(0).
-            mstore(st, 0xcbbb9d5dc1059ed8)
-            mstore(add(st, 0x20), 0x629a292a367cd507)
-            mstore(add(st, 0x40), 0x9159015a3070dd17)
-            mstore(add(st, 0x60), 0x152fecd8f70e5939)
-            mstore(add(st, 0x80), 0x67332667ffc00b31)
-            mstore(add(st, 0xa0), 0x8eb44a8768581511)
-            mstore(add(st, 0xc0), 0xdb0c2e0d64f98fa7)
-            mstore(add(st, 0xe0), 0x47b5481dbefa4fa4)
+            switch sha512
+            case 0 {
+                // Section 5.3.4: the SHA-384 initial hash value H(0).
+                mstore(st, 0xcbbb9d5dc1059ed8)
+                mstore(add(st, 0x20), 0x629a292a367cd507)
+                mstore(add(st, 0x40), 0x9159015a3070dd17)
+                mstore(add(st, 0x60), 0x152fecd8f70e5939)
+                mstore(add(st, 0x80), 0x67332667ffc00b31)
+                mstore(add(st, 0xa0), 0x8eb44a8768581511)
+                mstore(add(st, 0xc0), 0xdb0c2e0d64f98fa7)
+                mstore(add(st, 0xe0), 0x47b5481dbefa4fa4)
+            }
+            default {
+                // Section 5.3.5: the SHA-512 initial hash value H(0).
+                mstore(st, 0x6a09e667f3bcc908)
+                mstore(add(st, 0x20), 0xbb67ae8584caa73b)
+                mstore(add(st, 0x40), 0x3c6ef372fe94f82b)
+                mstore(add(st, 0x60), 0xa54ff53a5f1d36f1)
+                mstore(add(st, 0x80), 0x510e527fade682d1)
+                mstore(add(st, 0xa0), 0x9b05688c2b3e6c1f)
+                mstore(add(st, 0xc0), 0x1f83d9abfb41bd6b)
+                mstore(add(st, 0xe0), 0x5be0cd19137e2179)
+            }
 
             // Section 5.1.2: after the last complete block, the rest of the message, 0x80, zeros and the
             // length in bits as a 128-bit big-endian integer ending a block: one block if at most 111
@@ -464,9 +501,9 @@ library Sha384 {
             for { let blk := ptr } lt(blk, full) { blk := add(blk, 128) } { compress(st, blk) }
             for { let blk := tail } lt(blk, tailEnd) { blk := add(blk, 128) } { compress(st, blk) }
 
-            // Section 6.5: H0..H5 of the last hash value, big-endian.
+            // Section 6.4.2, step 4 and 6.5: H0..H7 of the last hash value, big-endian.
             hi := or(or(shl(192, mload(st)), shl(128, mload(add(st, 0x20)))), or(shl(64, mload(add(st, 0x40))), mload(add(st, 0x60))))
-            lo := or(shl(192, mload(add(st, 0x80))), shl(128, mload(add(st, 0xa0))))
+            lo := or(or(shl(192, mload(add(st, 0x80))), shl(128, mload(add(st, 0xa0)))), or(shl(64, mload(add(st, 0xc0))), mload(add(st, 0xe0))))
         }
     }
 }

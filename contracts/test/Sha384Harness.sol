@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// cvm-attest test harness: exposes Sha384 to the Python tests and the gas benchmark.
+// cvm-attest test harness: exposes Sha384 (SHA-384 and SHA-512) to the Python tests and the gas benchmark.
 pragma solidity ^0.8.24;
 
 import {Sha384} from "../libraries/Sha384.sol";
@@ -9,6 +9,12 @@ contract Sha384Harness {
     /// @notice {Sha384-digest} of `data` as one 48-byte value.
     function digest(bytes memory data) external pure returns (bytes memory) {
         return Sha384.hash(data);
+    }
+
+    /// @notice {Sha384-digest512} of `data` as one 64-byte value.
+    function digest512(bytes memory data) external pure returns (bytes memory) {
+        (bytes32 hi, bytes32 lo) = Sha384.digest512(data);
+        return abi.encodePacked(hi, lo);
     }
 
     /// @notice {Sha384-digestSlice}.

@@ -13,6 +13,12 @@ One implementation of each, shared by the agent (which produces them), the off-c
   binding the agent's sealing key (X25519, for secrets: offchain.seal) and its CVM address.
 * :func:`sealing_key_digest`: what a CVM's own key signs to publish its sealing key in a registry
   (``publishSealingKey`` recovers the signer and requires it to be the attested CVM).
+* :func:`svsm_report_data`: the SVSM's REPORT_DATA, ``SHA-512(svsmNonce || manifest)``, where the vTPM
+  service manifest is the EK's TPMT_PUBLIC.
+* :func:`tpm_name_digest`: the SHA-256 part of a TPM object's name, as the activation statement
+  carries an EK's and an AK's.
+* :func:`svsm_activation_digest`: what an activator signs after a credential activation bound an AK
+  to an EK (``registerCvmSvsm`` recovers the signer and requires it to be an activator the owner named).
 
 The agent never quotes a caller's bytes as they are: both forms are domain separated, so the AK
 cannot be made to sign a value meant for another protocol.
@@ -33,9 +39,12 @@ SEALING_DOMAIN = b"cvm-attest/sealing/v1"
 SEALING_KEY_TYPEHASH = keccak256(b"cvm-attest.sealing-key.v1")
 SEALING_KEY_BYTES = 32
 SVSM_NONCE_DOMAIN = b"cvm-attest/svsm/v1"
-SVSM_NONCE_BYTES = 64
 NONCE_MIN_BYTES = 1
 NONCE_MAX_BYTES = 64
+SVSM_NONCE_BYTES = 64
+SVSM_ACTIVATION_TYPEHASH = keccak256(b"cvm-attest.svsm-activation.v1")
+#: TPM_ALG_SHA256 (TPM 2.0 Part 2, 6.3): the nameAlg of the names the activation statement carries.
+_NAME_ALG_SHA256 = b"\x00\x0b"
 
 
 def direct_report_data(ak_public_area: bytes) -> bytes:
@@ -162,9 +171,53 @@ def svsm_nonce(extra_data: bytes) -> bytes:
     return hashlib.sha512(SVSM_NONCE_DOMAIN + extra_data).digest()
 
 
-def svsm_report_data(svsm_nonce_value: bytes, manifest: bytes) -> bytes:
-    """``SHA-512(nonce || manifest)``: the REPORT_DATA of an SVSM attestation (SVSM specification,
-    AMD 58019, SVSM_ATTEST_SINGLE_SERVICE), the manifest being the vTPM's EK TPMT_PUBLIC."""
-    if len(svsm_nonce_value) != SVSM_NONCE_BYTES:
-        raise ParseError(Reason.INPUT_INVALID, f"an SVSM nonce is {SVSM_NONCE_BYTES} bytes, got {len(svsm_nonce_value)}")
-    return hashlib.sha512(svsm_nonce_value + manifest).digest()
+def svsm_report_data(svsm_nonce: bytes, manifest: bytes) -> bytes:
+    """``SHA-512(svsmNonce || manifest)``: the REPORT_DATA of the SVSM's own (VMPL0) attestation report for
+    the vTPM service, where ``svsm_nonce`` is the requester's 64 bytes and ``manifest`` the vTPM's
+    endorsement key as its TPMT_PUBLIC. The nonce has a fixed size, so no bytes can move between it and
+    the manifest."""
+    if len(svsm_nonce) != SVSM_NONCE_BYTES:
+        raise ParseError(
+            Reason.INPUT_INVALID, f"the SVSM nonce is {SVSM_NONCE_BYTES} bytes, got {len(svsm_nonce)}", field="svsm_nonce"
+        )
+    return hashlib.sha512(svsm_nonce + manifest).digest()
+
+
+def tpm_name_digest(public_area: bytes) -> bytes:
+    """The 32-byte SHA-256 part of a TPM object's name, ``name(public) = 0x000B || SHA-256(TPMT_PUBLIC)``
+    (TPM 2.0 Part 1, 16), for a marshalled TPMT_PUBLIC whose nameAlg is SHA-256: what the activation
+    statement carries as ``ekName`` and ``akName`` (the registry computes ``sha256`` of the same bytes).
+    ``tpm.public.malformed`` when the area is too short to have a nameAlg or its nameAlg is another hash
+    (its name would not be this digest). Equal to ``TpmtPublic.from_bytes(public_area).name()[2:]``."""
+    if len(public_area) < 4 or public_area[2:4] != _NAME_ALG_SHA256:
+        raise ParseError(
+            Reason.TPM_PUBLIC_MALFORMED, "a name digest needs a TPMT_PUBLIC with nameAlg SHA-256", field="name_alg"
+        )
+    return hashlib.sha256(public_area).digest()
+
+
+def _word_uint64(value: int) -> bytes:
+    if not 0 <= value < 1 << 64:
+        raise ParseError(Reason.INPUT_INVALID, f"{value} does not fit a uint64")
+    return value.to_bytes(32, "big")
+
+
+def svsm_activation_digest(
+    chain_id: int, registry: str | bytes, ek_name: bytes, ak_name: bytes, expiry: int
+) -> bytes:
+    """``keccak256(abi.encode(keccak256("cvm-attest.svsm-activation.v1"), chainId, registry, ekName, akName,
+    uint64 expiry))``.
+
+    An activator signs this digest as it is (ECDSA secp256k1, ``r || s || v``, low ``s``, no EIP-191
+    prefix, like :func:`golden_consent_digest`) to say "I made a credential for the AK named ``ak_name``
+    under the EK named ``ek_name`` (:func:`tpm_name_digest` of each) and the TPM holding that EK activated
+    it, so this AK lives in that vTPM", until Unix time ``expiry``. ``registerCvmSvsm`` recomputes the
+    names from the evidence and accepts the statement only from an activator the registry's owner named."""
+    return keccak256(
+        SVSM_ACTIVATION_TYPEHASH
+        + _word_uint(chain_id)
+        + _word_address(registry)
+        + _word_bytes32(ek_name)
+        + _word_bytes32(ak_name)
+        + _word_uint64(expiry)
+    )

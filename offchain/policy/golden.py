@@ -64,14 +64,18 @@ class Binding(str, enum.Enum):
 
     DIRECT = "direct"
     AZURE = "azure"
-    #: The AK lives in an SVSM's vTPM at VMPL0: its EK is the VMPL0 report's manifest, the AK is
-    #: bound to that EK by credential activation (offchain.credential).
+    #: The SVSM vTPM: the SVSM's own VMPL0 report carries the vTPM's EK (REPORT_DATA = SHA-512(nonce ||
+    #: EK TPMT_PUBLIC)) and credential activation binds the AK to that EK. Its golden ``vmpl`` is 0 and its
+    #: ``measurement`` the SVSM's launch MEASUREMENT (the SVSM and the firmware).
     SVSM = "svsm"
 
     @property
     def code(self) -> int:
         """The value in the canonical id: 0 direct, 1 azure, 2 svsm."""
-        return {Binding.DIRECT: 0, Binding.AZURE: 1, Binding.SVSM: 2}[self]
+        return _BINDING_CODES[self]
+
+
+_BINDING_CODES = {Binding.DIRECT: 0, Binding.AZURE: 1, Binding.SVSM: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,15 +256,20 @@ class GoldenMeasurement:
                 raise _malformed("pcr23_events", "given without pcrs.23 to replay to")
             if replay(events) != pcrs[WORKLOAD_PCR]:
                 raise _malformed("pcr23_events", "does not replay to pcrs.23")
+        binding = _binding(doc["binding"])
+        vmpl = _uint(doc["vmpl"], "vmpl", 3)
+        if binding is Binding.SVSM and vmpl != 0:
+            # Only VMPL0 (the SVSM itself) can ask for the report that carries the vTPM's EK.
+            raise _malformed("vmpl", "must be 0 with the svsm binding")
         golden = object.__new__(cls)
         values = {
             "measurement": _hex(doc["measurement"], "measurement", MEASUREMENT_SIZE),
             "policy": policy,
             "min_tcb": min_tcb,
-            "vmpl": _uint(doc["vmpl"], "vmpl", 3),
+            "vmpl": vmpl,
             "products": _enum_list(doc["products"], "products", Product),
             "signers": _enum_list(doc["signers"], "signers", SignerKind),
-            "binding": _binding(doc["binding"]),
+            "binding": binding,
             "lifetime_seconds": _uint(doc["lifetime_seconds"], "lifetime_seconds", (1 << 64) - 1, minimum=1),
             "pcrs": tuple(sorted(pcrs.items())),
             "pcr23_events": events,
@@ -268,8 +277,6 @@ class GoldenMeasurement:
             "require_quote": _bool(doc.get("require_quote", False), "require_quote"),
             "version": GOLDEN_VERSION,
         }
-        if values["binding"] is Binding.SVSM and values["vmpl"] != 0:
-            raise _malformed("vmpl", "the svsm binding attests the SVSM's own report, which is at VMPL 0")
         for key, value in values.items():
             object.__setattr__(golden, key, value)
         return golden

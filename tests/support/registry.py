@@ -24,10 +24,23 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from offchain.abi.binding import direct_report_data, golden_consent_digest, onchain_extra_data, sealing_key_digest
+from offchain.abi.binding import (
+    direct_report_data,
+    golden_consent_digest,
+    onchain_extra_data,
+    sealing_key_digest,
+    svsm_activation_digest,
+    svsm_report_data,
+    tpm_name_digest,
+)
 from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import SnpReport
 from offchain.abi.tpm import (
+    TPM_ALG_AES,
+    TPM_ALG_CFB,
+    TPM_ALG_ECC,
+    TPM_ALG_NULL,
+    TPM_ALG_RSA,
     TPM_ALG_SHA256,
     TPM_GENERATED_VALUE,
     TPM_ST_ATTEST_QUOTE,
@@ -39,7 +52,14 @@ from offchain.abi.tpm import (
 from offchain.devamd import DevAmdChain
 from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.trust.roots import spki_fingerprint
-from onchain.calldata import EvidenceCalldata, certificate_der, certificate_id, evidence_struct
+from onchain.calldata import (
+    EvidenceCalldata,
+    SvsmEvidenceCalldata,
+    certificate_der,
+    certificate_id,
+    evidence_struct,
+    svsm_evidence_struct,
+)
 from onchain.client import RegistryClient, TxResult
 from tests.support.evm import compile_contracts
 
@@ -311,3 +331,137 @@ def register_cvm(
     """registerCvm with the CVM's consent to ``consent_to`` (default: ``golden_id`` itself)."""
     signed = consent(registry, cvm, golden_id if consent_to is None else consent_to)
     return registry.register_cvm(golden_id, cvm, block_number, evidence, signed)
+
+
+# --- the SVSM vTPM: an EK in the VMPL0 report, an AK an activator vouches for ------------------------
+
+#: TCG EK Credential Profile 2.0, templates L-1 (RSA-2048) and L-2 (ECC NIST P-256): fixedTPM, fixedParent,
+#: sensitiveDataOrigin, adminWithPolicy, restricted, decrypt.
+EK_OBJECT_ATTRIBUTES = 0x000300B2
+#: The templates' authPolicy: PolicySecret(TPM_RH_ENDORSEMENT).
+EK_AUTH_POLICY = bytes.fromhex("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa")
+TPM_ECC_NIST_P256 = 0x0003
+
+
+def ek_public(kind: str = "rsa") -> TpmtPublic:
+    """A fresh endorsement key's TPMT_PUBLIC as a TPM marshals one made from the TCG default template
+    (``rsa``: L-1, RSA-2048 with AES-128-CFB; ``p256``: L-2, ECC P-256), the SVSM's vTPM manifest."""
+    common: dict[str, Any] = {
+        "name_alg": TPM_ALG_SHA256,
+        "object_attributes": EK_OBJECT_ATTRIBUTES,
+        "auth_policy": EK_AUTH_POLICY,
+        "symmetric": TPM_ALG_AES,
+        "symmetric_key_bits": 128,
+        "symmetric_mode": TPM_ALG_CFB,
+        "scheme": TPM_ALG_NULL,
+    }
+    if kind == "rsa":
+        numbers = rsa.generate_private_key(65537, 2048).public_key().public_numbers()
+        return TpmtPublic(type=TPM_ALG_RSA, key_bits=2048, exponent=0, modulus=numbers.n.to_bytes(256, "big"),
+                          **common)
+    if kind == "p256":
+        point = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+        return TpmtPublic(type=TPM_ALG_ECC, curve_id=TPM_ECC_NIST_P256, kdf=TPM_ALG_NULL,
+                          x=point.x.to_bytes(32, "big"), y=point.y.to_bytes(32, "big"), **common)
+    raise ValueError(kind)
+
+
+@dataclass(frozen=True)
+class SvsmCvm:
+    """A CVM on an SVSM vTPM, simulated: the SVSM's VMPL0 report (REPORT_DATA = SHA-512(nonce || EK
+    TPMT_PUBLIC)) signed by a development AMD chain, the AK that vTPM holds and the PCRs it quotes."""
+
+    chain: DevAmdChain
+    ak: SoftAk
+    ek: TpmtPublic
+    svsm_nonce: bytes
+    report: SnpReport
+    pcrs: Mapping[int, bytes]
+
+    @property
+    def manifest(self) -> bytes:
+        return self.ek.to_bytes()
+
+    @property
+    def leaf_id(self) -> bytes:
+        return certificate_id(certificate_der(self.chain.leaf))
+
+    def golden(self, *, pinned: tuple[int, ...] = (0, 23), lifetime: int = 3600) -> GoldenMeasurement:
+        """The svsm golden measurement of exactly this CVM (the SVSM's MEASUREMENT, VMPL 0)."""
+        return GoldenMeasurement.from_report(
+            self.report, self.chain.product, self.chain.signer, Binding.SVSM,
+            pcrs={i: self.pcrs[i] for i in pinned}, lifetime=lifetime,
+        )
+
+    def quote(self, extra_data: bytes, *, ak: SoftAk | None = None) -> Quote:
+        return (ak or self.ak).quote(extra_data, self.pcrs)
+
+    def evidence(
+        self,
+        quote: Quote,
+        *,
+        report: SnpReport | None = None,
+        svsm_nonce: bytes | None = None,
+        manifest: bytes | None = None,
+        ak: SoftAk | None = None,
+    ) -> SvsmEvidenceCalldata:
+        return svsm_evidence_struct(
+            report=report if report is not None else self.report,
+            leaf=self.leaf_id,
+            svsm_nonce=svsm_nonce if svsm_nonce is not None else self.svsm_nonce,
+            manifest=manifest if manifest is not None else self.manifest,
+            ak_public=(ak or self.ak).public_bytes,
+            attest=quote.attest,
+            signature=quote.signature,
+            pcrs=dict(zip(TpmsAttest.from_bytes(quote.attest).pcr_selections[0].pcrs, quote.pcrs, strict=True)),
+        )
+
+
+def svsm_cvm(chain: DevAmdChain, ak: SoftAk, ek: TpmtPublic, **fields: Any) -> SvsmCvm:
+    """The SVSM's report from ``chain``'s simulated firmware over a fresh 64-byte nonce and ``ek``'s
+    TPMT_PUBLIC, at VMPL 0 (``fields`` override, e.g. ``vmpl`` or ``report_data``)."""
+    nonce = hashlib.sha512(b"svsm nonce" + ek.to_bytes()).digest()
+    base: dict[str, Any] = {
+        "measurement": hashlib.sha384(b"cvm-attest test SVSM + OVMF").digest(),
+        "policy": 0x30000,
+        "vmpl": 0,
+        "report_data": svsm_report_data(nonce, ek.to_bytes()),
+    }
+    base.update(fields)
+    report = chain.sign(chain.report_template(**base))
+    return SvsmCvm(chain=chain, ak=ak, ek=ek, svsm_nonce=nonce, report=report, pcrs=pcr_bank())
+
+
+def activation_signature(
+    registry: RegistryClient, activator: LocalAccount, ek: bytes, ak: bytes, expiry: int
+) -> bytes:
+    """``activator``'s statement that the AK with TPMT_PUBLIC ``ak`` lives in the vTPM of the EK with
+    TPMT_PUBLIC ``ek``, for ``registry``, until ``expiry`` (r || s || v over svsm_activation_digest)."""
+    digest = svsm_activation_digest(
+        int(registry.w3.eth.chain_id), registry.address, tpm_name_digest(ek), tpm_name_digest(ak), expiry
+    )
+    signed = activator.unsafe_sign_hash(digest)
+    return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+
+
+def register_cvm_svsm(
+    registry: RegistryClient,
+    golden_id: bytes,
+    cvm: str,
+    block_number: int,
+    evidence: SvsmEvidenceCalldata,
+    activator: LocalAccount,
+    expiry: int,
+    *,
+    activated_ek: bytes | None = None,
+    activated_ak: bytes | None = None,
+) -> TxResult:
+    """registerCvmSvsm with ``activator``'s statement over the evidence's EK and AK (or the ones given:
+    ``activated_ek``/``activated_ak``, TPMT_PUBLIC bytes) and the CVM's consent to ``golden_id``."""
+    signature = activation_signature(
+        registry, activator, activated_ek if activated_ek is not None else evidence.manifest,
+        activated_ak if activated_ak is not None else evidence.ak_public, expiry,
+    )
+    return registry.register_cvm_svsm(
+        golden_id, cvm, block_number, evidence, expiry, signature, consent(registry, cvm, golden_id)
+    )

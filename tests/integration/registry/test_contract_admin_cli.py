@@ -161,3 +161,30 @@ def test_a_bad_registry_address_is_a_usage_error_and_an_empty_one_has_no_contrac
         client = deploy_registry(w3, account=owner, amd_roots=True)
         unknown = runner.invoke(golden, ["show", gid, "--rpc", anvil.url, "--registry", client.address, "--json"])
         assert (unknown.exit_code, json.loads(unknown.stdout)["reason"]) == (1, Reason.REGISTRY_GOLDEN_NOT_FOUND.value)
+
+
+def test_owner_names_and_unnames_activators() -> None:
+    dev = dev_chain(Product.GENOA)
+    with AnvilProcess() as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 120}))
+        owner, stranger = funded(w3), funded(w3)
+        env = {"OWNER_KEY": owner.key.hex(), "STRANGER_KEY": stranger.key.hex()}
+        client = deploy_registry(w3, account=owner, amd_roots=False, dev_root=dev.ark)
+        at = ["--rpc", anvil.url, "--registry", client.address]
+        activator = Web3.to_checksum_address("0x" + "5a" * 20)
+
+        assert _ok(env, "activator", "show", activator, *at) == {"activator": activator, "allowed": False}
+        added = _ok(env, "activator", "add", activator.lower(), *at, "--key", "env:OWNER_KEY")
+        assert added["activator"] == activator and added["allowed"] is True and added["gas"] > 0
+        assert client.is_activator(activator)
+        assert _ok(env, "activator", "show", activator, *at)["allowed"] is True
+        # Only the owner names activators; nothing changes on a refusal.
+        assert _refused(env, "activator", "remove", activator, *at, "--key", "env:STRANGER_KEY") == (
+            1, Reason.REGISTRY_NOT_OWNER.value)
+        assert client.is_activator(activator)
+        removed = _ok(env, "activator", "remove", activator, *at, "--key", "env:OWNER_KEY")
+        assert removed["allowed"] is False and not client.is_activator(activator)
+        assert _refused(env, "activator", "show", "not-an-address", *at) == (2, Reason.INPUT_INVALID.value)
+        # The registry refuses the zero address (RegistryZeroAddress): input.invalid, a usage error.
+        assert _refused(env, "activator", "add", ZERO_ADDRESS, *at, "--key", "env:OWNER_KEY") == (
+            2, Reason.INPUT_INVALID.value)

@@ -38,8 +38,15 @@ def a_golden(**overrides: Any) -> GoldenMeasurement:
     return GoldenMeasurement(**fields)
 
 
+def _a_valid_golden(**fields: Any) -> GoldenMeasurement:
+    """a_golden, with VMPL 0 where the binding is svsm (the only VMPL an svsm golden may have)."""
+    if fields["binding"] is Binding.SVSM:
+        fields["vmpl"] = 0
+    return a_golden(**fields)
+
+
 goldens = st.builds(
-    a_golden,
+    _a_valid_golden,
     measurement=st.binary(min_size=48, max_size=48),
     policy=st.builds(
         PolicyRules,
@@ -171,7 +178,7 @@ def _struct(golden: GoldenMeasurement, index: int, value: Any) -> tuple[Any, ...
     ("index", "value", "field"),
     [
         (0, bytes(47), 1),
-        (1, 2, 2),
+        (1, 3, 2),
         (2, 4, 3),
         (3, 0, 4),
         (3, 8, 4),
@@ -185,7 +192,7 @@ def _struct(golden: GoldenMeasurement, index: int, value: Any) -> tuple[Any, ...
     ],
     ids=[
         "measurement-47-bytes",
-        "binding-2",
+        "binding-3",
         "vmpl-4",
         "no-products",
         "unknown-product",

@@ -1,4 +1,4 @@
-"""Sha384.sol against hashlib: FIPS 180-4 SHA-384 on chain, any length, memory-safe, bounds-checked."""
+"""Sha384.sol against hashlib: FIPS 180-4 SHA-384 and SHA-512 on chain, any length, memory-safe, bounds-checked."""
 
 from __future__ import annotations
 
@@ -81,3 +81,47 @@ def test_allocated_memory_is_left_alone(sha: Any, length: int) -> None:
     assert digest == hashlib.sha384(message).digest()
     assert after == message
     assert canary == Web3.keccak(message)
+
+
+# --- SHA-512: the same compression from its own initial value (the SVSM's REPORT_DATA) -------------------
+
+
+@pytest.mark.parametrize("length", LENGTHS, ids=[f"len{n}" for n in LENGTHS])
+def test_sha512_matches_hashlib(sha: Any, length: int) -> None:
+    message = _message(length)
+    assert sha.functions.digest512(message).call() == hashlib.sha512(message).digest()
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            b"abc",
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+            "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+        ),
+        (
+            b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrs"
+            b"mnopqrstnopqrstu",
+            "8e959b75dae313da8cf4f72814fc143f8f7779c6eb9f7fa17299aeadb6889018"
+            "501d289e4900f7e4331b99dec4b5433ac7d329eeb6dd26545e96e55b874be909",
+        ),
+        (
+            b"",
+            "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce"
+            "47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e",
+        ),
+    ],
+    ids=["abc", "two-block-896-bit", "empty"],
+)
+def test_sha512_fips_180_4_examples(sha: Any, message: bytes, expected: str) -> None:
+    # FIPS 180-4 / NIST CSRC example values for SHA-512 (one block, two blocks) and the empty string.
+    assert sha.functions.digest512(message).call() == bytes.fromhex(expected)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=st.binary(min_size=0, max_size=700))
+def test_sha512_random_messages_match_hashlib_and_differ_from_sha384(sha: Any, message: bytes) -> None:
+    got = sha.functions.digest512(message).call()
+    assert got == hashlib.sha512(message).digest()
+    assert got[:48] != sha.functions.digest(message).call()  # another initial value, not a longer SHA-384

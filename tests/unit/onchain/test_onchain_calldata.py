@@ -181,3 +181,25 @@ def test_golden_struct_hashes_to_the_canonical_id() -> None:
         "uint8 minSnp,uint8 minMicrocode,uint8 minFmc,uint32 pcrMask,bytes32[] pcrValues,uint64 lifetime)"
     )
     assert typehash == GOLDEN_TYPEHASH
+
+
+def test_svsm_evidence_struct_lays_out_the_svsm_evidence() -> None:
+    from onchain.calldata import svsm_evidence_struct
+    from tests.support.registry import ek_public
+
+    ak, ek = SoftAk("p256"), ek_public("rsa")
+    quote = ak.quote(b"\x11" * 32, {i: v for i, v in pcr_bank().items() if i in (0, 23)})
+    struct = svsm_evidence_struct(
+        report=b"\x05" * 1184, leaf=b"\x07" * 32, svsm_nonce=b"\x09" * 64, manifest=ek, ak_public=ak.public,
+        attest=quote.attest, signature=quote.signature, pcrs=pcr_bank(),
+    )
+    assert struct.as_tuple() == (
+        b"\x05" * 1184, b"\x07" * 32, b"\x09" * 64, ek.to_bytes(), ak.public_bytes, quote.attest, quote.signature,
+        [pcr_bank()[0], pcr_bank()[23]],
+    )
+    with pytest.raises(ParseError) as info:
+        svsm_evidence_struct(
+            report=b"", leaf=b"\x07" * 32, svsm_nonce=b"", manifest=b"", ak_public=b"", attest=quote.attest,
+            signature=quote.signature, pcrs={0: pcr_bank()[0]},
+        )
+    assert info.value.reason is Reason.TPM_QUOTE_PCR_SELECTION

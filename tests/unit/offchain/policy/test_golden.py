@@ -65,7 +65,7 @@ def _hand_computed_id(doc: dict[str, Any]) -> bytes:
             [
                 typehash,
                 keccak(bytes.fromhex(doc["measurement"])),
-                {"direct": 0, "azure": 1}[doc["binding"]],
+                {"direct": 0, "azure": 1, "svsm": 2}[doc["binding"]],
                 doc["vmpl"],
                 products,
                 signers,
@@ -349,3 +349,27 @@ def test_deeply_nested_json_is_refused_before_parsing() -> None:
     with pytest.raises(ParseError) as exc:
         GoldenMeasurement.from_json("[" * 100_000)
     assert exc.value.reason is Reason.GOLDEN_MALFORMED
+
+
+# --- the svsm binding ------------------------------------------------------------------------------------
+
+
+def test_svsm_binding_has_code_2_in_the_canonical_id() -> None:
+    doc = {**copy.deepcopy(DOC), "binding": "svsm"}
+    golden = GoldenMeasurement.from_json(doc)
+    assert golden.binding is Binding.SVSM and Binding.SVSM.code == 2
+    assert golden.canonical_id() == _hand_computed_id(doc)
+    assert SCHEMA.is_valid(doc)
+    assert golden.canonical_id() != GoldenMeasurement.from_json(DOC).canonical_id()
+
+
+@pytest.mark.parametrize("vmpl", [1, 2, 3])
+def test_svsm_binding_needs_vmpl_0(vmpl: int) -> None:
+    """Only the SVSM (VMPL0) asks for the report that carries the vTPM's EK; the schema says the same."""
+    doc = {**copy.deepcopy(DOC), "binding": "svsm", "vmpl": vmpl}
+    with pytest.raises(ParseError) as info:
+        GoldenMeasurement.from_json(doc)
+    assert info.value.reason is Reason.GOLDEN_MALFORMED and info.value.context["field"] == "vmpl"
+    assert not SCHEMA.is_valid(doc)
+    # The same VMPL is fine for the other bindings (a guest OS at VMPL > 0).
+    assert GoldenMeasurement.from_json({**doc, "binding": "direct"}).vmpl == vmpl
