@@ -31,7 +31,8 @@ from offchain.verify.revocation import CrlSource
 MAX_ANSWER_BYTES = 1 << 20
 
 
-def _request(url: str, body: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+def agent_request(url: str, body: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+    """One JSON request to an agent; its refusal or absence as a typed error naming the agent's reason."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
                                      headers={"Content-Type": "application/json"} if body is not None else {})
@@ -58,7 +59,7 @@ def activate(agent_url: str, bundle: EvidenceBundle, challenge: bytes) -> SvsmAc
                                 "binding, not svsm: it has no SVSM vTPM to activate a credential with")
     credential = secrets.token_bytes(32)
     made = make_credential(bundle.svsm.ek, bundle.ak.name(), credential)
-    answer = _request(f"{agent_url.rstrip('/')}/svsm/activate", {
+    answer = agent_request(f"{agent_url.rstrip('/')}/svsm/activate", {
         "challenge": challenge.hex(), "credential_blob": made.credential_blob.hex(), "secret": made.secret.hex()})
     try:
         returned = bytes.fromhex(str(answer["credential"]))
@@ -76,7 +77,7 @@ def verify_svsm_agent(agent_url: str, *, golden: GoldenMeasurement | None, roots
     """The whole online verification (module docstring); the keyword arguments as
     :func:`offchain.evidence.verify_evidence` takes them."""
     nonce = secrets.token_bytes(32)
-    bundle = EvidenceBundle.from_json(json.dumps(_request(f"{agent_url.rstrip('/')}/collaterals/{nonce.hex()}")))
+    bundle = EvidenceBundle.from_json(json.dumps(agent_request(f"{agent_url.rstrip('/')}/collaterals/{nonce.hex()}")))
     extra = offchain_expected_extra_data(bundle, nonce)
     activation = activate(agent_url, bundle, extra)
     return verify_evidence(bundle, expected_extra_data=extra, golden=golden, roots=roots, now=now, fetcher=kds,
