@@ -15,7 +15,7 @@ from importlib.metadata import EntryPoint, distribution, entry_points
 
 import click
 
-from offchain.cli.output import EXIT_USAGE
+from offchain.cli.output import EXIT_CODES_HELP, EXIT_USAGE
 from offchain.errors import Reason
 
 ENTRY_POINT_GROUP = "cvm_attest.cli"
@@ -58,7 +58,18 @@ class DiscoveredGroup(click.Group):
             loaded: click.Command = ep.load()
         except ModuleNotFoundError as exc:
             return _needs_extra(cmd_name, exc.name or "?", ep.value.split(".")[0])
+        with_exit_codes(loaded)
         return loaded
+
+
+def with_exit_codes(command: click.Command) -> None:
+    """End the ``--help`` of ``command`` and of every subcommand with the exit-code table
+    (offchain/cli/output.py), unless it already has an epilog of its own."""
+    if command.epilog is None:
+        command.epilog = EXIT_CODES_HELP
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_exit_codes(sub)
 
 
 def _looks_like_target(word: str) -> bool:
@@ -104,7 +115,7 @@ def _needs_extra(name: str, module: str, package: str) -> click.Command:
     return missing
 
 
-@click.group(cls=DiscoveredGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DiscoveredGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(package_name="cvm-attest")
 def cli() -> None:
     """cvm-attest: prove a workload runs in a genuine AMD SEV-SNP confidential VM."""

@@ -36,8 +36,10 @@ from offchain.abi.hcl import HclReport
 from offchain.abi.jsontext import loads_bounded
 from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
-from offchain.cli.output import emit, fail, stacked, usage_error, verdict
+from offchain.cli.output import EXIT_CODES_HELP, emit, fail, stacked, usage_error, verdict
+from offchain.cli.params import INPUT_FILE
 from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
+from offchain.inputs import read_binary
 from offchain.abi.binding import parse_address
 from offchain.evidence import (
     EvidenceBundle,
@@ -65,7 +67,7 @@ from offchain.verify.quote import verify_quote
 from offchain.verify.report import VerifiedReport, verify_report
 from offchain.verify.revocation import CrlSource, check_revocation, crl_from_file, crl_from_kds
 
-PathArg = click.Path(dir_okay=False, path_type=Path)
+PathArg = INPUT_FILE
 _REVOCATION_LINE = "  revocation   neither the intermediate nor the leaf is on the ARK's current CRL"
 _NOT_FRESH_LINE = ("  freshness    none: a bare report proves no freshness (it may be of any age); a quote over your"
                    " nonce does")
@@ -310,22 +312,26 @@ def _golden_line(golden: GoldenMeasurement, progress: _Progress) -> None:
 
 @click.group("verify", context_settings={"help_option_names": ["-h", "--help"]})
 def verify() -> None:
-    """Verify AMD SEV-SNP evidence off chain (exit 0 accepted, 1 rejected, 2 usage/unreadable)."""
+    """Verify AMD SEV-SNP evidence off chain.
+
+    A file option may be - (standard input, for one option); a binary input (report, HCL report,
+    quote, signature) may be raw, hex or base64.
+    """
 
 
 #: The inputs of `verify snp`, `verify azure` and `verify evidence`; `cvm-cli onchain verify` takes the same.
 snp_inputs = stacked(
-    click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes)."),
+    click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes: raw, hex or base64; - reads stdin)."),
     click.option("--vcek", type=PathArg, help="The VCEK or VLEK (DER or PEM)."),
     click.option("--ask", type=PathArg, help="The ASK or ASVK (DER or PEM; a KDS cert_chain bundle works too)."),
     click.option("--ark", type=PathArg, help="The ARK (must be AMD's pinned root, or --dev-root)."),
 )
 azure_inputs = stacked(
-    click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001)."),
+    click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001; raw, hex or base64)."),
     click.option("--vcek", type=PathArg, help="The VCEK (DER or PEM)."),
     click.option("--ask", type=PathArg, help="The ASK (DER or PEM)."),
     click.option("--ark", type=PathArg, help="The ARK."),
-    click.option("--quote", "quote_path", type=PathArg, help="TPMS_ATTEST of a vTPM quote."),
+    click.option("--quote", "quote_path", type=PathArg, help="TPMS_ATTEST of a vTPM quote (raw, hex or base64)."),
     click.option("--quote-sig", "sig_path", type=PathArg, help="Its signature: TPMT_SIGNATURE or raw RSA PKCS#1 v1.5."),
     click.option("--pcrs", "pcrs_path", type=PathArg, help="JSON {index: hex} of the quoted SHA-256 PCRs."),
     click.option("--nonce", help="Hex extraData the quote must carry (third-party evidence: the raw nonce)."),
@@ -361,7 +367,7 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
 
     def body() -> None:
         common = _common(**options)
-        progress.report = SnpReport.from_bytes(read_file(report_path))
+        progress.report = SnpReport.from_bytes(read_binary(report_path, "--report"))
         explicit = _explicit_certificates(vcek, ask, ark)
         verified = _verify_report(progress.report, explicit, common, progress)
         _freshness(progress, False)
@@ -415,7 +421,7 @@ def verify_azure(
 
     def body() -> None:
         common = _common(**options)
-        hcl = HclReport.from_bytes(read_file(hcl_path))
+        hcl = HclReport.from_bytes(read_binary(hcl_path, "--hcl-report"))
         progress.report = hcl.snp_report
         explicit = _explicit_certificates(vcek, ask, ark)
         verified = _verify_report(hcl.snp_report, explicit, common, progress)
@@ -426,12 +432,12 @@ def verify_azure(
         pcrs = None
         if quote_path is not None and sig_path is not None and pcrs_path is not None and nonce is not None:
             expected = parse_hex_option(nonce, "--nonce")
-            raw_sig = read_file(sig_path)
+            raw_sig = read_binary(sig_path, "--quote-sig")
             signature: TpmtSignature | bytes = (
                 raw_sig if len(raw_sig) == ak.key_size // 8 else TpmtSignature.from_bytes(raw_sig)
             )
             quote = verify_quote(
-                read_file(quote_path), signature, ak, expected_extra_data=expected, pcrs=read_pcrs_file(pcrs_path)
+                read_binary(quote_path, "--quote"), signature, ak, expected_extra_data=expected, pcrs=read_pcrs_file(pcrs_path)
             )
             pcrs = dict(quote.pcrs)
             progress.extra["quote"] = {"extra_data": quote.attest.extra_data.hex(), "pcrs": sorted(pcrs)}

@@ -26,6 +26,7 @@ from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, replay
 from offchain.errors import CvmAttestError, ParseError, PolicyError, Reason, Violation
+from offchain.inputs import read_input
 
 GOLDEN_VERSION = 1
 MEASUREMENT_SIZE = 48
@@ -185,14 +186,8 @@ class GoldenMeasurement:
 
     @classmethod
     def from_file(cls, path: Path) -> GoldenMeasurement:
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(MAX_DOCUMENT_BYTES + 1)
-        except OSError as exc:
-            raise ParseError(
-                Reason.INPUT_UNREADABLE, f"cannot read {path}: {exc.strerror or exc}", path=str(path)
-            ) from None
-        return cls.from_json(raw)
+        """The document in ``path`` (``-``: standard input); one byte over the limit is the parser's to refuse."""
+        return cls.from_json(read_input(path, MAX_DOCUMENT_BYTES, refuse_larger=False))
 
     @classmethod
     def _validate(cls, data: Any) -> GoldenMeasurement:

@@ -546,5 +546,5 @@ def test_the_cvm_cli_entry_point(vectors: Path, tmp_path: Path) -> None:
         [cli, "verify", "snp", "--report", str(junk), "--vcek", str(v.leaf_file)], capture_output=True, text=True,
         timeout=120, cwd=ROOT,
     )
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"[{Reason.SNP_REPORT_LENGTH.value}]")
