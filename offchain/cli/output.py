@@ -8,7 +8,10 @@
   reached: the same command may succeed later).
 * Without ``--json``: a short human summary on stdout; errors as ``[reason] message`` on stderr,
   followed by one line per policy violation.
-* With ``--json``: exactly one JSON object on stdout, ``{"ok", "reason", ...}``, also on errors.
+* With ``--json``: exactly one JSON object on stdout, also on errors. A verify command's is
+  :func:`verdict` (``ok``, ``reason``, ``product``, ``signer``, ``report``, ...), accepted or not;
+  any other command's error is :func:`error_payload` (``ok``, ``reason``, ``detail``, and
+  ``context`` or ``violations`` when there are some), with no verify fields.
 
 The off-chain ``verify`` commands and the on-chain ``onchain verify`` commands share this module so
 both speak the same shapes.
@@ -115,6 +118,17 @@ def verdict(
     return out
 
 
+def error_payload(error: CvmAttestError) -> dict[str, Any]:
+    """The JSON error of a command that is not a verify command: ``{"ok": false, "reason", "detail"}``,
+    with ``violations`` for a policy error and ``context`` when the error carries facts."""
+    out: dict[str, Any] = {"ok": False, "reason": error.reason.value, "detail": error.detail}
+    if isinstance(error, PolicyError):
+        out["violations"] = [v.to_dict() for v in error.violations]
+    elif error.context:
+        out["context"] = error.context
+    return out
+
+
 def emit(payload: Mapping[str, Any], *, as_json: bool, human: str) -> NoReturn:
     """Print a verdict (JSON or ``human``) and exit 0 or 1 according to ``payload["ok"]``."""
     if as_json:
@@ -125,9 +139,10 @@ def emit(payload: Mapping[str, Any], *, as_json: bool, human: str) -> NoReturn:
 
 
 def fail(error: CvmAttestError, *, as_json: bool, payload: Mapping[str, Any] | None = None) -> NoReturn:
-    """Print ``error`` (``[reason] message`` on stderr, or the JSON payload) and exit 1, 2 or 3."""
+    """Print ``error`` (``[reason] message`` on stderr, or ``payload``, by default
+    :func:`error_payload`, as JSON) and exit 1, 2 or 3."""
     if as_json:
-        body = dict(payload) if payload is not None else verdict(ok=False, error=error)
+        body = dict(payload) if payload is not None else error_payload(error)
         click.echo(json.dumps(body, sort_keys=True))
     else:
         click.echo(f"[{error.reason.value}] {error.detail}", err=True)
@@ -138,8 +153,10 @@ def fail(error: CvmAttestError, *, as_json: bool, payload: Mapping[str, Any] | N
 
 
 def usage_error(message: str, *, as_json: bool) -> NoReturn:
-    """A bad combination of options, reported like any error (reason ``input.invalid``, exit 2)."""
-    fail(RequestError(Reason.INPUT_INVALID, message), as_json=as_json)
+    """A verify command's bad combination of options, reported as its verdict (reason
+    ``input.invalid``, exit 2)."""
+    error = RequestError(Reason.INPUT_INVALID, message)
+    fail(error, as_json=as_json, payload=verdict(ok=False, error=error))
 
 
 def guarded(json_param: str = "as_json") -> Callable[[Callable[P, R]], Callable[P, R]]:

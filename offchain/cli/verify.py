@@ -36,7 +36,7 @@ from offchain.abi.hcl import HclReport
 from offchain.abi.jsontext import loads_bounded
 from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
-from offchain.cli.output import EXIT_CODES_HELP, emit, fail, stacked, usage_error, verdict
+from offchain.cli.output import emit, fail, stacked, usage_error, verdict
 from offchain.cli.params import INPUT_FILE
 from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
 from offchain.inputs import read_binary

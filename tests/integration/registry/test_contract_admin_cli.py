@@ -161,3 +161,8 @@ def test_a_bad_registry_address_is_a_usage_error_and_an_empty_one_has_no_contrac
         client = deploy_registry(w3, account=owner, amd_roots=True)
         unknown = runner.invoke(golden, ["show", gid, "--rpc", anvil.url, "--registry", client.address, "--json"])
         assert (unknown.exit_code, json.loads(unknown.stdout)["reason"]) == (1, Reason.REGISTRY_GOLDEN_NOT_FOUND.value)
+        # golden show's JSON error is its own, with none of a verify verdict's fields (issue 14, defect 9).
+        assert set(json.loads(unknown.stdout)) <= {"ok", "reason", "detail", "context"}
+        # An RPC node that does not answer is a transient failure: exit 3 (issue 14, defect 8).
+        down = runner.invoke(golden, ["show", gid, "--rpc", "http://127.0.0.1:9", "--registry", client.address])
+        assert down.exit_code == 3 and down.stderr.startswith(f"[{Reason.CHAIN_RPC_UNAVAILABLE.value}]")
