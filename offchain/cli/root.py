@@ -27,6 +27,10 @@ class DiscoveredGroup(click.Group):
     Listing reads only the entry points' names; a command's module is imported when the command is
     asked for, so ``cvm-cli verify`` works on the base install. A command whose module needs an extra
     that is not installed is replaced by one that says which extra to install (exit 2).
+
+    An entry point named ``GROUP.SUB`` adds the subcommand ``SUB`` to the group ``GROUP`` of another
+    package when that group is loaded (``snp.report``: the agent's guest-side ``cvm-cli snp
+    report`` joins offchain's ``cvm-cli snp``), so neither package imports the other.
     """
 
     @staticmethod
@@ -34,7 +38,8 @@ class DiscoveredGroup(click.Group):
         return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
+        top = {name for name in self._entry_points() if "." not in name}
+        return sorted(set(super().list_commands(ctx)) | top)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -51,15 +56,31 @@ class DiscoveredGroup(click.Group):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
-        ep = self._entry_points().get(cmd_name)
+        found = self._entry_points()
+        ep = found.get(cmd_name) if "." not in cmd_name else None
         if ep is None:
             return None
         try:
             loaded: click.Command = ep.load()
         except ModuleNotFoundError as exc:
             return _needs_extra(cmd_name, exc.name or "?", ep.value.split(".")[0])
+        if isinstance(loaded, click.Group):
+            attach_nested(loaded, cmd_name, found)
         with_exit_codes(loaded)
         return loaded
+
+
+def attach_nested(group: click.Group, name: str, found: dict[str, EntryPoint]) -> None:
+    """Add to ``group`` (the command ``name``) the subcommands entry points name ``name.SUB``; one
+    whose module needs a missing extra says which to install, as a top-level command does."""
+    for full, ep in sorted(found.items()):
+        parent, _, sub = full.partition(".")
+        if parent != name or not sub or sub in group.commands:
+            continue
+        try:
+            group.add_command(ep.load(), sub)
+        except ModuleNotFoundError as exc:
+            group.add_command(_needs_extra(f"{name} {sub}", exc.name or "?", ep.value.split(".")[0]), sub)
 
 
 def with_exit_codes(command: click.Command) -> None:
