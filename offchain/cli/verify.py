@@ -25,7 +25,7 @@ missing is ``snp.chain.incomplete``. Exit codes and output: offchain.cli.output.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
 from offchain.cli.output import emit, fail, stacked, usage_error, verdict
 from offchain.cli.params import INPUT_FILE
-from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
+from offchain.errors import CvmAttestError, ParseError, PolicyError, Reason, RequestError
 from offchain.inputs import read_binary
 from offchain.abi.binding import parse_address
 from offchain.evidence import (
@@ -48,6 +48,7 @@ from offchain.evidence import (
     verify_evidence,
 )
 from offchain.policy.check import check_policy
+from offchain.policy.checks import PLATFORM_INFO_BITS, FirmwareMinimum, ReportChecks, report_check_violations
 from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.trust.certs import (
     CertificateSet,
@@ -101,6 +102,75 @@ class _Common:
     kds: KdsClient | None
     revocation: CrlSource | None
     allow_debug_golden: bool
+    #: The report checks of the flags; already merged into ``golden`` when there is one.
+    checks: ReportChecks
+
+
+#: The report-check flags (offchain.policy.checks), by parameter name: the golden's ``checks`` key.
+_CHECK_FLAGS = [
+    click.option("--report-data", "check_report_data", metavar="HEX",
+                 help="REPORT_DATA must be this (up to 64 bytes, zero-padded): a bare report's nonce."),
+    click.option("--host-data", "check_host_data", metavar="HEX", help="HOST_DATA must be these 32 bytes."),
+    click.option("--id-key-digest", "check_id_key_digest", metavar="HEX", help="ID_KEY_DIGEST must be these 48 bytes."),
+    click.option("--author-key-digest", "check_author_key_digest", metavar="HEX",
+                 help="AUTHOR_KEY_DIGEST must be these 48 bytes."),
+    click.option("--family-id", "check_family_id", metavar="HEX", help="FAMILY_ID must be these 16 bytes."),
+    click.option("--image-id", "check_image_id", metavar="HEX", help="IMAGE_ID must be these 16 bytes."),
+    click.option("--min-guest-svn", "check_min_guest_svn", type=click.IntRange(0, 0xFFFFFFFF),
+                 help="GUEST_SVN must be at least this."),
+    click.option("--chip-id", "check_chip_ids", metavar="HEX", multiple=True,
+                 help="CHIP_ID must be one of these (64 bytes each; repeat the option)."),
+    click.option("--platform-info", "check_platform_info", metavar="BIT=0|1", multiple=True,
+                 help=f"A PLATFORM_INFO bit must be set (1) or clear (0): {', '.join(PLATFORM_INFO_BITS)}."),
+    click.option("--min-firmware", "check_min_firmware", metavar="MAJOR.MINOR[.BUILD]",
+                 help="The firmware's CURRENT API version (and build) must be at least this."),
+]
+
+
+def _flag_checks(raw: dict[str, Any]) -> ReportChecks:
+    """The report checks the flags in ``raw`` name (removed from it); ``input.invalid`` for a bad value."""
+    values = {key: raw.pop(key) for key in list(raw) if key.startswith("check_")}
+    out: dict[str, Any] = {}
+    sizes = {"report_data": 64, "host_data": 32, "id_key_digest": 48, "author_key_digest": 48, "family_id": 16,
+             "image_id": 16}
+    for key, size in sizes.items():
+        text = values.get(f"check_{key}")
+        if text is not None:
+            data = parse_hex_option(text, "--" + key.replace("_", "-"))
+            if len(data) > size or (key != "report_data" and len(data) != size):
+                raise ParseError(Reason.INPUT_INVALID, f"--{key.replace('_', '-')} is {len(data)} bytes, not {size}")
+            out[key] = data.ljust(size, b"\x00")
+    if values.get("check_min_guest_svn") is not None:
+        out["min_guest_svn"] = values["check_min_guest_svn"]
+    if values.get("check_chip_ids"):
+        chips = tuple(parse_hex_option(c, "--chip-id") for c in values["check_chip_ids"])
+        if any(len(c) != 64 for c in chips):
+            raise ParseError(Reason.INPUT_INVALID, "--chip-id is 64 bytes (128 hex digits)")
+        out["chip_ids"] = chips
+    bits: dict[str, bool] = {}
+    for item in values.get("check_platform_info") or ():
+        name, _, state = item.partition("=")
+        if name not in PLATFORM_INFO_BITS or state not in ("0", "1"):
+            raise ParseError(Reason.INPUT_INVALID, f"--platform-info {item!r} is not BIT=0|1 with BIT one of"
+                             f" {', '.join(PLATFORM_INFO_BITS)}")
+        bits[name] = state == "1"
+    if bits:
+        out["platform_info"] = tuple(sorted(bits.items(), key=lambda kv: PLATFORM_INFO_BITS[kv[0]]))
+    firmware = values.get("check_min_firmware")
+    if firmware is not None:
+        parts = firmware.split(".")
+        if not 2 <= len(parts) <= 3 or not all(p.isdigit() and int(p) < 256 for p in parts):
+            raise ParseError(Reason.INPUT_INVALID, f"--min-firmware {firmware!r} is not MAJOR.MINOR[.BUILD]")
+        out["min_firmware"] = FirmwareMinimum(*(int(p) for p in parts))
+    return ReportChecks(**out)
+
+
+def standalone_checks(common: _Common, report: SnpReport) -> None:
+    """Without a golden measurement, the flags' report checks on their own (PolicyError if broken)."""
+    if common.golden is None and not common.checks.is_empty():
+        violations = report_check_violations(common.checks, report)
+        if violations:
+            raise PolicyError(violations)
 
 
 def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,6 +189,7 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Accept a golden measurement that allows debug guests (development only: the host can read their memory).",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+        *_CHECK_FLAGS,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -176,7 +247,7 @@ def expected_extra_data(
 
 def _common(
     *, at: str | None, golden: Path | None, dev_root: Path | None, kds: bool, cache_dir: Path | None, kds_url: str,
-    crl_path: Path | None, kds_crl: bool, allow_debug_golden: bool, as_json: bool,
+    crl_path: Path | None, kds_crl: bool, allow_debug_golden: bool, as_json: bool, **flags: Any,
 ) -> _Common:
     if cache_dir is not None and not (kds or kds_crl):
         raise ParseError(Reason.INPUT_INVALID, "--cache-dir only makes sense with --kds or --kds-crl")
@@ -200,15 +271,20 @@ def _common(
         revocation = crl_from_file(crl_path)
     elif kds_crl and client is not None:
         revocation = crl_from_kds(client)
+    checks = _flag_checks(flags)
+    document = None if golden is None else GoldenMeasurement.from_file(golden)
+    if document is not None and not checks.is_empty():
+        document = replace(document, checks=document.checks.merged(checks))
     return _Common(
         as_json=as_json,
         now=now,
         roots=roots,
         dev_root=dev,
-        golden=None if golden is None else GoldenMeasurement.from_file(golden),
+        golden=document,
         kds=client if kds else None,
         revocation=revocation,
         allow_debug_golden=allow_debug_golden,
+        checks=checks,
     )
 
 
@@ -371,6 +447,7 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
         explicit = _explicit_certificates(vcek, ask, ark)
         verified = _verify_report(progress.report, explicit, common, progress)
         _freshness(progress, False)
+        standalone_checks(common, progress.report)
         if common.golden is not None:
             check_policy(
                 common.golden,
@@ -443,6 +520,7 @@ def verify_azure(
             progress.extra["quote"] = {"extra_data": quote.attest.extra_data.hex(), "pcrs": sorted(pcrs)}
             progress.lines.append(f"  quote        signed by the AK, nonce matches, PCRs {sorted(pcrs)}")
         _freshness(progress, pcrs is not None)
+        standalone_checks(common, hcl.snp_report)
         if common.golden is not None:
             check_policy(
                 common.golden,
@@ -499,6 +577,7 @@ def verify_evidence_cmd(
             allow_debug_golden=common.allow_debug_golden,
         )
         progress.product, progress.signer = verified.product, verified.signer.value
+        standalone_checks(common, bundle.snp_report)
         progress.extra.update(
             binding=bundle.binding.value,
             platform=bundle.platform.value,
