@@ -8,15 +8,18 @@ Each package registers its own click group under the ``cvm_attest.cli`` entry-po
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import sys
 import warnings
 from importlib.metadata import EntryPoint, distribution, entry_points
+from pathlib import Path
 
 import click
 
-from offchain.cli.output import EXIT_CODES_HELP, EXIT_USAGE
-from offchain.errors import Reason
+from offchain.cli.config import DEFAULT_CONFIG, ENV_PREFIX, config_path, default_map, load_config
+from offchain.cli.output import EXIT_CODES_HELP, EXIT_USAGE, fail
+from offchain.errors import CvmAttestError, Reason
 
 ENTRY_POINT_GROUP = "cvm_attest.cli"
 
@@ -136,10 +139,35 @@ def _needs_extra(name: str, module: str, package: str) -> click.Command:
     return missing
 
 
-@click.group(cls=DiscoveredGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+@click.group(cls=DiscoveredGroup, epilog=EXIT_CODES_HELP,
+             context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": ENV_PREFIX})
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"TOML file of option defaults per command (default: {DEFAULT_CONFIG}; also ${ENV_PREFIX}_CONFIG).")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-q", "--quiet", count=True, help="Less log output (errors only).")
 @click.version_option(package_name="cvm-attest")
-def cli() -> None:
-    """cvm-attest: prove a workload runs in a genuine AMD SEV-SNP confidential VM."""
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: int, quiet: int) -> None:
+    """cvm-attest: prove a workload runs in a genuine AMD SEV-SNP confidential VM.
+
+    Every option can also come from the environment (CVM_ATTEST_<COMMAND>_<OPTION>, e.g.
+    CVM_ATTEST_VERIFY_SNP_KDS_URL) or the config file (docs/offchain.md, "Configuration").
+    """
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(log_level(verbose, quiet))
+    path = config_path(config)
+    if path is not None:
+        try:
+            ctx.default_map = default_map(cli, ctx, load_config(path), path)
+        except CvmAttestError as exc:
+            fail(exc, as_json=False)
+
+
+def log_level(verbose: int, quiet: int) -> int:
+    """WARNING by default; each -v one step more (INFO, DEBUG), -q only errors."""
+    if quiet:
+        return logging.ERROR
+    return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
 
 
 def main() -> None:
