@@ -134,8 +134,8 @@ def test_every_help_ends_with_the_exit_codes() -> None:
     for name in ("snp", "azure", "evidence"):
         result = CliRunner().invoke(cli, ["verify", name, "--help"], terminal_width=200)
         assert result.exit_code == 0 and EXIT_CODES_HELP in " ".join(result.output.split())
-    top = CliRunner().invoke(cli, ["--help"], terminal_width=200)
-    assert EXIT_CODES_HELP in " ".join(top.output.split())
+    # The root's own --help lists every installed command (loading each); its epilog is the same table.
+    assert cli.epilog == EXIT_CODES_HELP
 
 
 def test_the_installed_command_reads_stdin(vector: Vector) -> None:
