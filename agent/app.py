@@ -14,7 +14,12 @@ Every error is JSON ``{"reason", "detail", "context"?}`` with a stable reason (o
 golden id the CVM does not consent to, 409 when the CVM itself is unfit, e.g. a debug guest asked
 for its golden measurement, 413 for oversize), 503 when the TPM or the firmware is unavailable,
 502 when the workload runner failed.
-OpenAPI is served at ``/openapi.json`` and ``/docs`` on both listeners.
+OpenAPI is served at ``/openapi.json`` and ``/docs`` on both listeners: every route's answer is a
+typed model (agent.schemas), and the token-guarded routes carry the ``bearerToken`` security scheme.
+
+Logs: ``cvm_agent.access`` has one line per request (method, path, status, milliseconds, client);
+``cvm_agent.audit`` one per refused bearer token (route, client, reason) and per signing request
+(what was signed: the message's digest, or the transaction's chain id, recipient, nonce and hash).
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ import hmac
 import logging
 import re
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,9 +55,20 @@ from offchain.errors import (
     VerificationError,
 )
 
+from agent.schemas import (
+    EvidenceBundleBody,
+    HealthBody,
+    IdentityBody,
+    SignedMessageBody,
+    SignedTransactionBody,
+    WorkloadEventBody,
+    WorkloadUpdateBody,
+)
 from agent.service import Agent
 
 log = logging.getLogger("cvm_agent.http")
+access_log = logging.getLogger("cvm_agent.access")
+audit_log = logging.getLogger("cvm_agent.audit")
 
 MAX_JSON_BODY = 2 << 20
 UPDATE_PATH = "/update-workload"
@@ -276,6 +294,8 @@ both = APIRouter(tags=["internal and external"], responses=_ERRORS)
     "over `SHA-256(\"cvm-attest/offchain/v1\" || nonce)` (never the raw nonce), PCR values, workload event log, "
     "CVM address. `nonce` is 1 to 64 bytes as hex. " + WHERE_BOTH,
     dependencies=[Depends(only_query())],
+    response_model=EvidenceBundleBody,
+    response_model_exclude_none=True,
 )
 def collaterals(
     nonce: str = Path(pattern=_HEX_NONCE, description="1 to 64 bytes, hex"),
@@ -297,6 +317,8 @@ def collaterals(
     + WHERE_BOTH,
     dependencies=[Depends(only_query("chain_id", "registry", "block_number", "block_hash", "golden_id"))],
     responses={403: {"model": ErrorBody, "description": "This CVM does not consent to that golden measurement"}},
+    response_model=EvidenceBundleBody,
+    response_model_exclude_none=True,
 )
 def onchain_collaterals(
     chain_id: int = Query(ge=1, le=(1 << 256) - 1, description="EIP-155 chain id"),
@@ -321,6 +343,8 @@ def onchain_collaterals(
     "evidence seals secrets to it (HPKE, offchain.seal) for `POST /secrets`. The nonce is remembered for 10 minutes "
     "as the challenge one sealed upload may answer. " + WHERE_BOTH,
     dependencies=[Depends(only_query())],
+    response_model=EvidenceBundleBody,
+    response_model_exclude_none=True,
 )
 def sealing_collaterals(
     nonce: str = Path(pattern=_HEX_NONCE, description="1 to 64 bytes, hex"),
@@ -383,9 +407,12 @@ def golden_measurement(agent: Agent = Depends(agent_of)) -> JSONResponse:
 
 @both.get(
     "/identity",
-    summary="CVM address, AK hash, platform",
-    description=WHERE_BOTH,
+    summary="CVM address, AK digest, platform",
+    description="`ak_public_sha256` is SHA-256 of the AK's TPMT_PUBLIC (what REPORT_DATA binds); `ak_hash` is the "
+    "same value under its deprecated name. The registry's `akHash` is another digest: keccak256 of the AK's key. "
+    + WHERE_BOTH,
     dependencies=[Depends(only_query())],
+    response_model=IdentityBody,
 )
 def identity(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
     return agent.identity()
@@ -401,6 +428,7 @@ def platform(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
     summary="Liveness: TPM reachable, workload status",
     description=WHERE_BOTH,
     dependencies=[Depends(only_query())],
+    response_model=HealthBody,
 )
 def healthz(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
     return agent.health()
@@ -411,6 +439,7 @@ def healthz(agent: Agent = Depends(agent_of)) -> dict[str, Any]:
     summary="The PCR23 workload event log",
     description="Every extend of PCR23, in order (docs/formats.md). " + WHERE_BOTH,
     dependencies=[Depends(only_query())],
+    response_model=list[WorkloadEventBody],
 )
 def event_log(agent: Agent = Depends(agent_of)) -> list[dict[str, Any]]:
     return [event.to_json() for event in agent.workload.events()]
@@ -452,23 +481,42 @@ def offchain_verify(body: OffchainVerifyRequest, agent: Agent = Depends(agent_of
 @internal_only.post(
     "/sign-message",
     summary="Sign a message with the CVM key (EIP-191)",
-    description=WHERE_INTERNAL,
+    description="Every request is an audit line (`cvm_agent.audit`): the signed message's EIP-191 digest. "
+    + WHERE_INTERNAL,
     dependencies=[Depends(only_query())],
+    response_model=SignedMessageBody,
 )
-def sign_message(body: SignMessageRequest, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+def sign_message(body: SignMessageRequest, request: Request, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
     data = _hex_bytes(body.hex) if body.hex is not None else None
-    return agent.key.sign_message(text=body.text, data=data)
+    try:
+        signed = agent.key.sign_message(text=body.text, data=data)
+    except CvmAttestError as exc:
+        audit_log.warning("sign-message refused for %s: [%s] %s", _client(request), exc.reason.value, exc.detail)
+        raise
+    audit_log.info("sign-message for %s: message_hash %s", _client(request), signed["message_hash"])
+    return signed
 
 
 @internal_only.post(
     "/sign-transaction",
     summary="Sign a transaction with the CVM key",
-    description="Returns the raw signed transaction; the caller broadcasts it. `chainId` is required. "
+    description="Returns the raw signed transaction; the caller broadcasts it. `chainId` is required. Every "
+    "request is an audit line (`cvm_agent.audit`): chain id, recipient, nonce and the signed hash. "
     + WHERE_INTERNAL,
     dependencies=[Depends(only_query())],
+    response_model=SignedTransactionBody,
 )
-def sign_transaction(body: SignTransactionRequest, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
-    return agent.key.sign_transaction(body.transaction)
+def sign_transaction(body: SignTransactionRequest, request: Request, agent: Agent = Depends(agent_of)) -> dict[str, Any]:
+    tx = body.transaction
+    facts = f"chainId {tx.get('chainId')!r}, to {tx.get('to')!r}, nonce {tx.get('nonce')!r}"
+    try:
+        signed = agent.key.sign_transaction(tx)
+    except CvmAttestError as exc:
+        audit_log.warning("sign-transaction refused for %s (%s): [%s] %s", _client(request), facts, exc.reason.value,
+                          exc.detail)
+        raise
+    audit_log.info("sign-transaction for %s: %s, hash %s", _client(request), facts, signed["hash"])
+    return signed
 
 
 @internal_only.post(
@@ -499,19 +547,36 @@ async def _json_body(request: Request) -> bytes:
 external_only = APIRouter(tags=["external only"])
 
 
-def _bearer(request: Request) -> None:
+#: The OpenAPI security scheme of the token-guarded routes. It only documents them: :func:`_bearer`
+#: reads the header itself so that a missing or wrong token is the agent's typed 401, not FastAPI's.
+BEARER_SCHEME = HTTPBearer(scheme_name="bearerToken", auto_error=False,
+                           description="The agent's API token (--token-file), as 'Authorization: Bearer <token>'.")
+
+
+def _client(request: Request) -> str:
+    """Who asked, for logs: the peer's address and port, or the Unix socket."""
+    return f"{request.client.host}:{request.client.port}" if request.client else "unix socket"
+
+
+def _refuse(request: Request, error: RequestError) -> RequestError:
+    audit_log.warning("token refused on %s %s for %s: [%s]", request.method, request.url.path, _client(request),
+                      error.reason.value)
+    return error
+
+
+def _bearer(request: Request, _credentials: HTTPAuthorizationCredentials | None = Security(BEARER_SCHEME)) -> None:
     token: BearerToken | None = request.app.state.update_token
     if token is None:
-        raise RequestError(
+        raise _refuse(request, RequestError(
             Reason.WORKLOAD_UPDATE_DISABLED,
             f"{request.url.path} is disabled: the agent was started without --token-file",
-        )
+        ))
     header = request.headers.get("authorization")
     if not header:
-        raise RequestError(Reason.AUTH_REQUIRED, "an 'Authorization: Bearer <token>' header is required")
+        raise _refuse(request, RequestError(Reason.AUTH_REQUIRED, "an 'Authorization: Bearer <token>' header is required"))
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not token.matches(given.strip().encode()):
-        raise RequestError(Reason.AUTH_INVALID, "the bearer token is not valid")
+        raise _refuse(request, RequestError(Reason.AUTH_INVALID, "the bearer token is not valid"))
 
 
 @external_only.post(
@@ -533,6 +598,7 @@ def _bearer(request: Request) -> None:
         502: {"model": ErrorBody, "description": "Installed and measured, but the runner failed"},
         503: {"model": ErrorBody, "description": "TPM unavailable"},
     },
+    response_model=WorkloadUpdateBody,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -640,6 +706,15 @@ def _app(title: str, agent: Agent, routers: list[APIRouter], update_token: Beare
         app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit)
+
+    @app.middleware("http")
+    async def access(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.monotonic()
+        response = await call_next(request)
+        access_log.info("%s %s %d %.1fms %s", request.method, request.url.path, response.status_code,
+                        (time.monotonic() - started) * 1000, _client(request))
+        return response
+
     return app
 
 

@@ -131,7 +131,9 @@ def _option(parse: Callable[[Any], Any], value: Any, name: str) -> Any:
         raise click.BadParameter(exc.detail, param_hint=name) from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+#: Every option also from the environment: CVM_ATTEST_AGENT_<OPTION> (``--state-dir`` is
+#: CVM_ATTEST_AGENT_STATE_DIR), as cvm-cli's options are CVM_ATTEST_<COMMAND>_<OPTION>.
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "CVM_ATTEST_AGENT"})
 @click.option(
     "--platform", "platform_name", type=click.Choice([p.value for p in PlatformName]), default="snp", show_default=True,
     help="Where the SEV-SNP report comes from: snp (configfs-tsm or /dev/sev-guest), azure (HCL report in "

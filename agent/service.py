@@ -309,7 +309,8 @@ class Agent:
     def identity(self) -> dict[str, Any]:
         return {
             "cvm_address": self.key.address,
-            "ak_hash": self.ak_hash().hex(),
+            "ak_public_sha256": self.ak_hash().hex(),
+            "ak_hash": self.ak_hash().hex(),  # deprecated name of ak_public_sha256 (docs/agent.md)
             "ak_public": self.tpm.ak_public.hex(),
             "sealing_key": self.sealing.public.hex(),
             "platform": self.platform.platform.value,

@@ -220,6 +220,18 @@ class Reason(str, enum.Enum):
     REGISTRY_ACTIVATOR_UNKNOWN = "chain.activator_unknown"
     REGISTRY_ACTIVATION_EXPIRED = "chain.activation_expired"
 
+    # --- report checks (a golden measurement's "checks", cvm-cli verify's flags) --------------
+    POLICY_REPORT_DATA_MISMATCH = "policy.report_data_mismatch"
+    POLICY_HOST_DATA_MISMATCH = "policy.host_data_mismatch"
+    POLICY_ID_KEY_MISMATCH = "policy.id_key_mismatch"
+    POLICY_AUTHOR_KEY_MISMATCH = "policy.author_key_mismatch"
+    POLICY_FAMILY_ID_MISMATCH = "policy.family_id_mismatch"
+    POLICY_IMAGE_ID_MISMATCH = "policy.image_id_mismatch"
+    POLICY_GUEST_SVN_TOO_LOW = "policy.guest_svn_too_low"
+    POLICY_CHIP_NOT_ALLOWED = "policy.chip_not_allowed"
+    POLICY_PLATFORM_INFO_MISMATCH = "policy.platform_info_mismatch"
+    POLICY_FIRMWARE_TOO_OLD = "policy.firmware_too_old"
+
     def __str__(self) -> str:
         return self.value
 

@@ -44,6 +44,7 @@ from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
 from offchain.abi.tpm import TpmtPublic, TpmtSignature
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, check_replay
 from offchain.errors import CvmAttestError, ParseError, Reason, VerificationError
+from offchain.inputs import read_input
 from offchain.policy.check import check_policy
 from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.trust.certs import CertificateSet, CertRole, parse_certificate
@@ -334,14 +335,8 @@ class EvidenceBundle:
 
     @classmethod
     def from_file(cls, path: Path) -> EvidenceBundle:
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(MAX_EVIDENCE_BYTES + 1)
-        except OSError as exc:
-            raise ParseError(
-                Reason.INPUT_UNREADABLE, f"cannot read {path}: {exc.strerror or exc}", path=str(path)
-            ) from None
-        return cls.from_json(raw)
+        """The document in ``path`` (``-``: standard input); one byte over the limit is the parser's to refuse."""
+        return cls.from_json(read_input(path, MAX_EVIDENCE_BYTES, refuse_larger=False))
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {

@@ -18,7 +18,12 @@
 
 ``--key`` is a keystore file (password from ``--password-file`` or a prompt) or ``env:NAME``; never
 the key itself (see onchain/keys.py). Errors print ``[reason] message`` (or JSON with ``--json``)
-and exit 1 (rejected or reverted) or 2 (usage, unreadable input).
+and exit 1 (rejected or reverted), 2 (usage, unreadable input) or 3 (the RPC node is down).
+
+What cannot be undone (``certificate revoke``, ``root unpin``, ``owner transfer``, ``golden
+revoke``) asks for confirmation on a terminal and, elsewhere, needs ``--yes``; ``--dry-run``
+simulates the transaction from the key's address (``eth_estimateGas``: a revert is reported with its
+reason) and sends nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +83,30 @@ def _golden_id(text: str) -> bytes:
 rpc_option = click.option("--rpc", required=True, help="JSON-RPC URL of the chain.")
 registry_option = click.option("--registry", required=True, help="CvmRegistry address.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+confirm_options = stacked(
+    click.option("--dry-run", is_flag=True, help="Simulate the transaction from the key's address; send nothing."),
+    click.option("--yes", is_flag=True, help="Do not ask for confirmation (this cannot be undone)."),
+)
+
+
+def _confirmed(client: RegistryClient, fn: str, args: tuple[Any, ...], what: str, *, dry_run: bool, yes: bool,
+               as_json: bool, **facts: Any) -> bool:
+    """Whether to send ``fn(*args)``: ``--dry-run`` simulates it and prints what would happen (False);
+    otherwise the owner confirms (a prompt on a terminal, ``--yes`` elsewhere)."""
+    if dry_run:
+        gas = client.estimate_gas(fn, *args)
+        _print({"dry_run": True, "function": fn, "from": client.sender, "registry": client.address, "gas": gas,
+                **facts}, as_json, f"dry run: {what} would succeed from {client.sender} (gas {gas}); nothing was sent")
+        return False
+    if yes:
+        return True
+    prompt = f"{what} on the registry {client.address} from {client.sender}: this cannot be undone. Send?"
+    if not click.get_text_stream("stdin").isatty():
+        raise RequestError(Reason.INPUT_INVALID, f"{what} cannot be undone: confirm with --yes (or see what would be"
+                           " sent with --dry-run)")
+    if not click.confirm(prompt, default=False, err=True):
+        raise RequestError(Reason.INPUT_INVALID, "not confirmed: nothing was sent")
+    return True
 
 
 @click.group("contract")
@@ -184,12 +213,17 @@ def certificate_show(cert_id: str | None, cert: Path | None, rpc: str, registry:
 
 @certificate.command("revoke")
 @certificate_source
+@confirm_options
 @owner_tx
-def certificate_revoke(cert_id: str | None, cert: Path | None, rpc: str, registry: str, key_source: str,
-                       password_file: Path | None, as_json: bool) -> None:
+def certificate_revoke(cert_id: str | None, cert: Path | None, dry_run: bool, yes: bool, rpc: str, registry: str,
+                       key_source: str, password_file: Path | None, as_json: bool) -> None:
     """Revoke a cached certificate (owner only): nothing under it verifies any more."""
     cid = _certificate_id(cert_id, cert)
-    tx = _owner_client(rpc, registry, key_source, password_file).revoke_certificate(cid)
+    client = _owner_client(rpc, registry, key_source, password_file)
+    if not _confirmed(client, "revokeCertificate", (cid,), f"revoking certificate 0x{cid.hex()}", dry_run=dry_run,
+                      yes=yes, as_json=as_json, certificate_id="0x" + cid.hex()):
+        return
+    tx = client.revoke_certificate(cid)
     _print(_tx_payload(tx, certificate_id="0x" + cid.hex()), as_json, f"certificate 0x{cid.hex()} revoked")
 
 
@@ -245,11 +279,16 @@ def root_pin(ark: Path | None, amd: str | None, rpc: str, registry: str, key_sou
 
 @root.command("unpin")
 @root_source
+@confirm_options
 @owner_tx
-def root_unpin(ark: Path | None, amd: str | None, rpc: str, registry: str, key_source: str,
+def root_unpin(ark: Path | None, amd: str | None, dry_run: bool, yes: bool, rpc: str, registry: str, key_source: str,
                password_file: Path | None, as_json: bool) -> None:
     """Unpin an ARK (owner only): nothing under it verifies any more."""
-    _change_root(_root(ark, amd), _owner_client(rpc, registry, key_source, password_file), as_json, pin=False)
+    pin = _root(ark, amd)
+    client = _owner_client(rpc, registry, key_source, password_file)
+    if _confirmed(client, "unpinRoot", (pin.fingerprint,), f"unpinning ARK 0x{pin.fingerprint.hex()} ({pin.product.value})",
+                  dry_run=dry_run, yes=yes, as_json=as_json, key_hash="0x" + pin.fingerprint.hex()):
+        _change_root(pin, client, as_json, pin=False)
 
 
 def _change_root(root: PinnedRoot, client: RegistryClient, as_json: bool, *, pin: bool) -> None:
@@ -277,14 +316,19 @@ def owner_show(rpc: str, registry: str, as_json: bool) -> None:
 
 @owner.command("transfer")
 @click.argument("new_owner")
+@confirm_options
 @owner_tx
-def owner_transfer(new_owner: str, rpc: str, registry: str, key_source: str, password_file: Path | None,
-                   as_json: bool) -> None:
+def owner_transfer(new_owner: str, dry_run: bool, yes: bool, rpc: str, registry: str, key_source: str,
+                   password_file: Path | None, as_json: bool) -> None:
     """Offer ownership to NEW_OWNER (owner only); it takes effect when NEW_OWNER accepts."""
     if not Web3.is_address(new_owner):
         raise RequestError(Reason.INPUT_INVALID, f"{new_owner!r} is not an address")
-    tx = _owner_client(rpc, registry, key_source, password_file).transfer_ownership(new_owner)
     pending = Web3.to_checksum_address(new_owner)
+    client = _owner_client(rpc, registry, key_source, password_file)
+    if not _confirmed(client, "transferOwnership", (pending,), f"offering ownership to {pending}", dry_run=dry_run,
+                      yes=yes, as_json=as_json, pending_owner=pending):
+        return
+    tx = client.transfer_ownership(new_owner)
     _print(_tx_payload(tx, pending_owner=pending), as_json, f"ownership offered to {pending}; it must accept")
 
 
@@ -392,16 +436,20 @@ def publish(rpc: str, registry: str, agent: str | None, path: Path | None, save:
 
 @golden.command("revoke")
 @click.argument("golden_id")
+@confirm_options
 @rpc_option
 @registry_option
 @key_options
 @json_option
 @guarded()
-def revoke(golden_id: str, rpc: str, registry: str, key_source: str, password_file: Path | None,
-           as_json: bool) -> None:
+def revoke(golden_id: str, dry_run: bool, yes: bool, rpc: str, registry: str, key_source: str,
+           password_file: Path | None, as_json: bool) -> None:
     """Revoke a golden measurement (owner only): every CVM attested under it stops being attested."""
     gid = _golden_id(golden_id)
     client = _client(rpc, registry, account=load_account(key_source, password_file))
+    if not _confirmed(client, "revokeGolden", (gid,), f"revoking golden measurement 0x{gid.hex()}", dry_run=dry_run,
+                      yes=yes, as_json=as_json, golden_id="0x" + gid.hex()):
+        return
     tx = client.revoke_golden(gid)
     _print({"golden_id": "0x" + gid.hex(), "tx": tx.tx_hash, "gas": tx.gas_used},
            as_json, f"golden measurement 0x{gid.hex()} revoked")

@@ -82,7 +82,15 @@ class Verdict:
     product: int
     signer: int
     report_hash: bytes
-    ak_hash: bytes
+    #: ``akHash`` on chain: keccak256 of the AK's public key as the contract takes it (the RSA
+    #: modulus, or x || y of a P-256 key); not the SHA-256 of TPMT_PUBLIC that REPORT_DATA binds and
+    #: the agent's ``/identity`` names ``ak_public_sha256``.
+    ak_key_keccak: bytes
+
+    @property
+    def ak_hash(self) -> bytes:
+        """Deprecated name of :attr:`ak_key_keccak` (docs/registry.md), kept for existing callers."""
+        return self.ak_key_keccak
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +99,8 @@ class Attestation:
     :class:`AttestationStatus` for any golden measurement, read in the same call."""
 
     golden_id: bytes
-    ak_hash: bytes
+    #: keccak256 of the AK's public key as the contract takes it (see :attr:`Verdict.ak_key_keccak`).
+    ak_key_keccak: bytes
     report_hash: bytes
     quote_key: bytes
     expiry: int
@@ -106,6 +115,11 @@ class Attestation:
     @property
     def attested(self) -> bool:
         return self.status is AttestationStatus.ATTESTED
+
+    @property
+    def ak_hash(self) -> bytes:
+        """Deprecated name of :attr:`ak_key_keccak` (docs/registry.md), kept for existing callers."""
+        return self.ak_key_keccak
 
 
 def checked_address(text: str, what: str = "--registry") -> ChecksumAddress:
@@ -407,8 +421,8 @@ class RegistryClient:
 
     def attestation_of(self, cvm: str) -> Attestation:
         record, status = self._call("attestationOf", Web3.to_checksum_address(cvm))
-        golden_id, ak_hash, report_hash, quote_key, expiry, last_block, lifetime, leaf_end, leaf = record
-        return Attestation(golden_id, ak_hash, report_hash, quote_key, expiry, last_block, lifetime, leaf_end, leaf,
+        golden_id, ak_key, report_hash, quote_key, expiry, last_block, lifetime, leaf_end, leaf = record
+        return Attestation(golden_id, ak_key, report_hash, quote_key, expiry, last_block, lifetime, leaf_end, leaf,
                            AttestationStatus(status))
 
     def golden_id(self, golden: GoldenMeasurement) -> bytes:

@@ -8,15 +8,18 @@ Each package registers its own click group under the ``cvm_attest.cli`` entry-po
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import sys
 import warnings
 from importlib.metadata import EntryPoint, distribution, entry_points
+from pathlib import Path
 
 import click
 
-from offchain.cli.output import EXIT_USAGE
-from offchain.errors import Reason
+from offchain.cli.config import DEFAULT_CONFIG, ENV_PREFIX, config_path, default_map, load_config
+from offchain.cli.output import EXIT_CODES_HELP, EXIT_USAGE, fail
+from offchain.errors import CvmAttestError, Reason
 
 ENTRY_POINT_GROUP = "cvm_attest.cli"
 
@@ -27,6 +30,10 @@ class DiscoveredGroup(click.Group):
     Listing reads only the entry points' names; a command's module is imported when the command is
     asked for, so ``cvm-cli verify`` works on the base install. A command whose module needs an extra
     that is not installed is replaced by one that says which extra to install (exit 2).
+
+    An entry point named ``GROUP.SUB`` adds the subcommand ``SUB`` to the group ``GROUP`` of another
+    package when that group is loaded (``snp.report``: the agent's guest-side ``cvm-cli snp
+    report`` joins offchain's ``cvm-cli snp``), so neither package imports the other.
     """
 
     @staticmethod
@@ -34,7 +41,8 @@ class DiscoveredGroup(click.Group):
         return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
+        top = {name for name in self._entry_points() if "." not in name}
+        return sorted(set(super().list_commands(ctx)) | top)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -51,14 +59,41 @@ class DiscoveredGroup(click.Group):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
-        ep = self._entry_points().get(cmd_name)
+        found = self._entry_points()
+        ep = found.get(cmd_name) if "." not in cmd_name else None
         if ep is None:
             return None
         try:
             loaded: click.Command = ep.load()
         except ModuleNotFoundError as exc:
             return _needs_extra(cmd_name, exc.name or "?", ep.value.split(".")[0])
+        if isinstance(loaded, click.Group):
+            attach_nested(loaded, cmd_name, found)
+        with_exit_codes(loaded)
         return loaded
+
+
+def attach_nested(group: click.Group, name: str, found: dict[str, EntryPoint]) -> None:
+    """Add to ``group`` (the command ``name``) the subcommands entry points name ``name.SUB``; one
+    whose module needs a missing extra says which to install, as a top-level command does."""
+    for full, ep in sorted(found.items()):
+        parent, _, sub = full.partition(".")
+        if parent != name or not sub or sub in group.commands:
+            continue
+        try:
+            group.add_command(ep.load(), sub)
+        except ModuleNotFoundError as exc:
+            group.add_command(_needs_extra(f"{name} {sub}", exc.name or "?", ep.value.split(".")[0]), sub)
+
+
+def with_exit_codes(command: click.Command) -> None:
+    """End the ``--help`` of ``command`` and of every subcommand with the exit-code table
+    (offchain/cli/output.py), unless it already has an epilog of its own."""
+    if command.epilog is None:
+        command.epilog = EXIT_CODES_HELP
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_exit_codes(sub)
 
 
 def _looks_like_target(word: str) -> bool:
@@ -104,10 +139,35 @@ def _needs_extra(name: str, module: str, package: str) -> click.Command:
     return missing
 
 
-@click.group(cls=DiscoveredGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DiscoveredGroup, epilog=EXIT_CODES_HELP,
+             context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": ENV_PREFIX})
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"TOML file of option defaults per command (default: {DEFAULT_CONFIG}; also ${ENV_PREFIX}_CONFIG).")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-q", "--quiet", count=True, help="Less log output (errors only).")
 @click.version_option(package_name="cvm-attest")
-def cli() -> None:
-    """cvm-attest: prove a workload runs in a genuine AMD SEV-SNP confidential VM."""
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: int, quiet: int) -> None:
+    """cvm-attest: prove a workload runs in a genuine AMD SEV-SNP confidential VM.
+
+    Every option can also come from the environment (CVM_ATTEST_<COMMAND>_<OPTION>, e.g.
+    CVM_ATTEST_VERIFY_SNP_KDS_URL) or the config file (docs/offchain.md, "Configuration").
+    """
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(log_level(verbose, quiet))
+    path = config_path(config)
+    if path is not None:
+        try:
+            ctx.default_map = default_map(cli, ctx, load_config(path), path)
+        except CvmAttestError as exc:
+            fail(exc, as_json=False)
+
+
+def log_level(verbose: int, quiet: int) -> int:
+    """WARNING by default; each -v one step more (INFO, DEBUG), -q only errors."""
+    if quiet:
+        return logging.ERROR
+    return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
 
 
 def main() -> None:

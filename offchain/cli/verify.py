@@ -25,7 +25,7 @@ missing is ``snp.chain.incomplete``. Exit codes and output: offchain.cli.output.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
 from offchain.svsm import verify_svsm_agent
 from offchain.cli.output import emit, fail, stacked, usage_error, verdict
-from offchain.errors import CvmAttestError, ParseError, Reason, RequestError
+from offchain.cli.params import INPUT_FILE
+from offchain.errors import CvmAttestError, ParseError, PolicyError, Reason, RequestError
+from offchain.inputs import read_binary
 from offchain.abi.binding import parse_address
 from offchain.evidence import (
     EvidenceBundle,
@@ -47,6 +49,7 @@ from offchain.evidence import (
     verify_evidence,
 )
 from offchain.policy.check import check_policy
+from offchain.policy.checks import PLATFORM_INFO_BITS, FirmwareMinimum, ReportChecks, report_check_violations
 from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.trust.certs import (
     CertificateSet,
@@ -66,7 +69,7 @@ from offchain.verify.quote import verify_quote
 from offchain.verify.report import VerifiedReport, verify_report
 from offchain.verify.revocation import CrlSource, check_revocation, crl_from_file, crl_from_kds
 
-PathArg = click.Path(dir_okay=False, path_type=Path)
+PathArg = INPUT_FILE
 _REVOCATION_LINE = "  revocation   neither the intermediate nor the leaf is on the ARK's current CRL"
 _NOT_FRESH_LINE = ("  freshness    none: a bare report proves no freshness (it may be of any age); a quote over your"
                    " nonce does")
@@ -100,6 +103,75 @@ class _Common:
     kds: KdsClient | None
     revocation: CrlSource | None
     allow_debug_golden: bool
+    #: The report checks of the flags; already merged into ``golden`` when there is one.
+    checks: ReportChecks
+
+
+#: The report-check flags (offchain.policy.checks), by parameter name: the golden's ``checks`` key.
+_CHECK_FLAGS = [
+    click.option("--report-data", "check_report_data", metavar="HEX",
+                 help="REPORT_DATA must be this (up to 64 bytes, zero-padded): a bare report's nonce."),
+    click.option("--host-data", "check_host_data", metavar="HEX", help="HOST_DATA must be these 32 bytes."),
+    click.option("--id-key-digest", "check_id_key_digest", metavar="HEX", help="ID_KEY_DIGEST must be these 48 bytes."),
+    click.option("--author-key-digest", "check_author_key_digest", metavar="HEX",
+                 help="AUTHOR_KEY_DIGEST must be these 48 bytes."),
+    click.option("--family-id", "check_family_id", metavar="HEX", help="FAMILY_ID must be these 16 bytes."),
+    click.option("--image-id", "check_image_id", metavar="HEX", help="IMAGE_ID must be these 16 bytes."),
+    click.option("--min-guest-svn", "check_min_guest_svn", type=click.IntRange(0, 0xFFFFFFFF),
+                 help="GUEST_SVN must be at least this."),
+    click.option("--chip-id", "check_chip_ids", metavar="HEX", multiple=True,
+                 help="CHIP_ID must be one of these (64 bytes each; repeat the option)."),
+    click.option("--platform-info", "check_platform_info", metavar="BIT=0|1", multiple=True,
+                 help=f"A PLATFORM_INFO bit must be set (1) or clear (0): {', '.join(PLATFORM_INFO_BITS)}."),
+    click.option("--min-firmware", "check_min_firmware", metavar="MAJOR.MINOR[.BUILD]",
+                 help="The firmware's CURRENT API version (and build) must be at least this."),
+]
+
+
+def _flag_checks(raw: dict[str, Any]) -> ReportChecks:
+    """The report checks the flags in ``raw`` name (removed from it); ``input.invalid`` for a bad value."""
+    values = {key: raw.pop(key) for key in list(raw) if key.startswith("check_")}
+    out: dict[str, Any] = {}
+    sizes = {"report_data": 64, "host_data": 32, "id_key_digest": 48, "author_key_digest": 48, "family_id": 16,
+             "image_id": 16}
+    for key, size in sizes.items():
+        text = values.get(f"check_{key}")
+        if text is not None:
+            data = parse_hex_option(text, "--" + key.replace("_", "-"))
+            if len(data) > size or (key != "report_data" and len(data) != size):
+                raise ParseError(Reason.INPUT_INVALID, f"--{key.replace('_', '-')} is {len(data)} bytes, not {size}")
+            out[key] = data.ljust(size, b"\x00")
+    if values.get("check_min_guest_svn") is not None:
+        out["min_guest_svn"] = values["check_min_guest_svn"]
+    if values.get("check_chip_ids"):
+        chips = tuple(parse_hex_option(c, "--chip-id") for c in values["check_chip_ids"])
+        if any(len(c) != 64 for c in chips):
+            raise ParseError(Reason.INPUT_INVALID, "--chip-id is 64 bytes (128 hex digits)")
+        out["chip_ids"] = chips
+    bits: dict[str, bool] = {}
+    for item in values.get("check_platform_info") or ():
+        name, _, state = item.partition("=")
+        if name not in PLATFORM_INFO_BITS or state not in ("0", "1"):
+            raise ParseError(Reason.INPUT_INVALID, f"--platform-info {item!r} is not BIT=0|1 with BIT one of"
+                             f" {', '.join(PLATFORM_INFO_BITS)}")
+        bits[name] = state == "1"
+    if bits:
+        out["platform_info"] = tuple(sorted(bits.items(), key=lambda kv: PLATFORM_INFO_BITS[kv[0]]))
+    firmware = values.get("check_min_firmware")
+    if firmware is not None:
+        parts = firmware.split(".")
+        if not 2 <= len(parts) <= 3 or not all(p.isdigit() and int(p) < 256 for p in parts):
+            raise ParseError(Reason.INPUT_INVALID, f"--min-firmware {firmware!r} is not MAJOR.MINOR[.BUILD]")
+        out["min_firmware"] = FirmwareMinimum(*(int(p) for p in parts))
+    return ReportChecks(**out)
+
+
+def standalone_checks(common: _Common, report: SnpReport) -> None:
+    """Without a golden measurement, the flags' report checks on their own (PolicyError if broken)."""
+    if common.golden is None and not common.checks.is_empty():
+        violations = report_check_violations(common.checks, report)
+        if violations:
+            raise PolicyError(violations)
 
 
 def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -118,6 +190,7 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Accept a golden measurement that allows debug guests (development only: the host can read their memory).",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+        *_CHECK_FLAGS,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -175,7 +248,7 @@ def expected_extra_data(
 
 def _common(
     *, at: str | None, golden: Path | None, dev_root: Path | None, kds: bool, cache_dir: Path | None, kds_url: str,
-    crl_path: Path | None, kds_crl: bool, allow_debug_golden: bool, as_json: bool,
+    crl_path: Path | None, kds_crl: bool, allow_debug_golden: bool, as_json: bool, **flags: Any,
 ) -> _Common:
     if cache_dir is not None and not (kds or kds_crl):
         raise ParseError(Reason.INPUT_INVALID, "--cache-dir only makes sense with --kds or --kds-crl")
@@ -199,15 +272,20 @@ def _common(
         revocation = crl_from_file(crl_path)
     elif kds_crl and client is not None:
         revocation = crl_from_kds(client)
+    checks = _flag_checks(flags)
+    document = None if golden is None else GoldenMeasurement.from_file(golden)
+    if document is not None and not checks.is_empty():
+        document = replace(document, checks=document.checks.merged(checks))
     return _Common(
         as_json=as_json,
         now=now,
         roots=roots,
         dev_root=dev,
-        golden=None if golden is None else GoldenMeasurement.from_file(golden),
+        golden=document,
         kds=client if kds else None,
         revocation=revocation,
         allow_debug_golden=allow_debug_golden,
+        checks=checks,
     )
 
 
@@ -311,22 +389,26 @@ def _golden_line(golden: GoldenMeasurement, progress: _Progress) -> None:
 
 @click.group("verify", context_settings={"help_option_names": ["-h", "--help"]})
 def verify() -> None:
-    """Verify AMD SEV-SNP evidence off chain (exit 0 accepted, 1 rejected, 2 usage/unreadable)."""
+    """Verify AMD SEV-SNP evidence off chain.
+
+    A file option may be - (standard input, for one option); a binary input (report, HCL report,
+    quote, signature) may be raw, hex or base64.
+    """
 
 
 #: The inputs of `verify snp`, `verify azure` and `verify evidence`; `cvm-cli onchain verify` takes the same.
 snp_inputs = stacked(
-    click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes)."),
+    click.option("--report", "report_path", type=PathArg, required=True, help="ATTESTATION_REPORT (1184 bytes: raw, hex or base64; - reads stdin)."),
     click.option("--vcek", type=PathArg, help="The VCEK or VLEK (DER or PEM)."),
     click.option("--ask", type=PathArg, help="The ASK or ASVK (DER or PEM; a KDS cert_chain bundle works too)."),
     click.option("--ark", type=PathArg, help="The ARK (must be AMD's pinned root, or --dev-root)."),
 )
 azure_inputs = stacked(
-    click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001)."),
+    click.option("--hcl-report", "hcl_path", type=PathArg, required=True, help="Azure HCL report (vTPM NV 0x01400001; raw, hex or base64)."),
     click.option("--vcek", type=PathArg, help="The VCEK (DER or PEM)."),
     click.option("--ask", type=PathArg, help="The ASK (DER or PEM)."),
     click.option("--ark", type=PathArg, help="The ARK."),
-    click.option("--quote", "quote_path", type=PathArg, help="TPMS_ATTEST of a vTPM quote."),
+    click.option("--quote", "quote_path", type=PathArg, help="TPMS_ATTEST of a vTPM quote (raw, hex or base64)."),
     click.option("--quote-sig", "sig_path", type=PathArg, help="Its signature: TPMT_SIGNATURE or raw RSA PKCS#1 v1.5."),
     click.option("--pcrs", "pcrs_path", type=PathArg, help="JSON {index: hex} of the quoted SHA-256 PCRs."),
     click.option("--nonce", help="Hex extraData the quote must carry (third-party evidence: the raw nonce)."),
@@ -362,10 +444,11 @@ def verify_snp(report_path: Path, vcek: Path | None, ask: Path | None, ark: Path
 
     def body() -> None:
         common = _common(**options)
-        progress.report = SnpReport.from_bytes(read_file(report_path))
+        progress.report = SnpReport.from_bytes(read_binary(report_path, "--report"))
         explicit = _explicit_certificates(vcek, ask, ark)
         verified = _verify_report(progress.report, explicit, common, progress)
         _freshness(progress, False)
+        standalone_checks(common, progress.report)
         if common.golden is not None:
             check_policy(
                 common.golden,
@@ -416,7 +499,7 @@ def verify_azure(
 
     def body() -> None:
         common = _common(**options)
-        hcl = HclReport.from_bytes(read_file(hcl_path))
+        hcl = HclReport.from_bytes(read_binary(hcl_path, "--hcl-report"))
         progress.report = hcl.snp_report
         explicit = _explicit_certificates(vcek, ask, ark)
         verified = _verify_report(hcl.snp_report, explicit, common, progress)
@@ -427,17 +510,18 @@ def verify_azure(
         pcrs = None
         if quote_path is not None and sig_path is not None and pcrs_path is not None and nonce is not None:
             expected = parse_hex_option(nonce, "--nonce")
-            raw_sig = read_file(sig_path)
+            raw_sig = read_binary(sig_path, "--quote-sig")
             signature: TpmtSignature | bytes = (
                 raw_sig if len(raw_sig) == ak.key_size // 8 else TpmtSignature.from_bytes(raw_sig)
             )
             quote = verify_quote(
-                read_file(quote_path), signature, ak, expected_extra_data=expected, pcrs=read_pcrs_file(pcrs_path)
+                read_binary(quote_path, "--quote"), signature, ak, expected_extra_data=expected, pcrs=read_pcrs_file(pcrs_path)
             )
             pcrs = dict(quote.pcrs)
             progress.extra["quote"] = {"extra_data": quote.attest.extra_data.hex(), "pcrs": sorted(pcrs)}
             progress.lines.append(f"  quote        signed by the AK, nonce matches, PCRs {sorted(pcrs)}")
         _freshness(progress, pcrs is not None)
+        standalone_checks(common, hcl.snp_report)
         if common.golden is not None:
             check_policy(
                 common.golden,
@@ -494,6 +578,7 @@ def verify_evidence_cmd(
             allow_debug_golden=common.allow_debug_golden,
         )
         progress.product, progress.signer = verified.product, verified.signer.value
+        standalone_checks(common, bundle.snp_report)
         progress.extra.update(
             binding=bundle.binding.value,
             platform=bundle.platform.value,

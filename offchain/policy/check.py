@@ -19,7 +19,10 @@ decides nothing cryptographic. The rules, one :class:`~offchain.errors.Violation
   binding mode are among those allowed;
 * ``pcrs.<i>``: every pinned PCR was quoted and has the pinned value (a pinned PCR missing from the
   quote is a violation: fail closed);
-* ``pcr23_events``: with an event log and golden events, each workload item that differs, by name.
+* ``pcr23_events``: with an event log and golden events, each workload item that differs, by name;
+* ``checks.<key>``: a version-2 golden's report checks (offchain.policy.checks: REPORT_DATA,
+  HOST_DATA, ID and author key digests, FAMILY_ID, IMAGE_ID, minimum GUEST_SVN, the chip allow-list,
+  PLATFORM_INFO bits, the minimum firmware version and build).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
 from offchain.abi.workload import WorkloadEvent, diff_events
 from offchain.errors import PolicyError, Reason, Violation
+from offchain.policy.checks import report_check_violations
 from offchain.policy.golden import Binding, GoldenMeasurement
 
 _TCB_FIELDS = ("bootloader", "tee", "snp", "microcode")
@@ -101,6 +105,7 @@ def policy_violations(
     if golden.pcr23_events is not None and pcr23_events is not None:
         for difference in diff_events(list(golden.pcr23_events), list(pcr23_events)):
             out.append(Violation(Reason.POLICY_WORKLOAD_MISMATCH, "pcr23_events", "the golden workload", difference))
+    out.extend(report_check_violations(golden.checks, report))
     return out
 
 

@@ -26,8 +26,13 @@ from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, replay
 from offchain.errors import CvmAttestError, ParseError, PolicyError, Reason, Violation
+from offchain.inputs import read_input
+from offchain.policy.checks import ReportChecks
 
 GOLDEN_VERSION = 1
+#: A document with report checks (``checks``) says version 2; one without stays version 1, and
+#: both versions have the same canonical id for the same rules (the checks are outside it).
+GOLDEN_VERSION_CHECKS = 2
 MEASUREMENT_SIZE = 48
 PCR_COUNT = 24
 PCR_SIZE = 32
@@ -49,9 +54,9 @@ SIGNER_BITS = {SignerKind.VCEK: 1, SignerKind.VLEK: 2}
 
 _TOP_KEYS = {
     "version", "name", "measurement", "policy", "min_tcb", "vmpl", "products", "signers", "binding",
-    "pcrs", "pcr23_events", "lifetime_seconds", "require_quote",
+    "pcrs", "pcr23_events", "lifetime_seconds", "require_quote", "checks",
 }
-_OPTIONAL_KEYS = {"name", "pcrs", "pcr23_events", "require_quote"}
+_OPTIONAL_KEYS = {"name", "pcrs", "pcr23_events", "require_quote", "checks"}
 _POLICY_KEYS = ("debug_allowed", "migrate_ma_allowed", "smt_allowed", "min_abi_major", "min_abi_minor")
 _TCB_KEYS = ("bootloader", "tee", "snp", "microcode", "fmc")
 
@@ -166,6 +171,8 @@ class GoldenMeasurement:
     #: ``policy.quote_required``. An off-chain rule, outside the canonical id (on chain every
     #: registration carries a fresh quote).
     require_quote: bool = False
+    #: Report checks (offchain.policy.checks): off chain only, outside the canonical id.
+    checks: ReportChecks = field(default_factory=ReportChecks)
     version: int = field(default=GOLDEN_VERSION)
 
     def __post_init__(self) -> None:
@@ -173,6 +180,7 @@ class GoldenMeasurement:
         # then validate through the same rules as a JSON document.
         if isinstance(self.pcrs, Mapping):
             object.__setattr__(self, "pcrs", tuple(sorted(self.pcrs.items())))
+        object.__setattr__(self, "version", GOLDEN_VERSION if self.checks.is_empty() else GOLDEN_VERSION_CHECKS)
         object.__setattr__(self, "products", tuple(self.products))
         object.__setattr__(self, "signers", tuple(self.signers))
         if self.pcr23_events is not None:
@@ -192,20 +200,19 @@ class GoldenMeasurement:
 
     @classmethod
     def from_file(cls, path: Path) -> GoldenMeasurement:
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(MAX_DOCUMENT_BYTES + 1)
-        except OSError as exc:
-            raise ParseError(
-                Reason.INPUT_UNREADABLE, f"cannot read {path}: {exc.strerror or exc}", path=str(path)
-            ) from None
-        return cls.from_json(raw)
+        """The document in ``path`` (``-``: standard input); one byte over the limit is the parser's to refuse."""
+        return cls.from_json(read_input(path, MAX_DOCUMENT_BYTES, refuse_larger=False))
 
     @classmethod
     def _validate(cls, data: Any) -> GoldenMeasurement:
         doc = _obj(data, "$", _TOP_KEYS, _OPTIONAL_KEYS)
-        if doc["version"] != GOLDEN_VERSION or isinstance(doc["version"], bool):
-            raise _malformed("version", f"unsupported version {doc['version']!r} (expected {GOLDEN_VERSION})")
+        if doc["version"] not in (GOLDEN_VERSION, GOLDEN_VERSION_CHECKS) or isinstance(doc["version"], bool):
+            raise _malformed("version", f"unsupported version {doc['version']!r} (expected {GOLDEN_VERSION}, or"
+                             f" {GOLDEN_VERSION_CHECKS} with checks)")
+        checks = ReportChecks() if "checks" not in doc else ReportChecks.from_json(doc["checks"])
+        if (doc["version"] == GOLDEN_VERSION_CHECKS) != ("checks" in doc):
+            raise _malformed("version", f"version {GOLDEN_VERSION_CHECKS} is the version of a document with checks,"
+                             f" {GOLDEN_VERSION} of one without")
         name = doc.get("name")
         if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_LENGTH):
             raise _malformed("name", f"must be a string of at most {MAX_NAME_LENGTH} characters")
@@ -275,7 +282,8 @@ class GoldenMeasurement:
             "pcr23_events": events,
             "name": name,
             "require_quote": _bool(doc.get("require_quote", False), "require_quote"),
-            "version": GOLDEN_VERSION,
+            "checks": checks,
+            "version": doc["version"],
         }
         for key, value in values.items():
             object.__setattr__(golden, key, value)
@@ -312,6 +320,8 @@ class GoldenMeasurement:
         doc["lifetime_seconds"] = self.lifetime_seconds
         if self.require_quote:
             doc["require_quote"] = True
+        if not self.checks.is_empty():
+            doc["checks"] = self.checks.to_json()
         return doc
 
     def dumps(self) -> str:

@@ -33,6 +33,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from offchain.abi.snp_report import SignerKind
 from offchain.errors import ParseError, Reason
+from offchain.inputs import read_input
 
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 PEM_END = b"-----END CERTIFICATE-----"
@@ -169,15 +170,9 @@ def parse_certificate(data: bytes) -> x509.Certificate:
 
 
 def read_file(path: Path, limit: int = MAX_CERTIFICATE_FILE) -> bytes:
-    """Read a whole input file; INPUT_UNREADABLE when it cannot be read or is larger than ``limit``."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise ParseError(Reason.INPUT_UNREADABLE, f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from None
-    if len(data) > limit:
-        raise ParseError(Reason.INPUT_UNREADABLE, f"{path} is larger than {limit} bytes", path=str(path))
-    return data
+    """Read a whole input file (``-``: standard input); INPUT_UNREADABLE when it cannot be read or is
+    larger than ``limit``."""
+    return read_input(path, limit)
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:

@@ -1,8 +1,9 @@
 """Choosing the certificates that should verify a report: given ones first, then AMD KDS if allowed.
 
 The order of sources is fixed (PROTOCOL.md, "Trust roots"): certificates the caller names
-explicitly, then those the evidence carries, then AMD KDS, which is asked only when the caller
-passed a :class:`~offchain.trust.kds.KdsClient`. Whatever is missing after that is
+explicitly, then those the evidence carries, then AMD's ASK/ASVK and ARK shipped with the package
+(offchain.trust.amd_certs: for a leaf they issued), then AMD KDS, which is asked only when the
+caller passed a :class:`~offchain.trust.kds.KdsClient`. Whatever is missing after that is
 ``snp.chain.incomplete``. Resolution trusts nothing: :func:`offchain.verify.chain.verify_chain`
 decides.
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from offchain.abi.certext import AmdCertExtensions
 from offchain.abi.snp_report import Product, SignerKind, SnpReport
 from offchain.errors import CvmAttestError, Reason, VerificationError
+from offchain.trust.amd_certs import shipped_chain
 from offchain.trust.certs import CertificateSet, CertRole, common_name
 from offchain.trust.kds import KdsClient
+from offchain.trust.roots import spki_fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,24 @@ def _fetch_vcek(kds: KdsClient, products: list[Product], report: SnpReport) -> x
     raise last
 
 
+def complete_from_shipped(
+    leaf: x509.Certificate, signer: SignerKind, intermediate: x509.Certificate | None, ark: x509.Certificate | None
+) -> tuple[x509.Certificate, x509.Certificate] | None:
+    """The shipped AMD intermediate and ARK (offchain.trust.amd_certs) that complete this chain: only
+    for a leaf the shipped intermediate issued, and only where they agree with what was given."""
+    try:
+        product = AmdCertExtensions.from_certificate(leaf).product
+        shipped_intermediate, shipped_ark = shipped_chain(product, signer)
+        leaf.verify_directly_issued_by(shipped_intermediate)
+    except (CvmAttestError, ValueError, TypeError, InvalidSignature):
+        return None
+    if intermediate is not None and intermediate != shipped_intermediate:
+        return None
+    if ark is not None and spki_fingerprint(ark) != spki_fingerprint(shipped_ark):
+        return None
+    return intermediate or shipped_intermediate, ark or shipped_ark
+
+
 def resolve_chain(available: CertificateSet, report: SnpReport, *, kds: KdsClient | None = None) -> ChainCertificates:
     """The leaf, intermediate and ARK for ``report`` from ``available``, completed from KDS if given."""
     leaf_role = _leaf_role(available, report)
@@ -90,6 +112,9 @@ def resolve_chain(available: CertificateSet, report: SnpReport, *, kds: KdsClien
     inter_role = CertRole.intermediate_for(signer)
     intermediate, ark = available.get(inter_role), available.get(CertRole.ARK)
     if intermediate is None or ark is None:
+        shipped = complete_from_shipped(leaf, signer, intermediate, ark)
+        if shipped is not None:
+            return ChainCertificates(leaf=leaf, intermediate=shipped[0], ark=shipped[1])
         if kds is None:
             missing = [r.value for r, c in ((inter_role, intermediate), (CertRole.ARK, ark)) if c is None]
             raise VerificationError(

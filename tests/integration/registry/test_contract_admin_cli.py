@@ -64,19 +64,28 @@ def test_owner_revokes_certificates_manages_roots_and_hands_over(tmp_path: Path)
             ask_id, "ask", "genoa", False
         )
         assert shown["issuer"] == "0x" + keccak256(to_der(dev.ark)).hex()
-        assert _refused(env, "certificate", "revoke", "--cert", ask, *at, "--key", "env:SUCCESSOR_KEY") == (
+        assert _refused(env, "certificate", "revoke", "--cert", ask, *at, "--key", "env:SUCCESSOR_KEY", "--yes") == (
             1, Reason.REGISTRY_NOT_OWNER.value
         )
-        revoked = _ok(env, "certificate", "revoke", "--cert", ask, *as_owner)
+        # What cannot be undone: refused without --yes off a terminal, simulated with --dry-run, nothing sent.
+        block = w3.eth.block_number
+        assert _refused(env, "certificate", "revoke", "--cert", ask, *as_owner) == (2, Reason.INPUT_INVALID.value)
+        dry = _ok(env, "certificate", "revoke", "--cert", ask, *as_owner, "--dry-run")
+        assert (dry["dry_run"], dry["function"], dry["from"], dry["certificate_id"]) == (
+            True, "revokeCertificate", owner.address, ask_id) and dry["gas"] > 0
+        assert _refused(env, "certificate", "revoke", "--cert", ask, *at, "--key", "env:SUCCESSOR_KEY",
+                        "--dry-run") == (1, Reason.REGISTRY_NOT_OWNER.value)  # a dry run names the revert too
+        assert w3.eth.block_number == block and client.certificate_of(bytes.fromhex(ask_id[2:])).revoked is False
+        revoked = _ok(env, "certificate", "revoke", "--cert", ask, *as_owner, "--yes")
         assert revoked["certificate_id"] == ask_id and revoked["gas"] > 0
         assert _ok(env, "certificate", "show", ask_id, *at)["revoked"] is True
         assert client.certificate_of(bytes.fromhex(ask_id[2:])).revoked is True
-        assert _refused(env, "certificate", "revoke", ask_id, *as_owner) == (
+        assert _refused(env, "certificate", "revoke", ask_id, *as_owner, "--yes") == (
             1, Reason.REGISTRY_CERTIFICATE_REVOKED.value
         )
         unknown = "0x" + "ab" * 32
         assert _ok(env, "certificate", "show", unknown, *at)["kind"] == "none"
-        assert _refused(env, "certificate", "revoke", unknown, *as_owner) == (
+        assert _refused(env, "certificate", "revoke", unknown, *as_owner, "--yes") == (
             1, Reason.REGISTRY_CERTIFICATE_UNKNOWN.value
         )
 
@@ -84,7 +93,9 @@ def test_owner_revokes_certificates_manages_roots_and_hands_over(tmp_path: Path)
         milan = "0x" + AMD_ARK_SPKI_SHA256[Product.MILAN].hex()
         assert _ok(env, "root", "show", "--amd", "milan", *at) == {"key_hash": milan, "product": "milan",
                                                                     "pinned": True}
-        assert _ok(env, "root", "unpin", "--amd", "milan", *as_owner)["key_hash"] == milan
+        assert _ok(env, "root", "unpin", "--amd", "milan", *as_owner, "--dry-run")["function"] == "unpinRoot"
+        assert _ok(env, "root", "show", "--amd", "milan", *at)["pinned"] is True
+        assert _ok(env, "root", "unpin", "--amd", "milan", *as_owner, "--yes")["key_hash"] == milan
         assert _ok(env, "root", "show", "--amd", "milan", *at)["pinned"] is False
         assert _ok(env, "root", "pin", "--amd", "milan", *as_owner)["product"] == "milan"
         assert _refused(env, "root", "pin", "--amd", "milan", *as_owner) == (
@@ -94,11 +105,15 @@ def test_owner_revokes_certificates_manages_roots_and_hands_over(tmp_path: Path)
         assert dev_root == {"key_hash": "0x" + spki_fingerprint(dev.ark).hex(), "product": "genoa", "pinned": True}
 
         # ownership in two steps: offered, accepted by the successor, the old owner is out
-        _ok(env, "owner", "transfer", successor.address, *as_owner)
+        assert _refused(env, "owner", "transfer", successor.address, *as_owner) == (2, Reason.INPUT_INVALID.value)
+        assert _ok(env, "owner", "transfer", successor.address, *as_owner, "--dry-run")["pending_owner"] == \
+            successor.address
+        assert _ok(env, "owner", "show", *at)["pending_owner"] == ZERO_ADDRESS
+        _ok(env, "owner", "transfer", successor.address, *as_owner, "--yes")
         assert _ok(env, "owner", "show", *at) == {"owner": owner.address, "pending_owner": successor.address}
         assert _ok(env, "owner", "accept", *at, "--key", "env:SUCCESSOR_KEY")["owner"] == successor.address
         assert _ok(env, "owner", "show", *at) == {"owner": successor.address, "pending_owner": ZERO_ADDRESS}
-        assert _refused(env, "root", "unpin", "--amd", "genoa", *as_owner) == (1, Reason.REGISTRY_NOT_OWNER.value)
+        assert _refused(env, "root", "unpin", "--amd", "genoa", *as_owner, "--yes") == (1, Reason.REGISTRY_NOT_OWNER.value)
         assert RegistryClient(w3, client.address).owner() == successor.address
 
 
@@ -142,7 +157,7 @@ def test_a_bad_registry_address_is_a_usage_error_and_an_empty_one_has_no_contrac
         env = {"OWNER_KEY": owner.key.hex()}
         runner = CliRunner(mix_stderr=False)
         commands = [
-            (golden, ["show", gid]), (golden, ["revoke", gid, "--key", "env:OWNER_KEY"]),
+            (golden, ["show", gid]), (golden, ["revoke", gid, "--key", "env:OWNER_KEY", "--yes"]),
             (contract, ["owner", "show"]), (contract, ["root", "show", "--amd", "genoa"]),
             (relay, ["--agent", "http://127.0.0.1:1", "--golden", "g.json", "--key", "env:OWNER_KEY", "--once"]),
         ]
@@ -161,6 +176,11 @@ def test_a_bad_registry_address_is_a_usage_error_and_an_empty_one_has_no_contrac
         client = deploy_registry(w3, account=owner, amd_roots=True)
         unknown = runner.invoke(golden, ["show", gid, "--rpc", anvil.url, "--registry", client.address, "--json"])
         assert (unknown.exit_code, json.loads(unknown.stdout)["reason"]) == (1, Reason.REGISTRY_GOLDEN_NOT_FOUND.value)
+        # golden show's JSON error is its own, with none of a verify verdict's fields (issue 14, defect 9).
+        assert set(json.loads(unknown.stdout)) <= {"ok", "reason", "detail", "context"}
+        # An RPC node that does not answer is a transient failure: exit 3 (issue 14, defect 8).
+        down = runner.invoke(golden, ["show", gid, "--rpc", "http://127.0.0.1:9", "--registry", client.address])
+        assert down.exit_code == 3 and down.stderr.startswith(f"[{Reason.CHAIN_RPC_UNAVAILABLE.value}]")
 
 
 def test_owner_names_and_unnames_activators() -> None:

@@ -13,22 +13,29 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from web3 import Web3
+
+from offchain.abi.keccak import keccak256
 
 from offchain.abi.binding import offchain_extra_data
 from offchain.cli.verify import verify as offchain_verify
 from offchain.trust.certs import to_pem
 from offchain.trust.roots import AMD_ARK_SPKI_SHA256
 from onchain.cli import onchain
-from onchain.client import RegistryClient
+from onchain.client import CertKind, RegistryClient
 from tests.support.registry import SimCvm, deploy_registry, trust_dev_chain
 from tests.support.snp_vectors import NEGATIVE_VECTOR, Vector, load_vector
 
 pytestmark = pytest.mark.integration
 
+#: anvil's second default account (its well-known development key): a --key source for the tests.
+ANVIL_KEY_1 = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+
 
 def run(group: Any, args: list[str]) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(group, args, catch_exceptions=False)
+    result = CliRunner().invoke(group, args if "--json" in args else [*args, "--json"], catch_exceptions=False)
     lines = [line for line in result.output.splitlines() if line.startswith("{")]
     assert lines, result.output
     return result.exit_code, json.loads(lines[-1])
@@ -118,14 +125,43 @@ def test_deployed_registry_mode(vectors: Path, anvil: Any, w3: Web3, amd_registr
     vector = load_vector(vectors, "snp/genoa-vcek-v5-oak")
     args = [a for a in snp_args(vector) if a not in ("--at", vector.now.isoformat())]
     remote = ["--rpc", anvil.url, "--registry", amd_registry.address]
-    # The registry lacks the chain and the command has no account to register it with.
+    leaf_id = keccak256(vector.leaf_file.read_bytes() if vector.leaf_file.suffix == ".der"
+                        else x509.load_pem_x509_certificate(vector.leaf_file.read_bytes()).public_bytes(Encoding.DER))
+    # The registry lacks the chain and no sender is named: a throwaway fork registers it, nothing is sent.
+    block = w3.eth.block_number
     code, out = run(onchain, ["verify", "snp", *args, *remote])
-    assert (code, out["ok"], out["reason"]) == (2, False, "input.invalid")
+    assert (code, out["ok"], out["chain"], out["certificates"]) == (0, True, "fork", "registered-on-fork")
+    assert (out["product"], out["signer"]) == ("genoa", "vcek") and out["gas"] > 0
+    assert w3.eth.block_number == block and amd_registry.certificate_of(leaf_id).kind is CertKind.NONE
+    # A sender registers on the chain itself only when confirmed: refused without a terminal or --yes.
     code, out = run(onchain, ["verify", "snp", *args, *remote, "--from", owner])
-    assert (code, out["ok"], out["reason"]) == (0, True, None) and out["gas"] > 0
-    # Now cached: no account needed any more.
+    assert (code, out["reason"]) == (2, "input.invalid") and "--yes" in out["detail"]
+    assert amd_registry.certificate_of(leaf_id).kind is CertKind.NONE
+    code, out = run(onchain, ["verify", "snp", *args, *remote, "--from", owner, "--yes"])
+    assert (code, out["ok"], out["chain"], out["certificates"]) == (0, True, "rpc", "registered")
+    assert amd_registry.certificate_of(leaf_id).kind is CertKind.VCEK
+    # Now cached: a pure call on the chain at --rpc.
+    block = w3.eth.block_number
     code, out = run(onchain, ["verify", "snp", *args, *remote])
-    assert (code, out["ok"]) == (0, True)
+    assert (code, out["ok"], out["chain"], out["certificates"]) == (0, True, "rpc", "cached")
+    assert w3.eth.block_number == block
+
+
+@pytest.mark.vectors
+def test_deployed_registry_with_a_key_and_the_human_output(vectors: Path, anvil: Any, w3: Web3, owner: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """--key SOURCE like the other chain commands; without --json a summary, and a loud warning before the write."""
+    registry = deploy_registry(w3, owner)
+    for product, key_hash in AMD_ARK_SPKI_SHA256.items():
+        registry.pin_root(product, key_hash)
+    vector = load_vector(vectors, "snp/milan-vcek-v2-virtee")
+    args = [a for a in snp_args(vector) if a not in ("--at", vector.now.isoformat())]
+    monkeypatch.setenv("CVM_TEST_KEY", ANVIL_KEY_1)
+    result = CliRunner(mix_stderr=False).invoke(onchain, ["verify", "snp", *args, "--rpc", anvil.url, "--registry",
+                                                          registry.address, "--key", "env:CVM_TEST_KEY", "--yes"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith("WARNING: the registry at") and "costs gas" in result.stderr
+    assert result.stdout.startswith("ACCEPTED by the registry at --rpc: genuine AMD SEV-SNP evidence (milan, VCEK)")
 
 
 def _bundle(cvm: SimCvm, nonce: bytes) -> dict[str, Any]:
@@ -188,7 +224,7 @@ def test_usage_and_unreadable_input(tmp_path: Path) -> None:
     code, out = run(onchain, ["verify", "snp", "--report", str(tmp_path / "missing.bin")])
     assert (code, out["reason"]) == (2, "input.unreadable")
     code, out = run(onchain, ["verify", "snp", "--report", str(garbage)])
-    assert (code, out["reason"]) == (1, "snp.report.length")
+    assert (code, out["reason"]) == (2, "snp.report.length")  # malformed input: exit 2 (issue 14, defect 8)
     code, out = run(onchain, ["verify", "azure", "--hcl-report", str(garbage), "--quote", str(garbage)])
     assert (code, out["reason"]) == (2, "input.invalid")
 

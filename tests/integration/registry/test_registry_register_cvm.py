@@ -68,7 +68,7 @@ def test_register_cvm_attests_the_address(
     assert not registry.is_attested_for(address, b"\x01" * 32)
     record = registry.attestation_of(address)
     assert record.golden_id == golden_rsa
-    assert record.ak_hash == cvm_rsa.ak.key_hash
+    assert record.ak_key_keccak == record.ak_hash == cvm_rsa.ak.key_hash
     assert record.report_hash == Web3.keccak(cvm_rsa.report.to_bytes())
     block = w3.eth.get_block(result.block_number)
     assert record.expiry == block["timestamp"] + 3600 and record.lifetime == 3600
@@ -89,11 +89,11 @@ def test_verify_evidence_view_agrees(w3: Web3, registry: RegistryClient, cvm_rsa
     number, extra = fresh_nonce(w3, registry, address)
     evidence = cvm_rsa.evidence(cvm_rsa.quote(extra))
     verdict = registry.verify_evidence(golden_rsa, extra, evidence)
-    assert verdict.golden_id == golden_rsa and verdict.ak_hash == cvm_rsa.ak.key_hash
+    assert verdict.golden_id == golden_rsa and verdict.ak_key_keccak == cvm_rsa.ak.key_hash
     assert verdict.product == 2 and verdict.signer == 1
     assert not registry.is_attested(address)  # a view stores nothing
     assert registry.quote_extra_data(address, number) == extra
-    error = rejected(lambda: registry.verify_evidence(golden_rsa, extra[:-1] + b"\x00", evidence))
+    error = rejected(lambda: registry.verify_evidence(golden_rsa, extra[:-1] + bytes([extra[-1] ^ 1]), evidence))
     assert error.reason is Reason.TPM_QUOTE_NONCE_MISMATCH
 
 

@@ -58,7 +58,11 @@ def test_owner_deploys_publishes_shows_and_revokes(stack: Stack, tmp_path: Path)
         shown = json.loads(_invoke(golden, ["show", golden_id, *common, "--json"], env).output)
         assert shown["published"] is True and shown["revoked"] is False
 
-        revoked = _invoke(golden, ["revoke", golden_id, *common, "--key", "env:OWNER_KEY", "--json"], env)
+        dry = json.loads(_invoke(golden, ["revoke", golden_id, *common, "--key", "env:OWNER_KEY", "--dry-run", "--json"],
+                                 env).output)
+        assert (dry["dry_run"], dry["function"], dry["golden_id"]) == (True, "revokeGolden", golden_id)
+        assert json.loads(_invoke(golden, ["show", golden_id, *common, "--json"], env).output)["revoked"] is False
+        revoked = _invoke(golden, ["revoke", golden_id, *common, "--key", "env:OWNER_KEY", "--yes", "--json"], env)
         assert revoked.exit_code == 0, revoked.output
         assert json.loads(_invoke(golden, ["show", golden_id, *common, "--json"], env).output)["revoked"] is True
 

@@ -181,7 +181,8 @@ def test_golden_measurement_carries_its_id(external: TestClient, sim_agent: Agen
 def test_identity_platform_health_log(external: TestClient, sim_agent: Agent) -> None:
     identity = external.get("/identity").json()
     assert identity["cvm_address"] == sim_agent.key.address
-    assert identity["ak_hash"] == hashlib.sha256(sim_agent.tpm.ak_public).hexdigest()
+    assert identity["ak_public_sha256"] == hashlib.sha256(sim_agent.tpm.ak_public).hexdigest()
+    assert identity["ak_hash"] == identity["ak_public_sha256"]  # the deprecated name, kept (docs/agent.md)
     assert external.get("/platform").json()["platform"] == "sim"
     assert external.get("/healthz").json()["status"] == "ok"
     assert [e["name"] for e in external.get("/event-log").json()] == [e.name for e in sim_agent.workload.events()]
@@ -522,3 +523,70 @@ def test_internal_listener_never_fails_with_5xx(case: schemathesis.Case) -> None
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_external_listener_never_fails_with_5xx(case: schemathesis.Case) -> None:
     case.call_and_validate(checks=[not_a_server_error])
+
+
+# --- the OpenAPI contract and the logs (issue 14, defect 12) ------------------------------------------------
+
+
+TOKEN_ROUTES = {("post", "/update-workload"), ("post", "/secrets"), ("get", "/golden-consents"),
+                ("post", "/golden-consents")}
+
+
+def test_openapi_declares_the_bearer_scheme_on_the_token_routes(apps: tuple[FastAPI, FastAPI]) -> None:
+    spec = apps[1].openapi()
+    assert spec["components"]["securitySchemes"]["bearerToken"] == {
+        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearerToken"]["description"],
+    }
+    secured = {(method, path) for path, item in spec["paths"].items() for method, op in item.items()
+               if op.get("security") == [{"bearerToken": []}]}
+    assert secured == TOKEN_ROUTES
+
+
+def _resolve(spec: dict[str, object], schema: dict[str, object]) -> dict[str, object]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return spec["components"]["schemas"][ref.rsplit("/", 1)[1]]  # type: ignore[index, no-any-return]
+    return schema
+
+
+def test_openapi_models_the_answers(apps: tuple[FastAPI, FastAPI]) -> None:
+    """The evidence bundle and the other answers are typed models, not ``additionalProperties: true``."""
+    spec = apps[0].openapi()
+    for path in ("/collaterals/{nonce}", "/onchain/collaterals", "/sealing/collaterals/{nonce}"):
+        schema = _resolve(spec, spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"])
+        assert schema["title"] == "EvidenceBundleBody" and schema["additionalProperties"] is False
+        assert {"snp_report", "certificates", "ak_public", "quote", "pcrs", "nonce"} <= set(schema["properties"])
+    for path, method, title in (("/identity", "get", "IdentityBody"), ("/healthz", "get", "HealthBody"),
+                                ("/sign-message", "post", "SignedMessageBody"),
+                                ("/sign-transaction", "post", "SignedTransactionBody")):
+        schema = _resolve(spec, spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"])
+        assert schema["title"] == title, path
+    identity = spec["components"]["schemas"]["IdentityBody"]["properties"]
+    assert identity["ak_hash"]["deprecated"] is True and "ak_public_sha256" in identity
+
+
+def test_a_bundle_through_its_model_is_the_bundle(internal: TestClient, sim_agent: Agent) -> None:
+    """The wire bytes are the bundle's own: no field the model adds (``null``), none it drops."""
+    served = internal.get("/collaterals/" + "ab" * 8).json()
+    assert "hcl_report" not in served and served["nonce"] == {"form": "offchain", "value": "ab" * 8}
+    assert EvidenceBundle.from_json(served).to_json() == served
+
+
+def test_access_and_audit_lines(external: TestClient, internal: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="cvm_agent")
+    external.get("/healthz")
+    external.post("/update-workload", content=b"x", headers={"Authorization": "Bearer wrong-token-0123456789",
+                                                             "Content-Type": "application/zip"})
+    signed = internal.post("/sign-message", json={"text": "hello"}).json()
+    internal.post("/sign-transaction", json={"transaction": {"to": "0x" + "11" * 20, "value": 1, "gas": 21000,
+                                                             "gasPrice": 1, "nonce": 3}})
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("cvm_agent.")]
+    access = [m for name, _, m in lines if name == "cvm_agent.access"]
+    assert any(m.startswith("GET /healthz 200 ") for m in access)
+    assert any(m.startswith("POST /update-workload 401 ") for m in access)
+    audit = [(level, m) for name, level, m in lines if name == "cvm_agent.audit"]
+    assert [level for level, _ in audit] == ["WARNING", "INFO", "WARNING"]
+    assert audit[0][1].startswith("token refused on POST /update-workload for ") and "[auth.invalid]" in audit[0][1]
+    assert audit[1][1].endswith("message_hash " + signed["message_hash"])
+    assert "sign-transaction refused" in audit[2][1] and "nonce 3" in audit[2][1] and "[input.invalid]" in audit[2][1]
+    assert "wrong-token" not in " ".join(m for _, _, m in lines)  # a refused token is never logged

@@ -106,13 +106,13 @@ def test_an_archive_the_agent_would_refuse_is_refused(base: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("compose", "reason"),
-    [(TPM_COMPOSE, Reason.WORKLOAD_COMPOSE_FORBIDDEN), (b"services: [app\n", Reason.WORKLOAD_COMPOSE_MALFORMED)],
-    ids=["gives-the-tpm", "malformed"],
+    ("compose", "reason", "code"),
+    [(TPM_COMPOSE, Reason.WORKLOAD_COMPOSE_FORBIDDEN, 1), (b"services: [app\n", Reason.WORKLOAD_COMPOSE_MALFORMED, 2)],
+    ids=["gives-the-tpm", "malformed"],  # a compose file that does not parse is malformed input: exit 2 (issue 14, defect 8)
 )
 @pytest.mark.parametrize("source", ["--update", "--workload"])
 def test_a_compose_the_agent_would_refuse_is_refused(
-    base: Path, tmp_path: Path, source: str, compose: bytes, reason: Reason
+    base: Path, tmp_path: Path, source: str, compose: bytes, reason: Reason, code: int
 ) -> None:
     files = {**WORKLOAD, "docker-compose.yml": compose}
     (tmp_path / "update.zip").write_bytes(make_zip(files))
@@ -120,7 +120,7 @@ def test_a_compose_the_agent_would_refuse_is_refused(
     out = tmp_path / "predicted.json"
     path = tmp_path / ("update.zip" if source == "--update" else "workload")
     result = _run("--base", base, source, path, "--out", out)
-    assert (result.exit_code, json.loads(result.stdout)["reason"]) == (1, reason.value)
+    assert (result.exit_code, json.loads(result.stdout)["reason"]) == (code, reason.value)
     assert not out.exists()  # nothing to publish
     assert _ok("--base", base, source, _safe_twin(tmp_path, source))["events"] > 0
 

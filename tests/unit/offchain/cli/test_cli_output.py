@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from offchain.abi.snp_report import Product
-from offchain.cli.output import EXIT_REJECTED, EXIT_USAGE, exit_code_for, guarded, report_summary, verdict
-from offchain.errors import CollateralError, ParseError, PolicyError, Reason, VerificationError, Violation
+from offchain.cli.output import EXIT_REJECTED, EXIT_TRANSIENT, EXIT_USAGE, exit_code_for, guarded, report_summary, verdict
+from offchain.errors import ChainError, CollateralError, ParseError, PolicyError, Reason, VerificationError, Violation
 from tests.support.evidence import dev_chain
 
 
@@ -20,10 +20,15 @@ from tests.support.evidence import dev_chain
         (ParseError(Reason.INPUT_UNREADABLE), EXIT_USAGE),
         (ParseError(Reason.INPUT_INVALID), EXIT_USAGE),
         (ParseError(Reason.GOLDEN_MALFORMED), EXIT_USAGE),
-        (ParseError(Reason.EVIDENCE_MALFORMED), EXIT_REJECTED),
-        (ParseError(Reason.SNP_REPORT_LENGTH), EXIT_REJECTED),
+        (ParseError(Reason.EVIDENCE_MALFORMED), EXIT_USAGE),
+        (ParseError(Reason.SNP_REPORT_LENGTH), EXIT_USAGE),
+        (ParseError(Reason.TPM_QUOTE_PCR_SELECTION), EXIT_USAGE),
         (VerificationError(Reason.SNP_SIGNATURE_INVALID), EXIT_REJECTED),
-        (CollateralError(Reason.COLLATERAL_FETCH_FAILED), EXIT_REJECTED),
+        (VerificationError(Reason.CHAIN_INCOMPLETE), EXIT_REJECTED),
+        (CollateralError(Reason.COLLATERAL_UNAVAILABLE), EXIT_REJECTED),
+        (CollateralError(Reason.COLLATERAL_FETCH_FAILED), EXIT_TRANSIENT),
+        (ChainError(Reason.CHAIN_RPC_UNAVAILABLE), EXIT_TRANSIENT),
+        (ChainError(Reason.CHAIN_REVERTED), EXIT_REJECTED),
         (PolicyError([Violation(Reason.POLICY_VMPL_MISMATCH, "vmpl", 0, 1)]), EXIT_REJECTED),
     ],
     ids=lambda x: x.reason.value if hasattr(x, "reason") else str(x),
@@ -64,6 +69,5 @@ def test_guarded_turns_errors_into_verdicts() -> None:
     assert (human.exit_code, human.stderr) == (1, "[snp.signature.invalid] bad signature\n")
     as_json = runner.invoke(_cmd, ["--fail", "input", "--json"])
     assert as_json.exit_code == 2
-    assert json.loads(as_json.stdout) == {
-        "ok": False, "reason": "input.unreadable", "detail": "cannot read x", "product": None, "signer": None, "report": None,
-    }
+    # A command that is not a verify command has its own error schema: no product, signer or report.
+    assert json.loads(as_json.stdout) == {"ok": False, "reason": "input.unreadable", "detail": "cannot read x"}

@@ -185,9 +185,16 @@ def test_a_truncated_certificate_is_named_in_plain_words(vectors: Path, tmp_path
 
 def test_missing_certificates_are_incomplete(vectors: Path) -> None:
     v = load_vector(vectors, "snp/genoa-vcek-v5-oak")
-    code, out = run_json("snp", "--report", v.file("report.bin"), "--vcek", v.leaf_file, "--at", v.now.isoformat())
+    code, out = run_json("snp", "--report", v.file("report.bin"), "--at", v.now.isoformat())
     assert (code, out["reason"]) == (1, Reason.CHAIN_INCOMPLETE.value)
     assert out["report"]["measurement"] == v.expected["report"]["measurement"]
+    # A VCEK alone is enough: the shipped AMD ASK and ARK complete its chain (issue 14).
+    code, out = run_json("snp", "--report", v.file("report.bin"), "--vcek", v.leaf_file, "--at", v.now.isoformat())
+    assert (code, out["ok"], out["product"]) == (0, True, "genoa")
+    # Not with a given intermediate the shipped chain disagrees with: that is the caller's chain to complete.
+    code, out = run_json("snp", "--report", v.file("report.bin"), "--vcek", v.leaf_file, "--ark",
+                         vectors / "amd-roots/milan/ark.pem", "--at", v.now.isoformat())
+    assert (code, out["reason"]) == (1, Reason.CHAIN_INCOMPLETE.value)
 
 
 def test_human_output(vectors: Path) -> None:
@@ -519,9 +526,9 @@ def test_kds_only_with_the_flag(vectors: Path, kds_server: tuple[str, list[str]]
     code, out = run_json(*base)
     assert (code, out["reason"], seen) == (1, Reason.CHAIN_INCOMPLETE.value, [])
     code, out = run_json(*base, "--kds", "--cache-dir", tmp_path / "cache")
-    assert (code, out["ok"], len(seen)) == (0, True, 2)
+    assert (code, out["ok"], len(seen)) == (0, True, 1)  # the VCEK; its ASK and ARK are the shipped ones
     code, out = run_json(*base, "--kds", "--cache-dir", tmp_path / "cache")
-    assert (code, out["ok"], len(seen)) == (0, True, 2)  # the second run is served from the cache
+    assert (code, out["ok"], len(seen)) == (0, True, 1)  # the second run is served from the cache
 
 
 def test_kds_crl_is_fetched_and_must_be_amds(vectors: Path, kds_server: tuple[str, list[str]], tmp_path: Path) -> None:
@@ -546,5 +553,5 @@ def test_the_cvm_cli_entry_point(vectors: Path, tmp_path: Path) -> None:
         [cli, "verify", "snp", "--report", str(junk), "--vcek", str(v.leaf_file)], capture_output=True, text=True,
         timeout=120, cwd=ROOT,
     )
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith(f"[{Reason.SNP_REPORT_LENGTH.value}]")

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from offchain.abi.snp_report import Product, SignerKind, SnpReport
 from offchain.errors import CollateralError, Reason, VerificationError
 from offchain.trust.certs import CertificateSet, CertRole, classify, load_certificates, read_file, to_der
+from offchain.trust.amd_certs import shipped_chain
 from offchain.trust.kds import KdsClient, UrllibFetcher, hwid_for
 from offchain.trust.resolve import resolve_chain
 from tests.support.evidence import DEV_NOW, dev_chain
@@ -176,13 +177,11 @@ def test_resolve_completes_a_chain_from_kds(vectors: Path) -> None:
     fake = FakeKds(_milan_answers(vectors))
     found = resolve_chain(CertificateSet(), report, kds=KdsClient(fake, base_url=BASE))
     assert classify(found.leaf) is CertRole.VCEK and classify(found.intermediate) is CertRole.ASK
-    # A version-2 report has no CPUID product hint: Milan is asked first, then the chain of the
-    # product the VCEK names.
+    # A version-2 report has no CPUID product hint: Milan is asked first. The ASK and ARK are the
+    # shipped ones (offchain.trust.amd_certs): KDS is not asked for them.
     client = KdsClient(fake, base_url=BASE)
-    assert fake.requests == [
-        client.vcek_url(Product.MILAN, report.chip_id, report.tcb("reported", Product.MILAN)),
-        client.cert_chain_url(Product.MILAN, SignerKind.VCEK),
-    ]
+    assert fake.requests == [client.vcek_url(Product.MILAN, report.chip_id, report.tcb("reported", Product.MILAN))]
+    assert found.intermediate == shipped_chain(Product.MILAN, SignerKind.VCEK)[0]
 
 
 def test_resolve_tries_genoa_after_milan_for_old_reports(vectors: Path) -> None:
@@ -208,10 +207,13 @@ def test_resolve_without_kds_is_incomplete(vectors: Path) -> None:
         resolve_chain(CertificateSet(), report)
     assert exc.value.reason is Reason.CHAIN_INCOMPLETE
     (vcek,) = load_certificates(vectors / MILAN_V2 / "vcek.der")
-    with pytest.raises(VerificationError) as exc:
-        resolve_chain(CertificateSet(vcek=vcek), report)
+    found = resolve_chain(CertificateSet(vcek=vcek), report)  # completed offline from the shipped certificates
+    assert (found.intermediate, found.ark) == shipped_chain(Product.MILAN, SignerKind.VCEK)
+    genoa_ark = load_certificates(vectors / "amd-roots/genoa/ark.pem")[0]
+    with pytest.raises(VerificationError) as exc:  # an ARK the shipped chain disagrees with is not replaced
+        resolve_chain(CertificateSet(vcek=vcek, ark=genoa_ark), report)
     assert exc.value.reason is Reason.CHAIN_INCOMPLETE
-    assert exc.value.context["missing"] == ["ask", "ark"]
+    assert exc.value.context["missing"] == ["ask"]
 
 
 def test_resolve_prefers_given_certificates(vectors: Path) -> None:

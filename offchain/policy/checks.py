@@ -1,0 +1,200 @@
+"""Report field checks beyond the registry's rules: the ``checks`` object of a version-2 golden
+measurement and the matching ``cvm-cli verify`` flags (docs/formats.md, "Report checks").
+
+Each is an exact value or a minimum for one ATTESTATION_REPORT field (AMD SEV-SNP ABI
+specification, Table 23 "ATTESTATION_REPORT Structure"); each broken one is one typed
+:class:`~offchain.errors.Violation`:
+
+=========================  ==========================================  ================================
+key                        report field                                reason
+=========================  ==========================================  ================================
+``report_data``            REPORT_DATA (64 bytes; the bare-report      ``policy.report_data_mismatch``
+                           nonce, zero-padded)
+``host_data``              HOST_DATA (32 bytes)                        ``policy.host_data_mismatch``
+``id_key_digest``          ID_KEY_DIGEST (48 bytes)                    ``policy.id_key_mismatch``
+``author_key_digest``      AUTHOR_KEY_DIGEST (48 bytes)                ``policy.author_key_mismatch``
+``family_id``              FAMILY_ID (16 bytes)                        ``policy.family_id_mismatch``
+``image_id``               IMAGE_ID (16 bytes)                         ``policy.image_id_mismatch``
+``min_guest_svn``          GUEST_SVN at least                          ``policy.guest_svn_too_low``
+``chip_ids``               CHIP_ID one of (an allow-list)              ``policy.chip_not_allowed``
+``platform_info``          PLATFORM_INFO bits, each as required        ``policy.platform_info_mismatch``
+``min_firmware``           CURRENT_MAJOR.CURRENT_MINOR (the firmware   ``policy.firmware_too_old``
+                           API version) and CURRENT_BUILD at least
+=========================  ==========================================  ================================
+
+The minimum TCB per component (bootloader, TEE, SNP, microcode, FMC) is the golden measurement's
+``min_tcb``, which the registry checks too; these checks live outside the canonical id, and the
+registry does not check them (docs/registry.md).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from offchain.abi.snp_report import SnpReport
+from offchain.errors import ParseError, Reason, Violation
+
+#: PLATFORM_INFO bits by name (SEV-SNP ABI specification, Table 24 "PLATFORM_INFO Field").
+PLATFORM_INFO_BITS: Mapping[str, int] = {
+    "smt_enabled": 0,
+    "tsme_enabled": 1,
+    "ecc_enabled": 2,
+    "rapl_disabled": 3,
+    "ciphertext_hiding_enabled": 4,
+    "alias_check_complete": 5,
+}
+
+_BYTES_FIELDS = {
+    "report_data": (64, Reason.POLICY_REPORT_DATA_MISMATCH),
+    "host_data": (32, Reason.POLICY_HOST_DATA_MISMATCH),
+    "id_key_digest": (48, Reason.POLICY_ID_KEY_MISMATCH),
+    "author_key_digest": (48, Reason.POLICY_AUTHOR_KEY_MISMATCH),
+    "family_id": (16, Reason.POLICY_FAMILY_ID_MISMATCH),
+    "image_id": (16, Reason.POLICY_IMAGE_ID_MISMATCH),
+}
+KEYS = (*_BYTES_FIELDS, "min_guest_svn", "chip_ids", "platform_info", "min_firmware")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _malformed(path: str, message: str) -> ParseError:
+    return ParseError(Reason.GOLDEN_MALFORMED, f"{path}: {message}", field=path)
+
+
+def parse_hex(value: Any, path: str, size: int) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * size or not _HEX.issuperset(value):
+        raise _malformed(path, f"must be {2 * size} hex digits")
+    return bytes.fromhex(value)
+
+
+def _uint(value: Any, path: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise _malformed(path, f"must be an integer from 0 to {maximum}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareMinimum:
+    """The least firmware API version (major.minor) and build a report's CURRENT_* may show."""
+
+    major: int
+    minor: int
+    build: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReportChecks:
+    """The optional report checks; ``None`` (or empty) means the field is not checked."""
+
+    report_data: bytes | None = None
+    host_data: bytes | None = None
+    id_key_digest: bytes | None = None
+    author_key_digest: bytes | None = None
+    family_id: bytes | None = None
+    image_id: bytes | None = None
+    min_guest_svn: int | None = None
+    chip_ids: tuple[bytes, ...] | None = None
+    platform_info: tuple[tuple[str, bool], ...] = ()
+    min_firmware: FirmwareMinimum | None = None
+
+    def is_empty(self) -> bool:
+        return self == ReportChecks()
+
+    def merged(self, over: ReportChecks) -> ReportChecks:
+        """These checks with every field ``over`` sets taking its place (platform bits one by one)."""
+        changes: dict[str, Any] = {
+            f.name: getattr(over, f.name) for f in fields(self)
+            if f.name != "platform_info" and getattr(over, f.name) is not None
+        }
+        bits = dict(self.platform_info) | dict(over.platform_info)
+        changes["platform_info"] = tuple(sorted(bits.items(), key=lambda kv: PLATFORM_INFO_BITS[kv[0]]))
+        return replace(self, **changes)
+
+    @classmethod
+    def from_json(cls, value: Any, path: str = "checks") -> ReportChecks:
+        if not isinstance(value, dict):
+            raise _malformed(path, "must be an object")
+        unknown = sorted(str(k) for k in value if k not in KEYS)
+        if unknown:
+            raise _malformed(path, f"unknown keys {unknown}")
+        out: dict[str, Any] = {}
+        for key, (size, _reason) in _BYTES_FIELDS.items():
+            if key in value:
+                out[key] = parse_hex(value[key], f"{path}.{key}", size)
+        if "min_guest_svn" in value:
+            out["min_guest_svn"] = _uint(value["min_guest_svn"], f"{path}.min_guest_svn", 0xFFFFFFFF)
+        if "chip_ids" in value:
+            ids = value["chip_ids"]
+            if not isinstance(ids, list) or not ids:
+                raise _malformed(f"{path}.chip_ids", "must be a non-empty list of 128 hex digits")
+            out["chip_ids"] = tuple(parse_hex(c, f"{path}.chip_ids[{i}]", 64) for i, c in enumerate(ids))
+        if "platform_info" in value:
+            bits = value["platform_info"]
+            if not isinstance(bits, dict) or not bits:
+                raise _malformed(f"{path}.platform_info", f"must be a non-empty object of {sorted(PLATFORM_INFO_BITS)}")
+            for name, wanted in bits.items():
+                if name not in PLATFORM_INFO_BITS or not isinstance(wanted, bool):
+                    raise _malformed(f"{path}.platform_info.{name}", f"must be one of {sorted(PLATFORM_INFO_BITS)}"
+                                     " with true or false")
+            out["platform_info"] = tuple(sorted(bits.items(), key=lambda kv: PLATFORM_INFO_BITS[kv[0]]))
+        if "min_firmware" in value:
+            fw = value["min_firmware"]
+            if not isinstance(fw, dict) or not {"major", "minor"} <= set(fw) <= {"major", "minor", "build"}:
+                raise _malformed(f"{path}.min_firmware", "must be {major, minor[, build]}")
+            out["min_firmware"] = FirmwareMinimum(
+                _uint(fw["major"], f"{path}.min_firmware.major", 0xFF),
+                _uint(fw["minor"], f"{path}.min_firmware.minor", 0xFF),
+                _uint(fw.get("build", 0), f"{path}.min_firmware.build", 0xFF),
+            )
+        checks = cls(**out)
+        if checks.is_empty():
+            raise _malformed(path, "is empty: leave it out")
+        return checks
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        for key in _BYTES_FIELDS:
+            data = getattr(self, key)
+            if data is not None:
+                doc[key] = data.hex()
+        if self.min_guest_svn is not None:
+            doc["min_guest_svn"] = self.min_guest_svn
+        if self.chip_ids is not None:
+            doc["chip_ids"] = [c.hex() for c in self.chip_ids]
+        if self.platform_info:
+            doc["platform_info"] = dict(self.platform_info)
+        if self.min_firmware is not None:
+            doc["min_firmware"] = {"major": self.min_firmware.major, "minor": self.min_firmware.minor,
+                                   "build": self.min_firmware.build}
+        return doc
+
+
+def report_check_violations(checks: ReportChecks, report: SnpReport, path: str = "checks") -> list[Violation]:
+    """Every check of ``checks`` that ``report`` breaks, in :data:`KEYS` order."""
+    out: list[Violation] = []
+    for key, (_size, reason) in _BYTES_FIELDS.items():
+        wanted = getattr(checks, key)
+        got: bytes = getattr(report, key)
+        if wanted is not None and not hmac.compare_digest(wanted, got):
+            out.append(Violation(reason, f"{path}.{key}", wanted.hex(), got.hex()))
+    if checks.min_guest_svn is not None and report.guest_svn < checks.min_guest_svn:
+        out.append(Violation(Reason.POLICY_GUEST_SVN_TOO_LOW, f"{path}.min_guest_svn", f">= {checks.min_guest_svn}",
+                             report.guest_svn))
+    if checks.chip_ids is not None and not any(hmac.compare_digest(c, report.chip_id) for c in checks.chip_ids):
+        out.append(Violation(Reason.POLICY_CHIP_NOT_ALLOWED, f"{path}.chip_ids", "one of the allowed chips",
+                             report.chip_id.hex()))
+    for name, wanted_bit in checks.platform_info:
+        actual = bool(report.platform_info >> PLATFORM_INFO_BITS[name] & 1)
+        if actual is not wanted_bit:
+            out.append(Violation(Reason.POLICY_PLATFORM_INFO_MISMATCH, f"{path}.platform_info.{name}", wanted_bit,
+                                 actual))
+    fw = checks.min_firmware
+    if fw is not None:
+        current = (report.current_major, report.current_minor, report.current_build)
+        if current < (fw.major, fw.minor, fw.build):
+            out.append(Violation(Reason.POLICY_FIRMWARE_TOO_OLD, f"{path}.min_firmware",
+                                 f">= {fw.major}.{fw.minor} build {fw.build}",
+                                 f"{report.current_major}.{report.current_minor} build {report.current_build}"))
+    return out
