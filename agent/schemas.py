@@ -63,14 +63,22 @@ class SealingNonceBody(_Body):
 NonceBody = Annotated[OffchainNonceBody | OnchainNonceBody | SealingNonceBody, Field(discriminator="form")]
 
 
+class SvsmBody(_Body):
+    """The svsm binding's SVSM attestation (docs/formats.md, "SVSM evidence")."""
+
+    nonce: str = Field(pattern=_HEX, description="The 64-byte nonce the agent gave the SVSM, hex.")
+    manifest: str = Field(pattern=_HEX, description="The vTPM's endorsement key (TPMT_PUBLIC), hex.")
+
+
 class EvidenceBundleBody(_Body):
     """The evidence bundle (docs/formats.md, "Evidence bundle")."""
 
     version: int
-    platform: Literal["snp", "azure", "sim"]
-    binding: Literal["direct", "azure"]
+    platform: Literal["snp", "azure", "sim", "svsm"]
+    binding: Literal["direct", "azure", "svsm"]
     snp_report: str = Field(pattern=_HEX, description="ATTESTATION_REPORT, 1184 bytes, hex.")
     hcl_report: str | None = Field(default=None, pattern=_HEX, description="Azure only: the HCL report, hex.")
+    svsm: SvsmBody | None = Field(default=None, description="svsm only: the SVSM's nonce and manifest.")
     certificates: dict[str, str] = Field(description="Role (vcek, vlek, ask, asvk, ark) -> PEM.")
     ak_public: str = Field(pattern=_HEX, description="The AK's TPMT_PUBLIC, hex.")
     quote: QuoteBody

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from offchain.cli.output import EXIT_REJECTED, EXIT_USAGE, USAGE_REASONS
+from offchain.cli.output import EXIT_USAGE, USAGE_REASONS, exit_code_for
 from offchain.errors import CvmAttestError, Reason
 
 from deploy.core import Deployment, DeployRequest, Ledger, Reporter, deploy, destroy, parse_ports
@@ -80,8 +80,8 @@ CLOUDS: dict[str, CloudSpec] = {
 
 
 def fail(error: CvmAttestError, as_json: bool) -> NoReturn:
-    """Print ``error`` (``[reason] detail`` and its hint, or one JSON object) and exit 2 for input
-    the user must change, 1 otherwise."""
+    """Print ``error`` (``[reason] detail`` and its hint, or one JSON object) and exit 2 for input or
+    setup the user must change, 3 for a transient failure, 1 otherwise (offchain.cli.output)."""
     hint = error.context.get("hint")
     if as_json:
         click.echo(json.dumps({"ok": False, "reason": error.reason.value, "detail": error.detail, "hint": hint,
@@ -90,7 +90,7 @@ def fail(error: CvmAttestError, as_json: bool) -> NoReturn:
         click.echo(f"[{error.reason.value}] {error.detail}", err=True)
         if hint:
             click.echo(f"  hint: {hint}", err=True)
-    sys.exit(EXIT_USAGE if error.reason in _USAGE else EXIT_REJECTED)
+    sys.exit(EXIT_USAGE if error.reason in _USAGE else exit_code_for(error))
 
 
 def _default_ledger(cloud: str, vm_name: str) -> Path:
@@ -148,7 +148,8 @@ def _cloud_command(spec: CloudSpec, name: str) -> click.Command:
         name, callback=run, params=params, short_help=spec.summary,
         help=f"Deploy a cvm-cli image build to {spec.title}. {spec.summary} SEV-SNP only: sizes of other "
         "confidential technologies (Intel TDX) and non-confidential sizes are refused. Credentials come from the "
-        "SDK's own chain, never from the command line. Exit 0 deployed, 1 a cloud step failed, 2 unusable input.",
+        "SDK's own chain, never from the command line. Exit 0 deployed, 1 a cloud step failed, 2 unusable input or "
+        "setup, 3 a transient failure.",
     )
 
 
