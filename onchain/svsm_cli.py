@@ -15,15 +15,12 @@ activation itself (offchain.svsm: MakeCredential for the AK under the SVSM's EK,
 from __future__ import annotations
 
 import datetime as dt
-import time
 import urllib.parse
 from pathlib import Path
 
 import click
 from cryptography import x509
-from eth_typing import Hash32
 
-from offchain.abi.binding import svsm_activation_digest, tpm_name_digest
 from offchain.cli.output import guarded
 from offchain.errors import ChainError, ParseError, Reason, VerificationError
 from offchain.evidence import EvidenceBundle, OnchainNonce, onchain_expected_extra_data, verify_evidence
@@ -32,7 +29,7 @@ from offchain.svsm import activate, agent_request
 from offchain.trust.certs import CertRole, parse_certificate, read_file, to_der
 from offchain.trust.roots import TrustRoots
 from onchain.admin_cli import _client, _print
-from onchain.calldata import svsm_evidence_struct
+from onchain.activation import activation_statement, svsm_evidence
 from onchain.keys import key_options, load_account
 
 PathArg = click.Path(dir_okay=False, path_type=Path)
@@ -89,14 +86,8 @@ def register(agent_url: str, rpc: str, registry: str, golden: Path, dev_root: Pa
         raise ChainError(Reason.CHAIN_INCOMPLETE, "the agent's evidence lacks ARK, ASK/ASVK or VCEK/VLEK")
     ark, intermediate, leaf = (c for c in chain if isinstance(c, x509.Certificate))
     leaf_id = client.register_chain(to_der(ark), to_der(intermediate), to_der(leaf))
-    expiry = int(time.time()) + lifetime
-    digest = svsm_activation_digest(chain_id, client.address, tpm_name_digest(bundle.svsm.manifest),
-                                    tpm_name_digest(bundle.ak_public), expiry)
-    signed = account.unsafe_sign_hash(Hash32(digest))
-    signature = signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
-    evidence = svsm_evidence_struct(report=bundle.snp_report, leaf=leaf_id, svsm_nonce=bundle.svsm.nonce,
-                                    manifest=bundle.svsm.manifest, ak_public=bundle.ak_public,
-                                    attest=bundle.quote_attest, signature=bundle.quote_signature, pcrs=bundle.pcrs)
+    expiry, signature = activation_statement(account, chain_id, client.address, bundle, lifetime_s=lifetime)
+    evidence = svsm_evidence(bundle, leaf_id)
     cvm = "0x" + bundle.cvm_address.hex()
     tx = client.register_cvm_svsm(golden_id, cvm, number, evidence, expiry, signature, bundle.nonce.consent)
     _print({"cvm_address": cvm, "golden_id": "0x" + golden_id.hex(), "tx": tx.tx_hash, "gas": tx.gas_used,

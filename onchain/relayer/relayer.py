@@ -14,6 +14,12 @@ For every agent, one :meth:`Relayer.tick`:
 5. Registers the certificates the registry does not have yet, then sends ``registerCvm`` or
    ``refreshCvm`` through the journaled :class:`~onchain.relayer.sender.TxSender`.
 
+An agent on the svsm platform: in step 4 the relayer runs the credential activation itself
+(offchain.svsm) before verifying, and in step 5 registers with ``registerCvmSvsm``, signing the
+activation statement with its own key; the registry accepts it only when its owner named that key
+an activator (``cvm-cli contract activator add``), else the relayer records why and sends nothing.
+A refresh is ``refreshCvm`` as for any CVM.
+
 An unreachable agent is retried with exponential backoff; other agents go on meanwhile.
 
 **In a fleet** (:class:`FleetPolicy`, a journal shared by several relayers), a pass relays only for
@@ -45,10 +51,12 @@ from offchain.abi.binding import golden_consent_digest
 from offchain.abi.jsontext import loads_bounded
 from offchain.errors import ChainError, CvmAttestError, Reason, RequestError
 from offchain.evidence import EvidenceBundle, OnchainNonce, onchain_expected_extra_data, verify_evidence
+from offchain.svsm import activate
 from offchain.verify.revocation import CrlSource
 from offchain.policy.golden import GoldenMeasurement
 from offchain.trust.certs import CertRole, to_der
 from offchain.trust.roots import TrustRoots
+from onchain.activation import activation_statement, svsm_evidence
 from onchain.calldata import azure_ak_public, evidence_struct
 from onchain.client import RegistryClient
 from onchain.relayer.journal import SqlJournal
@@ -244,19 +252,33 @@ class Relayer:
         if consent_signer(digest, nonce.consent) != cvm:
             return self._rejected(agent, cvm, "the consent in the evidence is not the CVM key's signature")
         try:
+            expected = onchain_expected_extra_data(
+                bundle, chain_id=self.w3.eth.chain_id, registry=self.client.address, block_hash=block_hash)
+            activation = activate(agent, bundle, expected) if bundle.svsm is not None else None
             verify_evidence(
                 bundle,
-                expected_extra_data=onchain_expected_extra_data(
-                    bundle, chain_id=self.w3.eth.chain_id, registry=self.client.address, block_hash=block_hash),
+                expected_extra_data=expected,
                 golden=self.golden,
                 roots=self.roots,
                 now=datetime.fromtimestamp(int(block["timestamp"]), UTC),
                 revocation=self.revocation,
+                svsm_activation=activation,
             )
+            if action == "register" and activation is not None and not self.client.is_activator(
+                    self.sender.account.address):
+                raise ChainError(Reason.REGISTRY_ACTIVATOR_UNKNOWN, f"registering an svsm CVM needs an activator's "
+                                 f"statement; this relayer's key {self.sender.account.address} is none (cvm-cli "
+                                 "contract activator add)")
         except CvmAttestError as exc:
             return self._rejected(agent, cvm, f"[{exc.reason.value}] {exc.detail}")
 
-        if action == "register":
+        if action == "register" and bundle.svsm is not None:
+            leaf_id = self._register_certificates(bundle)
+            expiry, statement = activation_statement(self.sender.account, self.w3.eth.chain_id, self.client.address,
+                                                     bundle, now=int(block["timestamp"]))
+            data = self.client.calldata("registerCvmSvsm", golden_id, cvm, block_number,
+                                        svsm_evidence(bundle, leaf_id).as_tuple(), expiry, statement, nonce.consent)
+        elif action == "register":
             leaf_id = self._register_certificates(bundle)
             evidence = evidence_struct(
                 report=bundle.snp_report, leaf=leaf_id, attest=bundle.quote_attest,

@@ -1,7 +1,7 @@
 """The svsm platform on chain, end to end: a real agent on the sim's SVSM mode (VMPL0 reports over
 swtpm's EK), a registry on anvil that pins the sim's development root and names an activator, and
-``cvm-cli svsm register`` as the activator runs it: activation, off-chain check, statement,
-registerCvmSvsm; then the CVM is attested and refreshes like any other."""
+``cvm-cli svsm register`` as the activator runs it (activation, off-chain check, statement,
+registerCvmSvsm), or the relayer, when the owner named its key."""
 
 from __future__ import annotations
 
@@ -17,8 +17,13 @@ from web3 import Web3
 from localstack.swtpm import swtpm_available
 from offchain.errors import Reason
 from offchain.policy.golden import GoldenMeasurement
+from offchain.trust.roots import TrustRoots
 from onchain.anvil import AnvilProcess
+from onchain.client import RegistryClient
 from onchain.deploy import deploy_registry
+from onchain.relayer.journal import Journal
+from onchain.relayer.relayer import Relayer
+from onchain.relayer.sender import TxSender
 from onchain.svsm_cli import svsm
 from tests.support.agent_process import TOKEN, AgentProcess, start_agent
 from tests.support.stack import Chain, funded
@@ -100,3 +105,26 @@ def test_a_golden_of_another_binding_is_refused_before_anything_is_sent(svsm_age
                               catch_exceptions=False)
     assert done.exit_code == 2 and json.loads(done.output)["reason"] == Reason.INPUT_INVALID.value
 
+
+
+def test_the_relayer_is_the_activator_when_its_key_is_named(svsm_agent: AgentProcess, svsm_chain: Chain,
+                                                            tmp_path: Path) -> None:
+    golden, _ = _golden(svsm_agent, tmp_path)
+    golden_id = svsm_chain.registry.publish_golden(golden)
+    ark = x509.load_pem_x509_certificate((svsm_agent.state_dir / "sim" / "ark.pem").read_bytes())
+    journal = Journal(tmp_path / "relayer.db")
+    try:
+        key = svsm_chain.relayer_key
+        client = RegistryClient(svsm_chain.w3, svsm_chain.registry.address, account=key)
+        relayer = Relayer(client=client, sender=TxSender(svsm_chain.w3, key, journal), journal=journal, golden=golden,
+                          agents=[f"http://{svsm_agent.external}"], roots=TrustRoots.empty().with_dev_root(ark))
+        (refused,) = relayer.tick()
+        assert refused.action == "rejected" and Reason.REGISTRY_ACTIVATOR_UNKNOWN.value in (refused.error or "")
+        svsm_chain.registry.set_activator(key.address, True)
+        (registered,) = relayer.tick()
+        assert (registered.action, registered.error) == ("register", None)
+        assert svsm_chain.registry.is_attested_for(registered.cvm_address, golden_id)
+        (again,) = relayer.tick()
+        assert again.action == "none"
+    finally:
+        journal.close()
