@@ -1,16 +1,19 @@
-"""Click parameter types every ``cvm-cli`` command shares.
+"""Click parameter types and values every ``cvm-cli`` command shares.
 
 :data:`INPUT_FILE` is a file to read, or ``-`` for standard input (offchain/inputs.py). Standard
 input can be read once, so a second option given ``-`` in the same command is a usage error.
+:func:`parse_time` reads ``--at``.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 
+from offchain.errors import ParseError, Reason
 from offchain.inputs import STDIN
 
 _STDIN_TAKEN = "cvm_attest.stdin_taken_by"
@@ -35,3 +38,14 @@ class InputPath(click.Path):
 
 
 INPUT_FILE = InputPath()
+
+
+def parse_time(text: str | None) -> datetime:
+    """``--at``: an ISO 8601 time (naive means UTC), or now."""
+    if text is None:
+        return datetime.now(timezone.utc)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ParseError(Reason.INPUT_INVALID, f"--at {text!r} is not an ISO 8601 time") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment

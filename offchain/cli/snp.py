@@ -22,7 +22,6 @@ every command's.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from offchain.abi.snp_report import Product, SignerKind, SnpReport
 from offchain.cli.output import EXIT_ACCEPTED, emit, guarded
-from offchain.cli.params import INPUT_FILE
+from offchain.cli.params import INPUT_FILE, parse_time
 from offchain.errors import ParseError, Reason, RequestError, VerificationError
 from offchain.files import write_atomically
 from offchain.inputs import read_binary
@@ -150,7 +149,7 @@ def fetch_crl(product: str, endorser: str, out: Path, at: str | None, kds_url: s
     """The ARK's current certificate revocation list (DER), signed by the pinned ARK."""
     line, signer = Product(product.lower()), SignerKind(endorser.lower())
     client = _client(kds_url, cache_dir)
-    now = _time(at)
+    now = parse_time(at)
     crl = client.fetch_crl(line, signer, now=now)
     intermediate, ark = client.fetch_cert_chain(line, signer)
     if spki_fingerprint(ark) != AMD_ARK_SPKI_SHA256[line] or not crl.is_signature_valid(ark.public_key()):  # type: ignore[arg-type]
@@ -160,16 +159,6 @@ def fetch_crl(product: str, endorser: str, out: Path, at: str | None, kds_url: s
     revoked = [f"{entry.serial_number:#x}" for entry in crl]
     _done(as_json, written, product=line.value, signer=signer.value, revoked_serials=revoked,
           next_update=crl.next_update_utc.isoformat() if crl.next_update_utc else None)
-
-
-def _time(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(timezone.utc)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ParseError(Reason.INPUT_INVALID, f"--at {text!r} is not an ISO 8601 time") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 # --- verify certs --------------------------------------------------------------------------------
@@ -200,7 +189,7 @@ def _directory_certificates(directory: Path) -> list[tuple[Path, x509.Certificat
 @guarded()
 def verify_certs(directory: Path, dev_root: Path | None, at: str | None, as_json: bool) -> None:
     """ARK -> ASK/ASVK -> VCEK/VLEK of DIRECTORY, to a pinned root (missing CA certificates: the shipped ones)."""
-    now = _time(at)
+    now = parse_time(at)
     roots = TrustRoots()
     if dev_root is not None:
         roots = roots.with_dev_root(parse_certificate(read_file(dev_root)))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from offchain.abi.snp_report import Product, SnpReport
 from offchain.abi.tpm import TpmtSignature
 from offchain.svsm import verify_svsm_agent
 from offchain.cli.output import emit, fail, stacked, usage_error, verdict
-from offchain.cli.params import INPUT_FILE
+from offchain.cli.params import INPUT_FILE, parse_time
 from offchain.errors import CvmAttestError, ParseError, PolicyError, Reason, RequestError
 from offchain.inputs import read_binary
 from offchain.abi.binding import parse_address
@@ -197,16 +197,6 @@ def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _parse_time(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(timezone.utc)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ParseError(Reason.INPUT_INVALID, f"--at {text!r} is not an ISO 8601 time") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
 def parse_hex_option(text: str, option: str) -> bytes:
     body = text[2:] if text[:2] in ("0x", "0X") else text
     try:
@@ -265,7 +255,7 @@ def _common(
                 raise
             raise ParseError(Reason.INPUT_INVALID, f"--dev-root: {exc.detail}") from None
         dev = CertificateSet(ark=ark)
-    now = _parse_time(at)
+    now = parse_time(at)
     client = KdsClient(UrllibFetcher(), base_url=kds_url, cache_dir=cache_dir) if kds or kds_crl else None
     revocation = None
     if crl_path is not None:
@@ -601,7 +591,6 @@ def verify_evidence_cmd(
             _golden_line(common.golden, progress)
 
     _run(as_json, progress, body)
-
 
 
 @verify.command("svsm")

@@ -5,10 +5,8 @@ real certificates, served in place), verify certificate directories, decode repo
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from offchain.verify.chain import verify_chain
 from tests.support.evidence import DEV_NOW, dev_chain
 from tests.support.fake_snp import FakeConfigfsTsm
 from tests.support.snp_vectors import load_vector
+from tests.support.http_routes import serving
 
 VECTOR = "snp/milan-vcek-v5-gcp-teekit"
 
@@ -95,28 +94,8 @@ def kds(vectors: Path) -> Iterator[tuple[str, list[str]]]:
         f"/vcek/v1/Milan/{report.chip_id.hex()}{query}": v.file("vcek.pem").read_bytes(),
         "/vcek/v1/Milan/crl": forged.public_bytes(serialization.Encoding.DER),
     }
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
-            seen.append(self.path)
-            body = routes.get(self.path)
-            self.send_response(200 if body else 404)
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(routes) as served:
+        yield served
 
 
 def test_fetch_ca_writes_the_pinned_chain(kds: tuple[str, list[str]], tmp_path: Path) -> None:

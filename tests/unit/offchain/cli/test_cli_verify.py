@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from offchain.errors import Reason
 from offchain.policy.golden import Binding, GoldenMeasurement
 from offchain.trust.certs import to_pem
 from tests.support.evidence import DEV_NOW, EVENTS, NONCE, dev_chain, make_parts
+from tests.support.http_routes import serving
 from tests.support.snp_vectors import (
     AZURE_HCL_VECTORS,
     AZURE_REPORT_ONLY_VECTOR,
@@ -495,28 +494,8 @@ def kds_server(vectors: Path) -> Iterator[tuple[str, list[str]]]:
             this_update=v.now - dt.timedelta(days=1), next_update=v.now + dt.timedelta(days=1)
         ).public_bytes(serialization.Encoding.DER),
     }
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
-            seen.append(self.path)
-            body = routes.get(self.path)
-            self.send_response(200 if body else 404)
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(routes) as served:
+        yield served
 
 
 def test_kds_only_with_the_flag(vectors: Path, kds_server: tuple[str, list[str]], tmp_path: Path) -> None:
