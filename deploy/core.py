@@ -32,6 +32,9 @@ AGENT_PORT = 8000
 LEDGER_FORMAT = "cvm-attest/deploy-ledger/v1"
 #: What the image build names each disk format (image.build.FORMATS).
 DISK_FILES = {"vhd": "disk.vhd", "gcp": "disk.tar.gz", "vmdk": "disk.vmdk", "raw": "disk.raw"}
+#: The ``--platform`` an image for the cloud of each format is built for: Azure's paravisor, or a bare
+#: SEV-SNP guest (Google Cloud, AWS).
+DISK_PLATFORMS = {"vhd": "azure", "gcp": "snp", "vmdk": "snp", "raw": "snp"}
 
 
 # --- the request ------------------------------------------------------------------------------------
@@ -115,7 +118,8 @@ class ImageDisk:
         file is missing, or (with ``check_digest``) its SHA-256 differs from the manifest's."""
         name = DISK_FILES[disk_format]
         manifest_path = image_dir / "manifest.json"
-        hint = f"build it with: cvm-cli image build WORKLOAD_DIR --out {image_dir} --format {disk_format}"
+        hint = (f"build it with: cvm-cli image build WORKLOAD_DIR --out {image_dir} --platform "
+                f"{DISK_PLATFORMS[disk_format]} --format {disk_format}")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             entry = manifest["outputs"].get(name)
@@ -145,7 +149,7 @@ class ImageDisk:
         if platform == "sim":
             raise DeployError(Reason.DEPLOY_IMAGE_MISSING, f"{image_dir} was built with --platform sim, whose agent "
                               "signs with a development AMD key no one trusts; a cloud needs --platform snp or azure",
-                              hint=hint.replace("--format", "--platform azure|snp --format"))
+                              hint=hint)
         return cls(path=path, size=size, sha256=str(entry["sha256"]), golden_id=golden_id, platform=platform)
 
 
