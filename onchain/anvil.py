@@ -168,9 +168,11 @@ class AnvilProcess:
     def stop(self) -> None:
         """Stop anvil (SIGTERM, then SIGKILL after 5 s) and wait until its port is closed. Safe to call twice."""
         process, self._process = self._process, None
-        self.port = None
+        port, self.port = self.port, None
         if process is not None:
             _terminate(process)
+        if port is not None:
+            _wait_port_closed(port, _STOP_TIMEOUT_S)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -198,6 +200,17 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
     if not _group_gone(pgid, _STOP_TIMEOUT_S):
         _signal_group(pgid, signal.SIGKILL)
         _group_gone(pgid, _STOP_TIMEOUT_S)
+
+
+def _wait_port_closed(port: int, timeout: float) -> None:
+    """Wait until nothing accepts connections on ``port`` (the kernel may still be closing the socket
+    of the process that just exited), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex((HOST, port)) != 0:
+                return
+        time.sleep(0.02)
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
