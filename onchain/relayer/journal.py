@@ -36,6 +36,8 @@ Each write is one database transaction, so a crash never leaves half a record.
 
 from __future__ import annotations
 
+import abc
+
 import math
 import sqlite3
 import time
@@ -225,7 +227,7 @@ class LeaseEvent:
     previous_owner: str | None
 
 
-class SqlJournal:
+class SqlJournal(abc.ABC):
     """The journal's interface and its SQL, shared by the SQLite and PostgreSQL backends.
 
     Queries are written with ``?`` placeholders; a backend translates them. Subclasses provide the
@@ -249,24 +251,25 @@ class SqlJournal:
         self._held: dict[str, int] = {}
 
     # --- what a backend provides ---------------------------------------------------------------
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the connection."""
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """Where the journal is, for messages (never a password)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run one statement; its rows (empty for a statement without a result)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _execute(self, sql: str, args: Sequence[object] = ()) -> int:
         """Run one statement; the number of rows it changed."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _tx(self) -> Any:
         """A context manager: one database transaction (rolled back when the block raises)."""
-        raise NotImplementedError
 
     def _lease_now(self) -> float:
         """The clock leases are measured by (PostgreSQL: the database's, shared by the fleet)."""
