@@ -34,6 +34,16 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         "bool migrateMaAllowed,bool smtAllowed,uint8 minAbiMajor,uint8 minAbiMinor,uint8 minBootloader,uint8 minTee,"
         "uint8 minSnp,uint8 minMicrocode,uint8 minFmc,uint32 pcrMask,bytes32[] pcrValues,uint64 lifetime)"
     );
+    /// @dev docs/formats.md, "Canonical id": a golden measurement with report checks (EIP-712 nested structs).
+    bytes32 public constant GOLDEN_CHECKS_TYPEHASH = keccak256(
+        "CvmGoldenWithChecks(CvmGolden golden,CvmReportChecks checks)"
+        "CvmGolden(bytes measurement,uint8 binding,uint8 vmpl,uint8 products,uint8 signers,bool debugAllowed,"
+        "bool migrateMaAllowed,bool smtAllowed,uint8 minAbiMajor,uint8 minAbiMinor,uint8 minBootloader,uint8 minTee,"
+        "uint8 minSnp,uint8 minMicrocode,uint8 minFmc,uint32 pcrMask,bytes32[] pcrValues,uint64 lifetime)"
+        "CvmReportChecks(bytes reportData,bytes hostData,bytes idKeyDigest,bytes authorKeyDigest,bytes familyId,"
+        "bytes imageId,uint32 minGuestSvn,bytes[] chipIds,uint64 platformInfoMask,uint64 platformInfo,"
+        "uint8 minFirmwareMajor,uint8 minFirmwareMinor,uint8 minFirmwareBuild)"
+    );
     /// @dev docs/formats.md, "quote extraData, on chain".
     bytes32 public constant QUOTE_TYPEHASH = keccak256("cvm-attest.quote.v1");
     /// @dev docs/formats.md, "golden consent".
@@ -83,6 +93,8 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         uint8 minFmc;
         uint32 pcrMask;
         bytes32[] pcrValues;
+        /// @dev Where its ABI-encoded {ISnpVerifier-ReportChecks} are stored as code (zero: none), as {_storeTable}.
+        address checks;
     }
 
     /// @dev A cached certificate. `publicKey`/`exponent` are an ARK's, ASK's or ASVK's RSA key; a VCEK/VLEK keeps its
@@ -181,10 +193,26 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
 
     /// @inheritdoc ICvmRegistry
     function publishGolden(Golden calldata golden) external onlyOwner returns (bytes32 id) {
+        id = _publishGolden(golden, "");
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function publishGoldenWithChecks(Golden calldata golden, bytes calldata checks)
+        external
+        onlyOwner
+        returns (bytes32 id)
+    {
+        id = _publishGolden(golden, checks);
+    }
+
+    /// @dev Publishes `golden`, with `checks` (ABI-encoded {ISnpVerifier-ReportChecks}) unless they are empty.
+    function _publishGolden(Golden calldata golden, bytes memory checks) private returns (bytes32 id) {
         _validateGolden(golden);
         id = _goldenId(golden);
+        if (checks.length != 0) id = _withChecks(id, checks);
         GoldenRecord storage g = _goldens[id];
         if (g.status != GoldenStatus.None) revert RegistryGoldenExists(id);
+        if (checks.length != 0) g.checks = _storeTable(checks);
         g.measurementHash = keccak256(golden.measurement);
         g.status = GoldenStatus.Active;
         g.lifetime = golden.lifetime;
@@ -298,7 +326,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         TpmQuote.PublicKey memory ak = TpmQuote.parsePublic(evidence.akPublic);
         TpmQuote.Quote memory q =
             _verifyQuote(evidence.attest, evidence.signature, evidence.pcrs, ak, abi.encodePacked(extraData));
-        _checkReportPolicy(g, facts);
+        _checkReportPolicy(g, facts, evidence.report);
         _checkPinnedPcrs(g, q.pcrMask, evidence.pcrs);
         Verdict memory v = Verdict(goldenId_, facts.product, facts.signer, facts.reportHash, keccak256(TpmQuote.keyBytes(ak)));
         _record(a, cvm, goldenId_, g, evidence.leaf, v, _quoteKey(v.akHash, q.pcrMask, q.pcrDigest), blockNumber);
@@ -360,7 +388,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         if (runtimeData.length != 0) _checkAzureReportData(facts, runtimeData);
         if (goldenId_ != bytes32(0)) {
             GoldenRecord storage g = _activeGolden(goldenId_);
-            _checkReportPolicy(g, facts);
+            _checkReportPolicy(g, facts, report);
             if (runtimeData.length != 0 && g.binding != BINDING_AZURE) revert RegistryBindingNotAllowed(BINDING_AZURE);
             // A bare report proves no PCR value: every pinned PCR is missing (fail closed, like offchain).
             if (g.pcrMask != 0) revert RegistryPcrMissing(_lowestBit(g.pcrMask));
@@ -401,6 +429,17 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
     /// @inheritdoc ICvmRegistry
     function goldenId(Golden calldata golden) external pure returns (bytes32) {
         return _goldenId(golden);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function goldenIdWithChecks(Golden calldata golden, bytes calldata checks) external view returns (bytes32) {
+        return _withChecks(_goldenId(golden), checks);
+    }
+
+    /// @inheritdoc ICvmRegistry
+    function reportChecksOf(bytes32 id) external view returns (bytes memory checks) {
+        address stored = _goldens[id].checks;
+        if (stored != address(0)) checks = _readStored(stored);
     }
 
     /// @inheritdoc ICvmRegistry
@@ -479,7 +518,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         }
         TpmQuote.Quote memory q = _verifyQuote(ev.attest, ev.signature, ev.pcrs, ak, expectedExtraData);
         if (goldenId_ != bytes32(0)) {
-            _checkReportPolicy(g, facts);
+            _checkReportPolicy(g, facts, ev.report);
             if (ev.binding != g.binding) revert RegistryBindingNotAllowed(ev.binding);
             _checkPinnedPcrs(g, q.pcrMask, ev.pcrs);
         }
@@ -567,7 +606,7 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
 
     /// @dev The golden rules on the report, in docs/formats.md order (offchain.policy.check reports the same). Guest
     /// POLICY bits (ABI spec, "Guest Policy"): ABI_MINOR 0-7, ABI_MAJOR 8-15, SMT 16, MIGRATE_MA 18, DEBUG 19.
-    function _checkReportPolicy(GoldenRecord storage g, ReportFacts memory f) private view {
+    function _checkReportPolicy(GoldenRecord storage g, ReportFacts memory f, bytes calldata report) private view {
         uint64 policy = f.policy;
         uint8 abiMajor = uint8(policy >> 8);
         uint8 abiMinor = uint8(policy);
@@ -586,6 +625,11 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
         if (f.product == TURIN && f.fmc < g.minFmc) revert RegistryTcbTooLow(5);
         if (g.products & f.product == 0) revert RegistryProductNotAllowed(f.product);
         if (g.signers & f.signer == 0) revert RegistrySignerNotAllowed(f.signer);
+        address checks = g.checks;
+        if (checks != address(0)) {
+            uint8 failed = snpVerifier.checkReport(report, _readStored(checks));
+            if (failed != 0) revert RegistryReportCheckFailed(failed);
+        }
     }
 
     /// @dev Every pinned PCR is in the quote's selection (`mask`, values in ascending order) with its golden value.
@@ -786,6 +830,25 @@ contract CvmRegistry is ICvmRegistry, Ownable2Step {
             stored := create(0, add(init, 0x20), mload(init))
         }
         if (stored == address(0)) revert RegistryTableNotStored();
+    }
+
+    /// @dev The bytes {_storeTable} stored as the code of `stored` (without the leading STOP byte).
+    function _readStored(address stored) private view returns (bytes memory data) {
+        assembly ("memory-safe") {
+            let size := sub(extcodesize(stored), 1)
+            data := mload(0x40)
+            mstore(data, size)
+            extcodecopy(stored, add(data, 0x20), 1, size)
+            mstore(0x40, add(add(data, 0x20), and(add(size, 31), not(31))))
+        }
+    }
+
+    /// @dev The canonical id of a golden measurement whose struct hash is `goldenHash` with `checks`; reverts
+    /// {RegistryGoldenInvalid} (fields 10 to 19) unless they are well formed and check something.
+    function _withChecks(bytes32 goldenHash, bytes memory checks) private view returns (bytes32) {
+        (bytes32 checksHash, uint8 invalid) = snpVerifier.hashChecks(checks);
+        if (invalid != 0) revert RegistryGoldenInvalid(invalid);
+        return keccak256(abi.encode(GOLDEN_CHECKS_TYPEHASH, goldenHash, checksHash));
     }
 
     function _validateGolden(Golden calldata g) private pure {

@@ -3,6 +3,9 @@
 * :func:`golden_struct` is ``ICvmRegistry.Golden`` for a :class:`GoldenMeasurement`, in the field
   order of its canonical id (docs/formats.md), so the id the contract computes is the id
   ``GoldenMeasurement.canonical_id()`` computes (a test checks both ways).
+* :func:`report_checks_calldata` is the ``checks`` argument of ``publishGoldenWithChecks`` and
+  ``goldenIdWithChecks``: the golden's report checks as an ABI-encoded ``ISnpVerifier.ReportChecks``,
+  empty when they check nothing (then the golden is published with ``publishGolden``).
 * :func:`evidence_struct` is ``ICvmRegistry.Evidence``: the report, the cached leaf's id, the AK's
   TPMT_PUBLIC, the quote and the PCR values of its selection, and for the Azure binding the
   runtime-data JSON with the offsets of the AK's JWK (:func:`jwk_offsets`), which the contract
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from eth_abi.abi import encode as abi_encode
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -77,6 +81,17 @@ def golden_struct(golden: GoldenMeasurement) -> tuple[Any, ...]:
         [pcrs[i] for i in sorted(pcrs)],
         golden.lifetime_seconds,
     )
+
+
+#: ``ISnpVerifier.ReportChecks`` as an ABI type.
+REPORT_CHECKS_ABI = "(bytes,bytes,bytes,bytes,bytes,bytes,uint32,bytes[],uint64,uint64,uint8,uint8,uint8)"
+
+
+def report_checks_calldata(golden: GoldenMeasurement) -> bytes:
+    """``abi.encode(ReportChecks)`` of ``golden``'s checks; empty when they check nothing."""
+    if not golden.checks.checks_something():
+        return b""
+    return abi_encode([REPORT_CHECKS_ABI], [golden.checks.onchain_fields()])
 
 
 def jwk_offsets(runtime_data: bytes) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from enum import IntEnum
 from importlib import resources
 from typing import Any, Self
 
+from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexStr
 from web3 import Web3
@@ -30,8 +31,17 @@ from web3.contract import Contract
 from offchain.abi.snp_report import Product
 from offchain.abi.tpm import TpmtPublic, TpmtSignature
 from offchain.errors import ChainError, ParseError, Reason
+from offchain.policy.checks import ReportChecks
 from offchain.policy.golden import GoldenMeasurement
-from onchain.calldata import EvidenceCalldata, SvsmEvidenceCalldata, golden_struct, product_code, refresh_args
+from onchain.calldata import (
+    REPORT_CHECKS_ABI,
+    EvidenceCalldata,
+    SvsmEvidenceCalldata,
+    golden_struct,
+    product_code,
+    refresh_args,
+    report_checks_calldata,
+)
 from onchain.errors import chain_error, decode_revert
 
 #: The contracts behind the registry whose custom errors its reverts may carry.
@@ -298,9 +308,13 @@ class RegistryClient:
 
     def publish_golden(self, golden: GoldenMeasurement) -> bytes:
         """Publish ``golden``; returns the id the registry computed (equal to ``golden.canonical_id()``)."""
-        struct = golden_struct(golden)
-        golden_id = bytes(self._call("publishGolden", struct, as_sender=True))
-        self._transact("publishGolden", struct)
+        args: tuple[Any, ...] = (golden_struct(golden),)
+        checks = report_checks_calldata(golden)
+        fn = "publishGoldenWithChecks" if checks else "publishGolden"
+        if checks:
+            args += (checks,)
+        golden_id = bytes(self._call(fn, *args, as_sender=True))
+        self._transact(fn, *args)
         return golden_id
 
     def revoke_golden(self, golden_id: bytes) -> TxResult:
@@ -426,8 +440,19 @@ class RegistryClient:
                            AttestationStatus(status))
 
     def golden_id(self, golden: GoldenMeasurement) -> bytes:
-        """The id the contract computes for ``golden``."""
+        """The id the contract computes for ``golden`` (with its report checks, when they check anything)."""
+        checks = report_checks_calldata(golden)
+        if checks:
+            return bytes(self._call("goldenIdWithChecks", golden_struct(golden), checks))
         return bytes(self._call("goldenId", golden_struct(golden)))
+
+    def report_checks_of(self, golden_id: bytes) -> ReportChecks:
+        """The report checks golden measurement ``golden_id`` was published with (empty when none)."""
+        encoded = bytes(self._call("reportChecksOf", golden_id))
+        if not encoded:
+            return ReportChecks()
+        (fields,) = abi_decode([REPORT_CHECKS_ABI], encoded)
+        return ReportChecks.from_onchain_fields(fields)
 
     def golden_of(self, golden_id: bytes) -> GoldenInfo:
         return GoldenInfo(*self._call("goldenOf", golden_id))

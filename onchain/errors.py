@@ -62,6 +62,7 @@ ERROR_REASONS: Mapping[str, Reason] = {
     "RegistryBindingNotAllowed": Reason.POLICY_BINDING_NOT_ALLOWED,
     "RegistryPcrMismatch": Reason.POLICY_PCR_MISMATCH,
     "RegistryPcrMissing": Reason.POLICY_PCR_MISSING,
+    "RegistryReportCheckFailed": Reason.POLICY_REPORT_DATA_MISMATCH,
     # ICvmRegistry: the AK binding
     "RegistryReportDataMismatch": Reason.BINDING_REPORT_DATA_MISMATCH,
     "RegistryRuntimeDataMismatch": Reason.BINDING_RUNTIME_DATA_MISMATCH,
@@ -129,6 +130,22 @@ _TPM_STRUCTURE_REASONS = {
 }
 
 
+#: RegistryReportCheckFailed's argument numbers the check (ISnpVerifier.ReportChecks order); each has the
+#: reason offchain.policy.checks gives the same failure.
+REPORT_CHECK_REASONS = {
+    1: Reason.POLICY_REPORT_DATA_MISMATCH,
+    2: Reason.POLICY_HOST_DATA_MISMATCH,
+    3: Reason.POLICY_ID_KEY_MISMATCH,
+    4: Reason.POLICY_AUTHOR_KEY_MISMATCH,
+    5: Reason.POLICY_FAMILY_ID_MISMATCH,
+    6: Reason.POLICY_IMAGE_ID_MISMATCH,
+    7: Reason.POLICY_GUEST_SVN_TOO_LOW,
+    8: Reason.POLICY_CHIP_NOT_ALLOWED,
+    9: Reason.POLICY_PLATFORM_INFO_MISMATCH,
+    10: Reason.POLICY_FIRMWARE_TOO_OLD,
+}
+
+
 def _signature(item: Mapping[str, Any]) -> str:
     return f"{item['name']}({','.join(_canonical_type(i) for i in item.get('inputs', []))})"
 
@@ -166,6 +183,8 @@ def decode_revert(data: bytes, abi: Iterable[Mapping[str, Any]], *, action: str 
     reason = ERROR_REASONS.get(name, Reason.CHAIN_REVERTED)
     if name == "TpmMalformed" and values:
         reason = _TPM_STRUCTURE_REASONS.get(int(values[0]), reason)
+    if name == "RegistryReportCheckFailed" and values:
+        reason = REPORT_CHECK_REASONS.get(int(values[0]), Reason.CHAIN_REVERTED)
     rendered = ", ".join(str(a) for a in args)
     return ChainError(reason, f"{action} reverted: {name}({rendered})", error=name, args=args)
 

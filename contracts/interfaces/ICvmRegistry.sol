@@ -19,6 +19,9 @@ pragma solidity ^0.8.24;
  * - AK hash: keccak256 of the AK's key, the RSA-2048 modulus or the P-256 point x || y (the direct binding's
  *   REPORT_DATA holds SHA-256 of the whole TPMT_PUBLIC instead; Azure publishes only the modulus).
  *
+ * - golden id with report checks: the struct hash of `CvmGoldenWithChecks(CvmGolden golden, CvmReportChecks checks)`
+ *   ({goldenIdWithChecks}, {publishGoldenWithChecks}): the id covers the checks, which therefore never change.
+ *
  * Product codes are bits, so a golden measurement's `products` is a mask of them: 1 Milan, 2 Genoa, 4 Turin.
  * Signer codes likewise: 1 VCEK, 2 VLEK. Binding: 0 direct, 1 Azure, 2 SVSM.
  *
@@ -226,7 +229,10 @@ interface ICvmRegistry {
 
     /// @dev The golden measurement is malformed or unacceptable.
     /// @param field 1 measurement length, 2 binding, 3 vmpl (above 3, or not 0 with the SVSM binding), 4 products, 5 signers, 6 debugAllowed (refused),
-    /// 7 pcrMask (PCR above 23), 8 pcrValues (count differs from pcrMask), 9 lifetime (zero, or 2^32 s or more).
+    /// 7 pcrMask (PCR above 23), 8 pcrValues (count differs from pcrMask), 9 lifetime (zero, or 2^32 s or more);
+    /// the report checks ({publishGoldenWithChecks}): 10 they check nothing (publish without them), 11 reportData,
+    /// 12 hostData, 13 idKeyDigest, 14 authorKeyDigest, 15 familyId, 16 imageId (a length other than the field's
+    /// or zero), 18 chipIds (an id that is not 64 bytes), 19 platformInfo (a bit outside platformInfoMask).
     error RegistryGoldenInvalid(uint8 field);
     /// @dev A golden measurement with this id was already published (revocation is final).
     error RegistryGoldenExists(bytes32 id);
@@ -306,6 +312,11 @@ interface ICvmRegistry {
     error RegistryPcrMismatch(uint8 pcr);
     /// @dev A pinned PCR is not in the quote's selection.
     error RegistryPcrMissing(uint8 pcr);
+    /// @dev The report fails one of the golden measurement's report checks ({ISnpVerifier-ReportChecks}).
+    /// @param check 1 reportData, 2 hostData, 3 idKeyDigest, 4 authorKeyDigest, 5 familyId, 6 imageId (the field
+    /// differs), 7 minGuestSvn, 8 chipIds (CHIP_ID not listed), 9 platformInfo (a checked bit differs), 10 minFirmware
+    /// (CURRENT_MAJOR.MINOR and CURRENT_BUILD below it).
+    error RegistryReportCheckFailed(uint8 check);
 
     // ----- errors: the AK binding -------------------------------------------------------------------------------
 
@@ -386,6 +397,15 @@ interface ICvmRegistry {
      * read and write a debuggable guest's memory, so attesting one on chain would prove nothing.
      */
     function publishGolden(Golden calldata golden) external returns (bytes32 id);
+
+    /**
+     * @dev Publishes a golden measurement with report checks (`checks`: an ABI-encoded {ISnpVerifier-ReportChecks},
+     * the `checks` of a version-2 golden measurement) and returns its canonical id, which covers the checks
+     * ({goldenIdWithChecks}). Every registration and verification against it then also runs the checks, after the
+     * golden rules: {RegistryReportCheckFailed}. Checks that are malformed or check nothing are refused
+     * ({RegistryGoldenInvalid} fields 10 to 19). Emits {GoldenPublished}. Owner only.
+     */
+    function publishGoldenWithChecks(Golden calldata golden, bytes calldata checks) external returns (bytes32 id);
 
     /// @dev Revokes a golden measurement: {isAttested} turns false for every CVM attested against it.
     /// Emits {GoldenRevoked}. Owner only.
@@ -522,6 +542,14 @@ interface ICvmRegistry {
 
     /// @dev The canonical id of `golden` (docs/formats.md), the same as `offchain` GoldenMeasurement.canonical_id().
     function goldenId(Golden calldata golden) external pure returns (bytes32);
+
+    /// @dev The canonical id of `golden` with report `checks` (docs/formats.md): the EIP-712 struct hash of
+    /// `CvmGoldenWithChecks(CvmGolden golden, CvmReportChecks checks)`. Reverts {RegistryGoldenInvalid} for malformed
+    /// checks.
+    function goldenIdWithChecks(Golden calldata golden, bytes calldata checks) external view returns (bytes32);
+
+    /// @dev The ABI-encoded report checks golden measurement `id` was published with (empty when none).
+    function reportChecksOf(bytes32 id) external view returns (bytes memory checks);
 
     /**
      * @dev Records `sealingKey` (the X25519 public key of `cvm`'s agent) as the key to seal secrets for `cvm` to.

@@ -8,7 +8,9 @@ import {IEcdsaVerifier} from "./IEcdsaVerifier.sol";
  * @dev The SEV-SNP half of the registry, deployed as its own contract because the native verification code (SHA-384,
  * SHA-512, ECDSA P-384, RSASSA-PSS-4096, X.509 and report parsing) does not fit next to the registry under the EIP-170 code
  * size limit. It holds no state and decides nothing: it parses, verifies signatures and returns what it found; the
- * registry compares the results with its cache and its golden measurements and reverts with its own errors.
+ * registry compares the results with its cache and its golden measurements and reverts with its own errors. The one
+ * comparison it makes, {checkReport}, is of a report with the report checks the registry passes in, and it returns
+ * which check failed for the registry to revert with.
  * Malformed input reverts with the parsing libraries' custom errors (bubbled up through the registry).
  */
 interface ISnpVerifier {
@@ -68,6 +70,40 @@ interface ISnpVerifier {
         bool signatureValid;
     }
 
+    /**
+     * @dev Report checks beyond a golden measurement's rules: the `checks` of a version-2 golden measurement
+     * (docs/formats.md, "Report checks"; offchain.policy.checks), one field per check with the same names, in the
+     * same order. What is left empty (a `bytes` of length 0, a zero minimum, no `chipIds`, a zero
+     * `platformInfoMask`) checks nothing. Fields of the ATTESTATION_REPORT (ABI specification, Table 23) they check:
+     */
+    struct ReportChecks {
+        /// @dev REPORT_DATA (0x050), exactly: 64 bytes, or empty.
+        bytes reportData;
+        /// @dev HOST_DATA (0x0C0), exactly: 32 bytes, or empty.
+        bytes hostData;
+        /// @dev ID_KEY_DIGEST (0x0E0), exactly: 48 bytes, or empty.
+        bytes idKeyDigest;
+        /// @dev AUTHOR_KEY_DIGEST (0x110), exactly: 48 bytes, or empty.
+        bytes authorKeyDigest;
+        /// @dev FAMILY_ID (0x010), exactly: 16 bytes, or empty.
+        bytes familyId;
+        /// @dev IMAGE_ID (0x020), exactly: 16 bytes, or empty.
+        bytes imageId;
+        /// @dev GUEST_SVN (0x004) at least this.
+        uint32 minGuestSvn;
+        /// @dev CHIP_ID (0x1A0) one of these (64 bytes each), when any is given.
+        bytes[] chipIds;
+        /// @dev The PLATFORM_INFO (0x040) bits checked (bit 0 SMT_EN, 1 TSME_EN, 2 ECC_EN, 3 RAPL_DIS,
+        /// 4 CIPHERTEXT_HIDING_EN, 5 ALIAS_CHECK_COMPLETE; ABI specification, Table 24).
+        uint64 platformInfoMask;
+        /// @dev The value each checked bit must have (no bit outside `platformInfoMask`).
+        uint64 platformInfo;
+        /// @dev CURRENT_MAJOR.CURRENT_MINOR (0x1EA, 0x1E9), then CURRENT_BUILD (0x1E8), at least these.
+        uint8 minFirmwareMajor;
+        uint8 minFirmwareMinor;
+        uint8 minFirmwareBuild;
+    }
+
     /// @dev The elliptic-curve verifier behind this one (report signatures; the registry's P-256 AKs).
     function ecdsa() external view returns (IEcdsaVerifier);
 
@@ -102,4 +138,20 @@ interface ISnpVerifier {
         external
         view
         returns (Report memory);
+
+    /**
+     * @dev The EIP-712 struct hash of `checks`, an ABI-encoded {ReportChecks} (docs/formats.md, "Canonical id"), and
+     * whether it is well formed: `invalid` is 0, or the {ICvmRegistry-RegistryGoldenInvalid} field of its first flaw
+     * (10 it checks nothing, 11 to 16 a `bytes` field of another length, in field order, 18 a chip id that is not
+     * 64 bytes, 19 a `platformInfo` bit outside `platformInfoMask`).
+     */
+    function hashChecks(bytes calldata checks) external pure returns (bytes32 structHash, uint8 invalid);
+
+    /**
+     * @dev 0 when the 1184-byte `report` passes every check of `checks` (an ABI-encoded, well-formed
+     * {ReportChecks}), else the number of the first it fails, in field order: 1 reportData, 2 hostData,
+     * 3 idKeyDigest, 4 authorKeyDigest, 5 familyId, 6 imageId, 7 minGuestSvn, 8 chipIds, 9 platformInfo,
+     * 10 minFirmware. It only compares: the caller has verified the report.
+     */
+    function checkReport(bytes calldata report, bytes calldata checks) external pure returns (uint8 failed);
 }

@@ -23,19 +23,32 @@ key                        report field                                reason
 =========================  ==========================================  ================================
 
 The minimum TCB per component (bootloader, TEE, SNP, microcode, FMC) is the golden measurement's
-``min_tcb``, which the registry checks too; these checks live outside the canonical id, and the
-registry does not check them (docs/registry.md).
+``min_tcb``.
+
+The registry checks the same fields under the same names (``ICvmRegistry.publishGoldenWithChecks``,
+``ISnpVerifier.ReportChecks``: ``reportData``, ``hostData``, ... ``minFirmwareBuild``), and the
+canonical id of a golden measurement with checks covers them (:meth:`ReportChecks.struct_hash`,
+docs/formats.md "Canonical id"). :meth:`ReportChecks.onchain_fields` is that struct's value.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import SnpReport
 from offchain.errors import ParseError, Reason, Violation
+
+#: The EIP-712 type of the checks as the registry hashes them (docs/formats.md, "Canonical id").
+CHECKS_TYPE = (
+    b"CvmReportChecks(bytes reportData,bytes hostData,bytes idKeyDigest,bytes authorKeyDigest,bytes familyId,"
+    b"bytes imageId,uint32 minGuestSvn,bytes[] chipIds,uint64 platformInfoMask,uint64 platformInfo,"
+    b"uint8 minFirmwareMajor,uint8 minFirmwareMinor,uint8 minFirmwareBuild)"
+)
+CHECKS_TYPEHASH = keccak256(CHECKS_TYPE)
 
 #: PLATFORM_INFO bits by name (SEV-SNP ABI specification, Table 24 "PLATFORM_INFO Field").
 PLATFORM_INFO_BITS: Mapping[str, int] = {
@@ -101,6 +114,54 @@ class ReportChecks:
 
     def is_empty(self) -> bool:
         return self == ReportChecks()
+
+    def onchain_fields(self) -> tuple[Any, ...]:
+        """The value of ``ISnpVerifier.ReportChecks`` (field order): an unchecked field is empty or zero."""
+        fw = self.min_firmware or FirmwareMinimum(0, 0, 0)
+        mask = sum(1 << PLATFORM_INFO_BITS[name] for name, _ in self.platform_info)
+        values = sum(1 << PLATFORM_INFO_BITS[name] for name, wanted in self.platform_info if wanted)
+        return (
+            *(getattr(self, key) or b"" for key in _BYTES_FIELDS),
+            self.min_guest_svn or 0,
+            list(self.chip_ids or ()),
+            mask,
+            values,
+            fw.major,
+            fw.minor,
+            fw.build,
+        )
+
+    @classmethod
+    def from_onchain_fields(cls, value: Sequence[Any]) -> ReportChecks:
+        """The checks whose ``ISnpVerifier.ReportChecks`` value is ``value`` (:meth:`onchain_fields`'s inverse for
+        checks that check something; bits above those :data:`PLATFORM_INFO_BITS` names are ``golden.malformed``)."""
+        *byte_fields, svn, chip_ids, mask, values, major, minor, build = value
+        names = {bit: name for name, bit in PLATFORM_INFO_BITS.items()}
+        unknown = [bit for bit in range(64) if mask >> bit & 1 and bit not in names]
+        if unknown:
+            raise _malformed("checks.platform_info", f"bits {unknown} have no name here")
+        out: dict[str, Any] = {key: bytes(data) for key, data in zip(_BYTES_FIELDS, byte_fields, strict=True) if data}
+        if svn:
+            out["min_guest_svn"] = svn
+        if chip_ids:
+            out["chip_ids"] = tuple(bytes(c) for c in chip_ids)
+        out["platform_info"] = tuple((names[bit], bool(values >> bit & 1)) for bit in sorted(names) if mask >> bit & 1)
+        if major or minor or build:
+            out["min_firmware"] = FirmwareMinimum(major, minor, build)
+        return cls(**out)
+
+    def checks_something(self) -> bool:
+        """Whether any check can fail: ``min_guest_svn`` 0 and ``min_firmware`` 0.0 build 0 accept every
+        report, so checks of only those have the canonical id (and registry record) of none."""
+        return any(self.onchain_fields())
+
+    def struct_hash(self) -> bytes:
+        """EIP-712 ``hashStruct(CvmReportChecks)``, as ``ISnpVerifier.hashChecks`` computes it."""
+        *byte_fields, svn, chip_ids, mask, values, major, minor, build = self.onchain_fields()
+        chips = keccak256(b"".join(keccak256(c) for c in chip_ids))
+        words = [CHECKS_TYPEHASH, *(keccak256(b) for b in byte_fields), _word(svn), chips, _word(mask),
+                 _word(values), _word(major), _word(minor), _word(build)]
+        return keccak256(b"".join(words))
 
     def merged(self, over: ReportChecks) -> ReportChecks:
         """These checks with every field ``over`` sets taking its place (platform bits one by one)."""
@@ -169,6 +230,10 @@ class ReportChecks:
             doc["min_firmware"] = {"major": self.min_firmware.major, "minor": self.min_firmware.minor,
                                    "build": self.min_firmware.build}
         return doc
+
+
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
 
 
 def report_check_violations(checks: ReportChecks, report: SnpReport, path: str = "checks") -> list[Violation]:

@@ -27,11 +27,11 @@ from offchain.abi.snp_report import Product, SignerKind, SnpReport, TcbVersion
 from offchain.abi.workload import WORKLOAD_PCR, WorkloadEvent, replay
 from offchain.errors import CvmAttestError, ParseError, PolicyError, Reason, Violation
 from offchain.inputs import read_input
-from offchain.policy.checks import ReportChecks
+from offchain.policy.checks import CHECKS_TYPE, ReportChecks
 
 GOLDEN_VERSION = 1
-#: A document with report checks (``checks``) says version 2; one without stays version 1, and
-#: both versions have the same canonical id for the same rules (the checks are outside it).
+#: A document with report checks (``checks``) says version 2; one without stays version 1. The
+#: canonical id of a version-2 document covers its checks (:meth:`GoldenMeasurement.canonical_id`).
 GOLDEN_VERSION_CHECKS = 2
 MEASUREMENT_SIZE = 48
 PCR_COUNT = 24
@@ -47,6 +47,9 @@ GOLDEN_TYPE = (
     b"uint64 lifetime)"
 )
 GOLDEN_TYPEHASH = keccak256(GOLDEN_TYPE)
+#: A golden measurement with report checks: EIP-712 nested structs (referenced types sorted by name).
+GOLDEN_CHECKS_TYPE = b"CvmGoldenWithChecks(CvmGolden golden,CvmReportChecks checks)" + GOLDEN_TYPE + CHECKS_TYPE
+GOLDEN_CHECKS_TYPEHASH = keccak256(GOLDEN_CHECKS_TYPE)
 
 #: Bit of each product / signer kind in the id's ``products`` / ``signers`` masks.
 PRODUCT_BITS = {Product.MILAN: 1, Product.GENOA: 2, Product.TURIN: 4}
@@ -171,7 +174,7 @@ class GoldenMeasurement:
     #: ``policy.quote_required``. An off-chain rule, outside the canonical id (on chain every
     #: registration carries a fresh quote).
     require_quote: bool = False
-    #: Report checks (offchain.policy.checks): off chain only, outside the canonical id.
+    #: Report checks (offchain.policy.checks), which the registry checks too; part of the canonical id.
     checks: ReportChecks = field(default_factory=ReportChecks)
     version: int = field(default=GOLDEN_VERSION)
 
@@ -345,7 +348,15 @@ class GoldenMeasurement:
         )
 
     def canonical_id(self) -> bytes:
-        """The 32-byte id the registry computes (docs/formats.md, "Canonical id")."""
+        """The 32-byte id the registry computes (docs/formats.md, "Canonical id"): ``hashStruct(CvmGolden)``,
+        or, with checks that can fail, ``hashStruct(CvmGoldenWithChecks)`` over it and the checks' hash."""
+        rules = self.rules_hash()
+        if not self.checks.checks_something():
+            return rules
+        return keccak256(GOLDEN_CHECKS_TYPEHASH + rules + self.checks.struct_hash())
+
+    def rules_hash(self) -> bytes:
+        """EIP-712 ``hashStruct(CvmGolden)``: the id of these rules without report checks."""
         products = sum(PRODUCT_BITS[p] for p in self.products)
         signers = sum(SIGNER_BITS[s] for s in self.signers)
         pcr_mask = sum(1 << i for i, _ in self.pcrs)

@@ -1,10 +1,11 @@
 """Report checks (offchain.policy.checks): one typed violation per field, in a version-2 golden
-measurement whose canonical id equals its version-1 twin's, and as ``cvm-cli verify`` flags."""
+measurement whose canonical id covers them, and as ``cvm-cli verify`` flags."""
 
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,19 @@ import jsonschema_rs
 import pytest
 from click.testing import CliRunner
 
+from offchain.abi.keccak import keccak256
 from offchain.abi.snp_report import Product, SignerKind, SnpReport
 from offchain.cli.verify import verify
 from offchain.errors import ParseError, Reason
 from offchain.policy.check import policy_violations
-from offchain.policy.checks import PLATFORM_INFO_BITS, FirmwareMinimum, ReportChecks, report_check_violations
-from offchain.policy.golden import SCHEMA_FILE, Binding, GoldenMeasurement
+from offchain.policy.checks import (
+    CHECKS_TYPE,
+    PLATFORM_INFO_BITS,
+    FirmwareMinimum,
+    ReportChecks,
+    report_check_violations,
+)
+from offchain.policy.golden import GOLDEN_CHECKS_TYPEHASH, SCHEMA_FILE, Binding, GoldenMeasurement
 from tests.support.snp_vectors import load_vector
 
 VECTOR = "snp/milan-vcek-v5-gcp-teekit"
@@ -91,10 +99,15 @@ def _golden(report: SnpReport, checks: ReportChecks = ReportChecks()) -> GoldenM
         "checks": checks})
 
 
-def test_a_golden_with_checks_is_version_2_with_the_same_canonical_id(report: SnpReport) -> None:
+def test_a_golden_with_checks_is_version_2_with_an_id_over_its_rules_and_checks(report: SnpReport) -> None:
     plain, checked = _golden(report), _golden(report, _matching(report))
     assert (plain.version, checked.version) == (1, 2)
-    assert checked.canonical_id() == plain.canonical_id()  # the checks are outside the id the contract computes
+    assert checked.rules_hash() == plain.rules_hash() == plain.canonical_id()
+    # hashStruct(CvmGoldenWithChecks(golden, checks)), which the registry computes too (test_registry_report_checks)
+    assert checked.canonical_id() == keccak256(GOLDEN_CHECKS_TYPEHASH + plain.canonical_id()
+                                               + checked.checks.struct_hash())
+    stricter = replace(_matching(report), min_guest_svn=report.guest_svn + 1)
+    assert _golden(report, stricter).canonical_id() != checked.canonical_id()
     doc = checked.to_json()
     assert SCHEMA.is_valid(doc) and SCHEMA.is_valid(plain.to_json())
     again = GoldenMeasurement.from_json(json.dumps(doc))
@@ -178,4 +191,44 @@ def test_flags_override_the_goldens_checks(vectors: Path, report: SnpReport, tmp
     code, out = _verify(vectors, "--golden", str(tmp_path / "golden.json"))
     assert (code, out["reason"]) == (1, Reason.POLICY_HOST_DATA_MISMATCH.value)
     code, out = _verify(vectors, "--golden", str(tmp_path / "golden.json"), "--host-data", report.host_data.hex())
-    assert (code, out["ok"], out["golden_id"]) == (0, True, "0x" + golden.canonical_id().hex())
+    # The result names the rules it applied: the golden with the flags' checks, an id of its own.
+    applied = replace(golden, checks=golden.checks.merged(ReportChecks(host_data=report.host_data)))
+    assert (code, out["ok"], out["golden_id"]) == (0, True, "0x" + applied.canonical_id().hex())
+    assert applied.canonical_id() != golden.canonical_id()
+
+
+def test_the_struct_hash_is_eip712_hash_struct_of_the_onchain_fields(report: SnpReport) -> None:
+    """Computed here with eth_abi from the EIP-712 rules (bytes and bytes[] hashed), apart from the module's words."""
+    from eth_abi.abi import encode
+
+    checks = _matching(report)
+    *byte_fields, svn, chip_ids, mask, values, major, minor, build = checks.onchain_fields()
+    assert (mask, values) == (sum(1 << PLATFORM_INFO_BITS[n] for n, _ in checks.platform_info),
+                              sum(1 << PLATFORM_INFO_BITS[n] for n, wanted in checks.platform_info if wanted))
+    encoded = encode(
+        ["bytes32"] * 7 + ["uint32", "bytes32", "uint64", "uint64", "uint8", "uint8", "uint8"],
+        [keccak256(CHECKS_TYPE), *(keccak256(b) for b in byte_fields), svn,
+         keccak256(b"".join(keccak256(c) for c in chip_ids)), mask, values, major, minor, build],
+    )
+    assert checks.struct_hash() == keccak256(encoded)
+
+
+def test_the_onchain_fields_round_trip(report: SnpReport) -> None:
+    checks = replace(_matching(report), min_guest_svn=7)  # a zero minimum has the on-chain value of none
+    assert ReportChecks.from_onchain_fields(checks.onchain_fields()) == checks
+    assert ReportChecks.from_onchain_fields(ReportChecks().onchain_fields()) == ReportChecks()
+    fields = list(ReportChecks().onchain_fields())
+    fields[8] = 1 << 9  # a PLATFORM_INFO bit no check here names
+    with pytest.raises(ParseError) as info:
+        ReportChecks.from_onchain_fields(fields)
+    assert info.value.reason is Reason.GOLDEN_MALFORMED and info.value.context["field"] == "checks.platform_info"
+
+
+def test_only_checks_that_can_fail_change_the_id(report: SnpReport) -> None:
+    assert not ReportChecks(min_guest_svn=0, min_firmware=FirmwareMinimum(0, 0, 0)).checks_something()
+    never_failing = _golden(report, ReportChecks(min_guest_svn=0))
+    assert never_failing.version == 2 and never_failing.canonical_id() == _golden(report).canonical_id()
+    for checks in (ReportChecks(min_guest_svn=1), ReportChecks(platform_info=(("smt_enabled", False),)),
+                   ReportChecks(min_firmware=FirmwareMinimum(0, 0, 1))):
+        assert checks.checks_something()
+        assert _golden(report, checks).canonical_id() != _golden(report).canonical_id()
