@@ -13,8 +13,13 @@ whole mined transaction (21,000 base and calldata included), what a relayer pays
 * ``register_cvm_svsm``: registerCvmSvsm with the cached VCEK, an RSA-2048 EK in the SVSM's VMPL0 report
   (SHA-512 of nonce and manifest through the SnpVerifier), an activator's statement recovered through the
   EcdsaVerifier and an RSA-2048 AK's quote (golden measurement pinning PCRs 0 and 23);
+* ``register_cvm_checks``: ``register_cvm`` against a golden measurement with report checks (HOST_DATA,
+  ID_KEY_DIGEST, minimum GUEST_SVN, a chip allow-list of four, two PLATFORM_INFO bits, minimum firmware),
+  which SnpVerifier.checkReport runs after the golden rules;
 * ``refresh_cvm_rsa`` / ``refresh_cvm_p256``: refreshCvm with an RSA-2048 / P-256 AK;
 * ``publish_golden``: publishGolden pinning PCRs 0 and 23;
+* ``publish_golden_checks``: publishGoldenWithChecks of that golden measurement with those checks (stored
+  as a contract's code);
 * ``publish_sealing_key``: publishSealingKey of the attested CVM (its secp256k1 signature recovered
   through the EcdsaVerifier, its attestation status read, the key stored);
 * ``is_attested``: a CvmGated check as a dApp's gated function pays it, for the attested CVM: the
@@ -32,6 +37,8 @@ figures), or alone: ``python -m benchmarks.gas_registry``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from typing import Any
 
@@ -40,6 +47,7 @@ from web3 import Web3
 
 from offchain.abi.snp_report import Product, SignerKind
 from offchain.devamd import DevAmdChain
+from offchain.policy.checks import FirmwareMinimum, ReportChecks
 from offchain.trust.roots import spki_fingerprint
 from onchain.calldata import certificate_der
 from onchain.client import RegistryClient
@@ -64,9 +72,11 @@ KEYS = (
     "register_certificate_vcek",
     "register_cvm",
     "register_cvm_svsm",
+    "register_cvm_checks",
     "refresh_cvm_rsa",
     "refresh_cvm_p256",
     "publish_golden",
+    "publish_golden_checks",
     "publish_sealing_key",
     "is_attested",
     "is_attested_after_revocation",
@@ -120,6 +130,22 @@ def measure(w3: Web3, deployer: str) -> dict[str, int]:
     expiry = int(w3.eth.get_block("latest")["timestamp"]) + 600
     register_cvm_svsm(registry, golden_id, address, number, svsm.evidence(svsm.quote(extra)), activator, expiry)
     out["register_cvm_svsm"] = _gas_used(registry)
+
+    host_data, id_key = hashlib.sha256(b"host data").digest(), hashlib.sha384(b"id key").digest()
+    checked = sim_cvm(chain, SoftAk("rsa"), pcrs=pcr_bank(), host_data=host_data, id_key_digest=id_key, guest_svn=2)
+    report = checked.report
+    checks = ReportChecks(
+        host_data=host_data, id_key_digest=id_key, min_guest_svn=2,
+        chip_ids=(*(bytes([i]) * 64 for i in range(1, 4)), report.chip_id),
+        platform_info=(("smt_enabled", True), ("tsme_enabled", False)),
+        min_firmware=FirmwareMinimum(report.current_major, report.current_minor, report.current_build),
+    )
+    golden_id = publish_once(registry, dataclasses.replace(checked.golden(pinned=(0, 23)), checks=checks))
+    out["publish_golden_checks"] = _gas_used(registry)
+    address = new_cvm()
+    number, extra = fresh_nonce(w3, registry, address)
+    register_cvm(registry, golden_id, address, number, checked.evidence(checked.quote(extra)))
+    out["register_cvm_checks"] = _gas_used(registry)
 
     harness = deploy(w3, compile_contracts(["contracts/test/CvmGatedHarness.sol"])["CvmGatedHarness"],
                      registry.address, sender=deployer)

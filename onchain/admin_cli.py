@@ -464,14 +464,19 @@ def revoke(golden_id: str, dry_run: bool, yes: bool, rpc: str, registry: str, ke
 def show(golden_id: str, rpc: str, registry: str, as_json: bool) -> None:
     """Show what the registry holds for a golden measurement."""
     gid = _golden_id(golden_id)
-    info = _client(rpc, registry).golden_of(gid)
+    client = _client(rpc, registry)
+    info = client.golden_of(gid)
     if not info.published:
         raise ChainError(Reason.REGISTRY_GOLDEN_NOT_FOUND, f"golden 0x{gid.hex()} is not published on {registry}",
                          golden_id="0x" + gid.hex())
+    checks = client.report_checks_of(gid).to_json()
     payload = {"golden_id": "0x" + gid.hex(), "published": info.published, "revoked": info.revoked,
-               "lifetime_seconds": info.lifetime, "binding": info.binding, "pcr_mask": info.pcr_mask}
+               "lifetime_seconds": info.lifetime, "binding": info.binding, "pcr_mask": info.pcr_mask,
+               "checks": checks}
     state = "revoked" if info.revoked else "published"
-    _print(payload, as_json, f"0x{gid.hex()}: {state}, lifetime {info.lifetime}s, PCR mask {info.pcr_mask:#x}")
+    checked = f", report checks {', '.join(sorted(checks))}" if checks else ""
+    _print(payload, as_json,
+           f"0x{gid.hex()}: {state}, lifetime {info.lifetime}s, PCR mask {info.pcr_mask:#x}{checked}")
 
 
 def _write_document(path: Path, doc: GoldenMeasurement) -> None:

@@ -56,7 +56,21 @@ def test_owner_deploys_publishes_shows_and_revokes(stack: Stack, tmp_path: Path)
         assert golden_id == "0x" + GoldenMeasurement.from_file(saved).canonical_id().hex()
 
         shown = json.loads(_invoke(golden, ["show", golden_id, *common, "--json"], env).output)
-        assert shown["published"] is True and shown["revoked"] is False
+        assert shown["published"] is True and shown["revoked"] is False and shown["checks"] == {}
+
+        # A version-2 document: its report checks go on chain with it, under an id that covers them.
+        doc = json.loads(saved.read_text())
+        doc.update(version=2, checks={"min_guest_svn": 1, "platform_info": {"smt_enabled": False}})
+        (tmp_path / "checked.json").write_text(json.dumps(doc))
+        checked = _invoke(golden, ["publish", *common, "--file", str(tmp_path / "checked.json"),
+                                   "--key", "env:OWNER_KEY", "--json"], env)
+        assert checked.exit_code == 0, checked.output
+        checked_id = json.loads(checked.output)["golden_id"]
+        assert checked_id == "0x" + GoldenMeasurement.from_json(doc).canonical_id().hex() != golden_id
+        shown = _invoke(golden, ["show", checked_id, *common, "--json"], env)
+        assert json.loads(shown.output)["checks"] == doc["checks"]
+        text = _invoke(golden, ["show", checked_id, *common], env).output
+        assert "report checks min_guest_svn, platform_info" in text
 
         dry = json.loads(_invoke(golden, ["revoke", golden_id, *common, "--key", "env:OWNER_KEY", "--dry-run", "--json"],
                                  env).output)
