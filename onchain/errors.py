@@ -18,6 +18,7 @@ from eth_utils.crypto import keccak
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
 
 from offchain.errors import ChainError, Reason
+from offchain.policy.checks import KEYS, REASONS
 
 #: Custom error name -> reason. Names are unique across the registry and the libraries it uses.
 ERROR_REASONS: Mapping[str, Reason] = {
@@ -132,18 +133,7 @@ _TPM_STRUCTURE_REASONS = {
 
 #: RegistryReportCheckFailed's argument numbers the check (ISnpVerifier.ReportChecks order); each has the
 #: reason offchain.policy.checks gives the same failure.
-REPORT_CHECK_REASONS = {
-    1: Reason.POLICY_REPORT_DATA_MISMATCH,
-    2: Reason.POLICY_HOST_DATA_MISMATCH,
-    3: Reason.POLICY_ID_KEY_MISMATCH,
-    4: Reason.POLICY_AUTHOR_KEY_MISMATCH,
-    5: Reason.POLICY_FAMILY_ID_MISMATCH,
-    6: Reason.POLICY_IMAGE_ID_MISMATCH,
-    7: Reason.POLICY_GUEST_SVN_TOO_LOW,
-    8: Reason.POLICY_CHIP_NOT_ALLOWED,
-    9: Reason.POLICY_PLATFORM_INFO_MISMATCH,
-    10: Reason.POLICY_FIRMWARE_TOO_OLD,
-}
+REPORT_CHECK_REASONS = {number: REASONS[key] for number, key in enumerate(KEYS, start=1)}
 
 
 def _signature(item: Mapping[str, Any]) -> str:

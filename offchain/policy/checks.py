@@ -69,6 +69,14 @@ _BYTES_FIELDS = {
     "image_id": (16, Reason.POLICY_IMAGE_ID_MISMATCH),
 }
 KEYS = (*_BYTES_FIELDS, "min_guest_svn", "chip_ids", "platform_info", "min_firmware")
+#: The reason of a broken check, by key (in :data:`KEYS` order: the order of ``ISnpVerifier.ReportChecks``).
+REASONS: Mapping[str, Reason] = {
+    **{key: reason for key, (_size, reason) in _BYTES_FIELDS.items()},
+    "min_guest_svn": Reason.POLICY_GUEST_SVN_TOO_LOW,
+    "chip_ids": Reason.POLICY_CHIP_NOT_ALLOWED,
+    "platform_info": Reason.POLICY_PLATFORM_INFO_MISMATCH,
+    "min_firmware": Reason.POLICY_FIRMWARE_TOO_OLD,
+}
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -245,21 +253,21 @@ def report_check_violations(checks: ReportChecks, report: SnpReport, path: str =
         if wanted is not None and not hmac.compare_digest(wanted, got):
             out.append(Violation(reason, f"{path}.{key}", wanted.hex(), got.hex()))
     if checks.min_guest_svn is not None and report.guest_svn < checks.min_guest_svn:
-        out.append(Violation(Reason.POLICY_GUEST_SVN_TOO_LOW, f"{path}.min_guest_svn", f">= {checks.min_guest_svn}",
+        out.append(Violation(REASONS["min_guest_svn"], f"{path}.min_guest_svn", f">= {checks.min_guest_svn}",
                              report.guest_svn))
     if checks.chip_ids is not None and not any(hmac.compare_digest(c, report.chip_id) for c in checks.chip_ids):
-        out.append(Violation(Reason.POLICY_CHIP_NOT_ALLOWED, f"{path}.chip_ids", "one of the allowed chips",
+        out.append(Violation(REASONS["chip_ids"], f"{path}.chip_ids", "one of the allowed chips",
                              report.chip_id.hex()))
     for name, wanted_bit in checks.platform_info:
         actual = bool(report.platform_info >> PLATFORM_INFO_BITS[name] & 1)
         if actual is not wanted_bit:
-            out.append(Violation(Reason.POLICY_PLATFORM_INFO_MISMATCH, f"{path}.platform_info.{name}", wanted_bit,
+            out.append(Violation(REASONS["platform_info"], f"{path}.platform_info.{name}", wanted_bit,
                                  actual))
     fw = checks.min_firmware
     if fw is not None:
         current = (report.current_major, report.current_minor, report.current_build)
         if current < (fw.major, fw.minor, fw.build):
-            out.append(Violation(Reason.POLICY_FIRMWARE_TOO_OLD, f"{path}.min_firmware",
+            out.append(Violation(REASONS["min_firmware"], f"{path}.min_firmware",
                                  f">= {fw.major}.{fw.minor} build {fw.build}",
                                  f"{report.current_major}.{report.current_minor} build {report.current_build}"))
     return out
